@@ -1,0 +1,30 @@
+//! Parse-don't-validate types: each is checked once at the edge, then trusted inside.
+
+mod scope;
+mod tenant;
+mod tenant_id;
+mod token_url;
+
+pub use scope::{Scope, ScopeSet, TenantAccess};
+pub use tenant::{
+    validate_client_id, validate_client_secret, validate_name, validate_scope, TokenType,
+};
+pub use tenant_id::TenantId;
+pub use token_url::{is_public_ip, parse_outbound_url, UrlPolicy};
+
+/// A field that failed validation, with a message safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

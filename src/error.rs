@@ -1,0 +1,190 @@
+//! `ApiError`: every failure a caller can see, rendered as application/problem+json (RFC 9457).
+//!
+//! Bodies carry only what is safe to show; the cause of a 5xx is logged once, inside the
+//! request's span, and never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::FieldError;
+use crate::store;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or malformed Authorization header")]
+    MissingCredentials,
+    #[error("unknown or revoked caller key")]
+    InvalidCredentials,
+    #[error("this caller key lacks the scope {needed}")]
+    Forbidden { needed: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Validation(#[from] FieldError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("the store is unavailable; try again shortly")]
+    StoreUnavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if store::is_unavailable(&err) {
+            ApiError::StoreUnavailable(err)
+        } else {
+            ApiError::Internal(anyhow::Error::new(err).context("database query failed"))
+        }
+    }
+}
+
+/// Turns a unique-constraint violation into a 409 with `message`; other errors pass through.
+pub trait OnConflict<T> {
+    fn on_conflict(self, message: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> OnConflict<T> for std::result::Result<T, sqlx::Error> {
+    fn on_conflict(self, message: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| {
+            if store::is_unique_violation(&err) {
+                ApiError::Conflict(message())
+            } else {
+                err.into()
+            }
+        })
+    }
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// The request field that failed validation (422 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable problem type (documented in openapi.yaml).
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Validation(_) => "validation",
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::UnsupportedMediaType => "unsupported-media-type",
+            ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::StoreUnavailable(_) => "store-unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::MissingCredentials | ApiError::InvalidCredentials => "Unauthorized",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::NotFound(_) => "Not Found",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::Validation(_) => "Invalid field",
+            ApiError::BadRequest(_) => "Bad Request",
+            ApiError::UnsupportedMediaType => "Unsupported Media Type",
+            ApiError::PayloadTooLarge { .. } => "Payload Too Large",
+            ApiError::MethodNotAllowed => "Method Not Allowed",
+            ApiError::StoreUnavailable(_) => "Service Unavailable",
+            ApiError::Internal(_) => "Internal Server Error",
+        }
+    }
+
+    pub fn to_problem(&self) -> Problem {
+        Problem {
+            kind: format!("urn:tokenvend:problem:{}", self.slug()),
+            title: self.title(),
+            status: self.status().as_u16(),
+            detail: self.to_string(),
+            field: match self {
+                ApiError::Validation(e) => Some(e.field.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            ApiError::StoreUnavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable")
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let mut response = (status, problem_json(&self.to_problem())).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::MissingCredentials => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tokenvend\""),
+                );
+            }
+            ApiError::InvalidCredentials => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tokenvend\", error=\"invalid_token\""),
+                );
+            }
+            ApiError::StoreUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Serialises a problem with the problem+json content type.
+pub fn problem_json(problem: &Problem) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
+        serde_json::to_vec(problem).unwrap_or_default(),
+    )
+}

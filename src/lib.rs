@@ -1,0 +1,26 @@
+//! tokenvend: holds many tenants' edX API credentials and vends cached edX access tokens.
+
+/// Caller keys, scopes and the extractor that checks them.
+pub mod auth;
+/// Command-line interface: subcommands and their arguments.
+pub mod cli;
+/// Typed settings from the environment and flags, validated once.
+pub mod config;
+/// AES-256-GCM sealing of secrets and tokens at rest.
+pub mod crypto;
+/// Parse-don't-validate types: tenant ids, scopes, token URLs, tenant fields.
+pub mod domain;
+/// `ApiError` and its application/problem+json rendering.
+pub mod error;
+/// Request extractors that answer with problem+json on bad input.
+pub mod extract;
+/// HTTP routes, one module per resource.
+pub mod routes;
+/// Application start-up: storage, keys, listener, graceful shutdown.
+pub mod startup;
+/// Shared handler state.
+pub mod state;
+/// The storage layer over PostgreSQL and SQLite.
+pub mod store;
+/// Tracing subscriber setup (text or JSON) and request spans.
+pub mod telemetry;

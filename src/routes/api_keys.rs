@@ -1,0 +1,159 @@
+//! Caller keys: create (the key is shown once), list (never the key) and revoke.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, post};
+use axum::Router;
+use chrono::{SubsecRound, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::tenants::rfc3339;
+use super::{audit, RequestId};
+use crate::auth::{generate_key, Caller, KeyEntry};
+use crate::domain::{validate_name, FieldError, Scope, ScopeSet};
+use crate::error::{ApiError, OnConflict, Result};
+use crate::extract::Json;
+use crate::state::AppState;
+use crate::store::ApiKeyRecord;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api-keys", post(create_api_key).get(list_api_keys))
+        .route("/api-keys/{id}", delete(delete_api_key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct ApiKeyView {
+    id: String,
+    name: String,
+    scopes: Vec<String>,
+    created_at: String,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(k: &ApiKeyRecord) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
+            created_at: rfc3339(k.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreatedApiKey {
+    #[serde(flatten)]
+    view: ApiKeyView,
+    /// The key itself: returned here only, never stored or shown again.
+    key: String,
+}
+
+#[derive(Serialize)]
+struct ApiKeyList {
+    items: Vec<ApiKeyView>,
+}
+
+fn parse_scopes(raw: Option<Vec<String>>) -> Result<ScopeSet, FieldError> {
+    let raw = raw.ok_or_else(|| FieldError::new("scopes", "is required"))?;
+    let scopes = raw
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.parse::<Scope>()
+                .map_err(|m| FieldError::new(format!("scopes[{i}]"), m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let set = ScopeSet::new(scopes);
+    if set.is_empty() {
+        return Err(FieldError::new("scopes", "must name at least one scope"));
+    }
+    Ok(set)
+}
+
+async fn create_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Json(body): Json<CreateApiKey>,
+) -> Result<impl IntoResponse> {
+    caller.require(Scope::Admin)?;
+    let name = body
+        .name
+        .ok_or_else(|| FieldError::new("name", "is required"))
+        .and_then(|n| validate_name(&n).map_err(|m| FieldError::new("name", m)))?;
+    let scopes = parse_scopes(body.scopes)?;
+    let generated = generate_key();
+    let record = ApiKeyRecord {
+        id: generated.id.clone(),
+        name,
+        scopes: scopes.to_stored(),
+        key_hash: generated.hash.to_vec(),
+        created_at: Utc::now().trunc_subsecs(6),
+    };
+    let entry = audit(
+        &caller,
+        &request_id,
+        "api_key.create",
+        &record.id,
+        json!({ "scopes": record.scopes }),
+    );
+    state
+        .store
+        .insert_api_key(&record, &entry)
+        .await
+        .on_conflict(|| "key id collision; retry".to_owned())?;
+    state.keys.insert(KeyEntry::new(
+        record.id.clone(),
+        record.name.clone(),
+        scopes,
+        generated.hash,
+    ));
+    tracing::info!(key_id = %record.id, scopes = %record.scopes, "caller key created");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api-keys/{}", record.id))],
+        axum::Json(CreatedApiKey {
+            view: ApiKeyView::from(&record),
+            key: generated.key.expose_secret().to_owned(),
+        }),
+    ))
+}
+
+async fn list_api_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<ApiKeyList>> {
+    caller.require(Scope::Admin)?;
+    let records = state.store.list_api_keys().await?;
+    Ok(axum::Json(ApiKeyList {
+        items: records.iter().map(ApiKeyView::from).collect(),
+    }))
+}
+
+async fn delete_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    caller.require(Scope::Admin)?;
+    let entry = audit(&caller, &request_id, "api_key.revoke", &id, json!({}));
+    if state.store.delete_api_key(&id, &entry).await? {
+        state.keys.remove(&id);
+        tracing::info!(key_id = %id, "caller key revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("caller key not found".to_owned()))
+    }
+}

@@ -1,0 +1,80 @@
+//! The audit trail of administrative changes: who changed what, when (never a secret).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use super::tenants::rfc3339;
+use super::{decode_cursor, encode_cursor, page_size};
+use crate::auth::Caller;
+use crate::domain::Scope;
+use crate::error::{ApiError, Result};
+use crate::extract::Query;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/audit-events", get(list_audit_events))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AuditEventView {
+    id: i64,
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    details: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct AuditPage {
+    items: Vec<AuditEventView>,
+    next_cursor: Option<String>,
+}
+
+/// Newest first.
+async fn list_audit_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<AuditPage>> {
+    caller.require(Scope::Admin)?;
+    let limit = page_size(params.limit)?;
+    let before = match params.cursor.as_deref() {
+        Some(cursor) => decode_cursor(cursor)?
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest("cursor is not one this service issued".into()))?,
+        None => i64::MAX,
+    };
+    let mut rows = state
+        .store
+        .list_audit_events(before, i64::from(limit) + 1)
+        .await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|e| encode_cursor(&e.id.to_string()))
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|e| AuditEventView {
+            id: e.id,
+            at: rfc3339(e.at),
+            details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::Null),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            request_id: e.request_id,
+        })
+        .collect();
+    Ok(axum::Json(AuditPage { items, next_cursor }))
+}

@@ -1,0 +1,201 @@
+//! Start-up: open and migrate the store, resolve the master and admin keys, load caller
+//! keys into memory, bind the listener (port 0 allowed) and serve until shutdown.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+
+use crate::auth::{generate_bootstrap_key, KeyRing};
+use crate::config::{
+    ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, LISTEN_VAR,
+    MASTER_KEY_VAR,
+};
+use crate::crypto::MasterKey;
+use crate::domain::UrlPolicy;
+use crate::routes;
+use crate::state::AppState;
+use crate::store::{DatabaseUrl, Store};
+
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, ConfigError> {
+        let store = open_store(&settings).await?;
+        let master_key = resolve_master_key(&settings)?;
+        check_sealed_key_ids(&store, &master_key).await?;
+        let admin_key = resolve_admin_key(&settings)?;
+
+        let keys = KeyRing::new(&admin_key);
+        let records = store.list_api_keys().await.map_err(|e| {
+            ConfigError::new(DATABASE_URL_VAR, format!("cannot read caller keys: {e}"))
+        })?;
+        keys.replace_all(&records);
+
+        let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
+            ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
+        })?;
+
+        let state = AppState {
+            store,
+            keys: Arc::new(keys),
+            master_key: Arc::new(master_key),
+            url_policy: if settings.allow_insecure_token_urls {
+                UrlPolicy::AllowInsecure
+            } else {
+                UrlPolicy::PublicHttpsOnly
+            },
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.local_addr();
+        let store = self.state.store.clone();
+        tracing::info!(%addr, backend = store.backend_name(), "tokenvend listening");
+        let router = routes::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        store.close().await;
+        tracing::info!("tokenvend stopped");
+        served
+    }
+}
+
+/// Connects to the configured (or embedded) database and applies pending migrations.
+pub async fn open_store(settings: &Settings) -> Result<Store, ConfigError> {
+    let url = settings.effective_database_url();
+    if settings.database_url.is_none() {
+        ensure_data_dir(&settings.data_dir)?;
+    }
+    let variable = if settings.database_url.is_some() {
+        DATABASE_URL_VAR
+    } else {
+        DATA_DIR_VAR
+    };
+    let store = Store::connect(&url)
+        .await
+        .map_err(|e| ConfigError::new(variable, format!("cannot open {}: {e}", url.redacted())))?;
+    store.migrate().await.map_err(|e| {
+        ConfigError::new(variable, format!("cannot migrate {}: {e}", url.redacted()))
+    })?;
+    Ok(store)
+}
+
+fn resolve_master_key(settings: &Settings) -> Result<MasterKey, ConfigError> {
+    if let Some(key) = &settings.master_key {
+        return Ok(key.clone());
+    }
+    if matches!(settings.effective_database_url(), DatabaseUrl::Postgres(_)) {
+        return Err(ConfigError::new(
+            MASTER_KEY_VAR,
+            "is required with a PostgreSQL database",
+        ));
+    }
+    let path = settings.data_dir.join(MASTER_KEY_FILE);
+    let encoded = read_or_create_secret(&path, || MasterKey::generate().1)
+        .map_err(|e| ConfigError::new(MASTER_KEY_VAR, e))?;
+    MasterKey::from_base64(encoded.expose_secret())
+        .map_err(|e| ConfigError::new(MASTER_KEY_VAR, format!("{} {e}", path.display())))
+}
+
+fn resolve_admin_key(settings: &Settings) -> Result<SecretString, ConfigError> {
+    if let Some(key) = &settings.admin_key {
+        return Ok(key.clone());
+    }
+    ensure_data_dir(&settings.data_dir)?;
+    let path = settings.data_dir.join(ADMIN_KEY_FILE);
+    read_or_create_secret(&path, || {
+        generate_bootstrap_key().expose_secret().to_owned()
+    })
+    .map_err(|e| ConfigError::new(ADMIN_KEY_VAR, e))
+}
+
+/// Refuses to start when stored secrets were sealed under another master key: serving
+/// would only fail later, one tenant at a time.
+async fn check_sealed_key_ids(store: &Store, key: &MasterKey) -> Result<(), ConfigError> {
+    let ids = store.sealed_key_ids().await.map_err(|e| {
+        ConfigError::new(DATABASE_URL_VAR, format!("cannot read stored secrets: {e}"))
+    })?;
+    match ids.iter().find(|id| id.as_str() != key.id()) {
+        Some(other) => Err(ConfigError::new(
+            MASTER_KEY_VAR,
+            format!(
+                "the database holds secrets sealed with master key id {other}, but the \
+                 configured key has id {}; start with the key that sealed them",
+                key.id()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        ConfigError::new(
+            DATA_DIR_VAR,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Reads a one-line secret file, or creates it (mode 0600) with a generated value. The
+/// path is logged; the value never is.
+fn read_or_create_secret(
+    path: &PathBuf,
+    generate: impl FnOnce() -> String,
+) -> Result<SecretString, String> {
+    match std::fs::read_to_string(path) {
+        Ok(content) => {
+            let value = content.trim();
+            if value.is_empty() {
+                return Err(format!("{} is empty", path.display()));
+            }
+            return Ok(SecretString::from(value.to_owned()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let value = generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{value}")
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(path = %path.display(), "generated a new secret file; keep it safe and back it up");
+    Ok(SecretString::from(value))
+}

@@ -1,0 +1,16 @@
+//! The state every handler shares: cloned per request, so only `Arc`s and handles.
+
+use std::sync::Arc;
+
+use crate::auth::KeyRing;
+use crate::crypto::MasterKey;
+use crate::domain::UrlPolicy;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: Arc<KeyRing>,
+    pub master_key: Arc<MasterKey>,
+    pub url_policy: UrlPolicy,
+}

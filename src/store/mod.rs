@@ -1,0 +1,404 @@
+//! The storage layer: one `Store` over PostgreSQL (production) or SQLite (embedded default).
+//!
+//! Both backends run the same SQL text (`$N` placeholders work on both), so each query is
+//! written once and `on_pool!` expands it for the backend in use. What differs between them
+//! (connection options, migrations, and later fleet coordination) lives in `postgres.rs`
+//! and `sqlite.rs`.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{PgPool, SqlitePool};
+
+/// Where the data lives, as given by `TOKENVEND_DATABASE_URL`.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Postgres(SecretString),
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            url::Url::parse(raw).map_err(|e| format!("is not a valid URL ({e})"))?;
+            Ok(Self::Postgres(SecretString::from(raw.to_owned())))
+        } else if raw.starts_with("sqlite:") {
+            Ok(Self::Sqlite(raw.to_owned()))
+        } else {
+            Err("must start with postgres:// or sqlite://".to_owned())
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// The URL with any password replaced, for logs and error messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(url) => url.clone(),
+            Self::Postgres(url) => match url::Url::parse(url.expose_secret()) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("redacted"));
+                    }
+                    parsed.to_string()
+                }
+                Err(_) => "postgres://[unparseable]".to_owned(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A tenant row. The client secret is only ever held sealed.
+#[derive(Clone, sqlx::FromRow)]
+pub struct TenantRecord {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub secret_key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub token_url: Option<String>,
+    pub scope: Option<String>,
+    pub token_type: String,
+    pub asymmetric_jwt: bool,
+    pub jwks_url: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A caller key row: only the SHA-256 of the key is stored.
+#[derive(Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One administrative change, written in the same transaction as the change itself.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub request_id: Option<String>,
+    /// Field names and non-secret facts only, never a secret's value.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+    #[serde(skip)]
+    pub details: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same block against whichever pool the store holds.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres($pool) => $body,
+            Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Appends an audit row inside an open transaction.
+macro_rules! write_audit {
+    ($tx:expr, $entry:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, target, request_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Utc::now())
+        .bind(&$entry.actor)
+        .bind($entry.action)
+        .bind(&$entry.target)
+        .bind(&$entry.request_id)
+        .bind($entry.details.to_string())
+        .execute(&mut *$tx)
+        .await
+    };
+}
+
+const TENANT_COLUMNS: &str = "id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
+     scope, token_type, asymmetric_jwt, jwks_url, version, created_at, updated_at";
+
+/// How long a request waits for a database connection before the store counts as down.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Store {
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, sqlx::Error> {
+        let backend = match url {
+            DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::connect(url).await?),
+            DatabaseUrl::Sqlite(url) => Backend::Sqlite(sqlite::connect(url).await?),
+        };
+        Ok(Self { backend })
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match &self.backend {
+            Backend::Postgres(pool) => postgres::MIGRATOR.run(pool).await,
+            Backend::Sqlite(pool) => sqlite::MIGRATOR.run(pool).await,
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+
+    /// The ids of every master key that sealed something in this database.
+    pub async fn sealed_key_ids(&self) -> Result<Vec<String>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT secret_key_id FROM tenants UNION SELECT key_id FROM tokens"
+        )
+        .fetch_all(pool)
+        .await)
+    }
+
+    pub async fn insert_tenant(
+        &self,
+        t: &TenantRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
+                 token_url, scope, token_type, asymmetric_jwt, jwks_url, version, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.client_id)
+            .bind(&t.secret_key_id)
+            .bind(&t.secret_ciphertext)
+            .bind(&t.token_url)
+            .bind(&t.scope)
+            .bind(&t.token_type)
+            .bind(t.asymmetric_jwt)
+            .bind(&t.jwks_url)
+            .bind(t.version)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(tx, audit)?;
+            tx.commit().await
+        })
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, sqlx::Error> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Up to `limit` tenants with ids after `after`, in id order (keyset pagination).
+    pub async fn list_tenants(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>, sqlx::Error> {
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
+        on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)
+    }
+
+    /// Writes `t` if the row is still at `expected_version`; false if it changed or vanished.
+    pub async fn update_tenant(
+        &self,
+        t: &TenantRecord,
+        expected_version: i64,
+        drop_token: bool,
+        audit: &AuditEntry,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
+                 secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
+                 asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12 \
+                 WHERE id = $1 AND version = $13",
+            )
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.client_id)
+            .bind(&t.secret_key_id)
+            .bind(&t.secret_ciphertext)
+            .bind(&t.token_url)
+            .bind(&t.scope)
+            .bind(&t.token_type)
+            .bind(t.asymmetric_jwt)
+            .bind(&t.jwks_url)
+            .bind(t.version)
+            .bind(t.updated_at)
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            if drop_token {
+                sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
+                    .bind(&t.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn delete_tenant(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn insert_api_key(
+        &self,
+        k: &ApiKeyRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.scopes)
+            .bind(&k.key_hash)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(tx, audit)?;
+            tx.commit().await
+        })
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, name, scopes, key_hash, created_at FROM api_keys ORDER BY created_at, id"
+        )
+        .fetch_all(pool)
+        .await)
+    }
+
+    pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Up to `limit` audit events older than `before` (newest first).
+    pub async fn list_audit_events(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, at, actor, action, target, request_id, details FROM audit_events \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (a duplicate id or key).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Whether a database error means the store is unreachable rather than the query wrong.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+    )
+}
