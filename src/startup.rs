@@ -31,6 +31,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ConfigError> {
+        // Bind first: a taken port is the commonest start-up error and needs no files.
+        let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
+            ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
+        })?;
         let store = open_store(&settings).await?;
         let master_key = resolve_master_key(&settings)?;
         check_sealed_key_ids(&store, &master_key).await?;
@@ -41,10 +45,6 @@ impl Application {
             ConfigError::new(DATABASE_URL_VAR, format!("cannot read caller keys: {e}"))
         })?;
         keys.replace_all(&records);
-
-        let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
-            ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
-        })?;
 
         let state = AppState {
             store,

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+#
+# tokenvend container image.
+#   docker build -t tokenvend .
+#   docker run --rm -p 8080:8080 -e TOKENVEND_DATABASE_URL=... -e TOKENVEND_MASTER_KEY=... tokenvend
+# Without TOKENVEND_DATABASE_URL the embedded SQLite store is kept under
+# /var/lib/tokenvend/data; mount a volume there to keep it, with master.key and admin.key.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# sqlx::migrate! embeds the migrations at compile time.
+COPY migrations ./migrations
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin tokenvend \
+ && install -m 0755 target/release/tokenvend /usr/local/bin/tokenvend
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 tokenvend \
+ && useradd --system --uid 10001 --gid tokenvend --home-dir /var/lib/tokenvend \
+      --create-home --shell /usr/sbin/nologin tokenvend
+COPY --from=builder /usr/local/bin/tokenvend /usr/local/bin/tokenvend
+USER 10001:10001
+WORKDIR /var/lib/tokenvend
+# Listen on all interfaces inside the container (the binary's default is 127.0.0.1:8080).
+ENV TOKENVEND_LISTEN=0.0.0.0:8080 \
+    TOKENVEND_DATA_DIR=/var/lib/tokenvend/data
+EXPOSE 8080
+ENTRYPOINT ["tokenvend"]
+CMD ["serve"]

@@ -1,0 +1,415 @@
+//! The test harness: the real app on a random port, on its own fresh database.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::{Method, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
+use tempfile::TempDir;
+use tokenvend::config::Settings;
+use tokenvend::crypto::MasterKey;
+use tokenvend::startup::Application;
+use tokenvend::store::DatabaseUrl;
+use tokenvend::telemetry::LogFormat;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Every test case in `$name` runs once on each backend, as `postgres::$name` and
+/// `sqlite::$name`. Each case is an `async fn(TestApp)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await).await
+                }
+            )*
+        }
+    };
+}
+
+/// The server that holds PostgreSQL test databases; `TEST_DATABASE_URL` overrides it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Logs of every app in this test process, captured at debug level so that tests can
+/// check what was (not) logged. Printed too when `TEST_LOG` is set.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = CaptureWriter(buffer.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,h2=info,reqwest=info,rustls=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buffer
+    });
+}
+
+/// Everything logged so far by every app in this test process.
+pub fn captured_logs() -> String {
+    let logs = LOGS.get().expect("logs initialised by spawn_app");
+    String::from_utf8_lossy(&logs.lock().expect("log buffer")).into_owned()
+}
+
+/// A throwaway PostgreSQL database, dropped when this is dropped.
+struct PgTestDb {
+    name: String,
+}
+
+impl PgTestDb {
+    async fn create() -> (Self, String) {
+        let admin_url = postgres_admin_url();
+        let name = format!("tokenvend_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to the PostgreSQL test server (is it running?)");
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(&admin_url).expect("admin url");
+        url.set_path(&name);
+        (Self { name }, url.to_string())
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own to block on.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = conn
+                        .execute(
+                            format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str(),
+                        )
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A direct connection to the app's database, for looking at what is really stored.
+pub enum RawDb {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub backend: Backend,
+    pub settings: Settings,
+    pub raw: RawDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _pg: Option<PgTestDb>,
+    _dir: TempDir,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns the app after `configure` has adjusted its settings.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pg, database_url) = match backend {
+        Backend::Postgres => {
+            let (db, url) = PgTestDb::create().await;
+            (Some(db), url)
+        }
+        Backend::Sqlite => (
+            None,
+            format!("sqlite://{}", dir.path().join("test.db").display()),
+        ),
+    };
+    let admin_key = format!("test-admin-key-{}", uuid::Uuid::new_v4().simple());
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".to_owned(),
+        database_url: Some(DatabaseUrl::parse(&database_url).expect("database url")),
+        data_dir: dir.path().join("data"),
+        master_key: Some(MasterKey::generate().0),
+        admin_key: Some(SecretString::from(admin_key.clone())),
+        allow_insecure_token_urls: true,
+        log_format: LogFormat::Text,
+    };
+    configure(&mut settings);
+    let raw = match backend {
+        Backend::Postgres => RawDb::Postgres(PgPool::connect(&database_url).await.expect("raw pg")),
+        Backend::Sqlite => {
+            // The app creates the file; the raw handle opens it after start-up below.
+            RawDb::Sqlite(
+                SqlitePool::connect_lazy(&format!("{database_url}?mode=rwc")).expect("raw sqlite"),
+            )
+        }
+    };
+    let mut app = TestApp {
+        address: String::new(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        admin_key,
+        backend,
+        settings,
+        raw,
+        shutdown: None,
+        server: None,
+        _pg: pg,
+        _dir: dir,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("app builds");
+        self.address = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel();
+        self.shutdown = Some(tx);
+        self.server = Some(tokio::spawn(async move {
+            let _ = app
+                .run_until_stopped(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    /// Stops the app and starts it again on the same database and settings.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// A request with `key` as the caller key (none when `None`) and an optional JSON body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// A request as the bootstrap admin.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        self.request(method, path, Some(&self.admin_key), body)
+            .await
+    }
+
+    pub async fn create_tenant(&self, body: &Value) -> Response {
+        self.admin(Method::POST, "/tenants", Some(body)).await
+    }
+
+    /// Creates a caller key with `scopes` and returns the key.
+    pub async fn create_key(&self, scopes: &[&str]) -> String {
+        let resp = self
+            .admin(
+                Method::POST,
+                "/api-keys",
+                Some(&json!({ "name": "test key", "scopes": scopes })),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body: Value = resp.json().await.expect("json");
+        body["key"].as_str().expect("key").to_owned()
+    }
+
+    /// Every stored row of every table as text, bytes columns hex-encoded as PostgreSQL
+    /// dumps them; for SQLite the raw bytes of the database files.
+    pub async fn dump(&self) -> Vec<u8> {
+        match &self.raw {
+            RawDb::Postgres(pool) => {
+                let mut out = Vec::new();
+                for table in ["tenants", "api_keys", "tokens", "audit_events"] {
+                    let rows: Vec<String> =
+                        sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t"))
+                            .fetch_all(pool)
+                            .await
+                            .expect("dump table");
+                    for row in rows {
+                        out.extend_from_slice(row.as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+                out
+            }
+            RawDb::Sqlite(_) => {
+                let path = self.sqlite_path();
+                let mut out = Vec::new();
+                for suffix in ["", "-wal"] {
+                    if let Ok(bytes) = std::fs::read(format!("{}{suffix}", path.display())) {
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    fn sqlite_path(&self) -> PathBuf {
+        match &self.settings.database_url {
+            Some(DatabaseUrl::Sqlite(url)) => PathBuf::from(url.trim_start_matches("sqlite://")),
+            _ => panic!("not a sqlite app"),
+        }
+    }
+
+    /// Runs a statement directly against the app's database (`$N` placeholders).
+    pub async fn raw_execute(&self, sql: &str, args: &[&str]) -> u64 {
+        match &self.raw {
+            RawDb::Postgres(pool) => {
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(pool).await.expect("raw execute").rows_affected()
+            }
+            RawDb::Sqlite(pool) => {
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(pool).await.expect("raw execute").rows_affected()
+            }
+        }
+    }
+
+    pub async fn raw_count(&self, sql: &str, args: &[&str]) -> i64 {
+        match &self.raw {
+            RawDb::Postgres(pool) => {
+                let mut q = sqlx::query_scalar::<_, i64>(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.fetch_one(pool).await.expect("raw count")
+            }
+            RawDb::Sqlite(pool) => {
+                let mut q = sqlx::query_scalar::<_, i64>(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.fetch_one(pool).await.expect("raw count")
+            }
+        }
+    }
+}
+
+/// A valid tenant body with a unique secret.
+pub fn tenant_body(id: &str) -> Value {
+    json!({
+        "id": id,
+        "name": format!("Tenant {id}"),
+        "client_id": format!("client-{id}"),
+        "client_secret": format!("secret-{id}-{}", uuid::Uuid::new_v4().simple()),
+        "scope": "read write",
+    })
+}
+
+/// Asserts a problem+json answer with `status`, and returns its body.
+pub async fn assert_problem(resp: Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "every answer carries a request id"
+    );
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = resp.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+    body
+}
+
+pub async fn json_body(resp: Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    resp.json().await.expect("JSON body")
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}

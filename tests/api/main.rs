@@ -1,0 +1,12 @@
+//! The API test suite: the real app over real HTTP, every case on PostgreSQL and SQLite.
+
+#![allow(clippy::unwrap_used)]
+
+mod api_keys;
+mod auth;
+mod binary;
+mod errors;
+mod health;
+mod helpers;
+mod secrets;
+mod tenants;
