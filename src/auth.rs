@@ -6,6 +6,7 @@
 //! right (there is nothing to brute-force), and hashes are compared in constant time.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -200,6 +201,45 @@ impl Caller {
                 needed: format!("token:{tenant}"),
             }),
         }
+    }
+}
+
+/// A scope an endpoint needs, checked before the request body is read.
+pub trait RequiredScope {
+    fn scope() -> Scope;
+}
+
+macro_rules! required_scopes {
+    ($($marker:ident => $scope:expr),* $(,)?) => {
+        $(
+            #[doc = concat!("Marker for the `", stringify!($marker), "` scope.")]
+            pub struct $marker;
+            impl RequiredScope for $marker {
+                fn scope() -> Scope {
+                    $scope
+                }
+            }
+        )*
+    };
+}
+
+required_scopes! {
+    Admin => Scope::Admin,
+    TenantsRead => Scope::TenantsRead,
+    TenantsWrite => Scope::TenantsWrite,
+}
+
+/// A caller holding scope `S`: 401 without a valid key, 403 without the scope, before any
+/// body or query is parsed.
+pub struct Authorized<S>(pub Caller, pub PhantomData<S>);
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(S::scope())?;
+        Ok(Authorized(caller, PhantomData))
     }
 }
 

@@ -122,6 +122,24 @@ where
     }
 }
 
+/// Path parameters: a segment that does not even decode names nothing that exists (404).
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|_| ApiError::NotFound("not found".to_owned()))
+    }
+}
+
 /// A field of a JSON merge patch: absent, explicitly null, or a new value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Patch<T> {

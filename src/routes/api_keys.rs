@@ -1,7 +1,7 @@
 //! Caller keys: create (the key is shown once), list (never the key) and revoke.
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, post};
 use axum::Router;
@@ -12,10 +12,10 @@ use serde_json::json;
 
 use super::tenants::rfc3339;
 use super::{audit, RequestId};
-use crate::auth::{generate_key, Caller, KeyEntry};
+use crate::auth::{generate_key, Admin, Authorized, KeyEntry};
 use crate::domain::{validate_name, FieldError, Scope, ScopeSet};
 use crate::error::{ApiError, OnConflict, Result};
-use crate::extract::Json;
+use crate::extract::{Json, Path};
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
 
@@ -83,11 +83,10 @@ fn parse_scopes(raw: Option<Vec<String>>) -> Result<ScopeSet, FieldError> {
 
 async fn create_api_key(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Json(body): Json<CreateApiKey>,
 ) -> Result<impl IntoResponse> {
-    caller.require(Scope::Admin)?;
     let name = body
         .name
         .ok_or_else(|| FieldError::new("name", "is required"))
@@ -106,7 +105,7 @@ async fn create_api_key(
         &request_id,
         "api_key.create",
         &record.id,
-        json!({ "scopes": record.scopes }),
+        json!({ "scopes": ApiKeyView::from(&record).scopes }),
     );
     state
         .store
@@ -122,7 +121,6 @@ async fn create_api_key(
     tracing::info!(key_id = %record.id, scopes = %record.scopes, "caller key created");
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/api-keys/{}", record.id))],
         axum::Json(CreatedApiKey {
             view: ApiKeyView::from(&record),
             key: generated.key.expose_secret().to_owned(),
@@ -132,9 +130,8 @@ async fn create_api_key(
 
 async fn list_api_keys(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Authorized<Admin>,
 ) -> Result<axum::Json<ApiKeyList>> {
-    caller.require(Scope::Admin)?;
     let records = state.store.list_api_keys().await?;
     Ok(axum::Json(ApiKeyList {
         items: records.iter().map(ApiKeyView::from).collect(),
@@ -143,11 +140,10 @@ async fn list_api_keys(
 
 async fn delete_api_key(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    caller.require(Scope::Admin)?;
     let entry = audit(&caller, &request_id, "api_key.revoke", &id, json!({}));
     if state.store.delete_api_key(&id, &entry).await? {
         state.keys.remove(&id);

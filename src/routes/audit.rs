@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tenants::rfc3339;
 use super::{decode_cursor, encode_cursor, page_size};
-use crate::auth::Caller;
-use crate::domain::Scope;
+use crate::auth::{Admin, Authorized};
 use crate::error::{ApiError, Result};
 use crate::extract::Query;
 use crate::state::AppState;
@@ -43,10 +42,9 @@ struct AuditPage {
 /// Newest first.
 async fn list_audit_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Authorized<Admin>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<AuditPage>> {
-    caller.require(Scope::Admin)?;
     let limit = page_size(params.limit)?;
     let before = match params.cursor.as_deref() {
         Some(cursor) => decode_cursor(cursor)?

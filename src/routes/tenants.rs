@@ -1,6 +1,6 @@
 //! Tenants: create, list, read, update and delete a company's edX credentials.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{audit, decode_cursor, encode_cursor, page_size, tenant_not_found, RequestId};
-use crate::auth::Caller;
+use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
     parse_outbound_url, validate_client_id, validate_client_secret, validate_name, validate_scope,
-    FieldError, Scope, TenantId, TokenType,
+    FieldError, TenantId, TokenType,
 };
 use crate::error::{ApiError, OnConflict, Result};
-use crate::extract::{Json, Patch, Query};
+use crate::extract::{Json, Patch, Path, Query};
 use crate::state::AppState;
 use crate::store::TenantRecord;
 
@@ -152,11 +152,10 @@ impl AppState {
 
 async fn create_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Json(body): Json<CreateTenant>,
 ) -> Result<impl IntoResponse> {
-    caller.require(Scope::TenantsWrite)?;
     let id = field("id", TenantId::parse(&required(body.id, "id")?))?;
     tracing::Span::current().record("tenant", id.as_str());
     let name = field("name", validate_name(&required(body.name, "name")?))?;
@@ -225,10 +224,9 @@ async fn create_tenant(
 
 async fn list_tenants(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Authorized<TenantsRead>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<TenantPage>> {
-    caller.require(Scope::TenantsRead)?;
     let limit = page_size(params.limit)?;
     let after = params
         .cursor
@@ -261,10 +259,9 @@ pub fn path_tenant_id(raw: &str) -> Result<TenantId> {
 
 async fn get_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Authorized<TenantsRead>,
     Path(raw_id): Path<String>,
 ) -> Result<axum::Json<TenantView>> {
-    caller.require(Scope::TenantsRead)?;
     let id = path_tenant_id(&raw_id)?;
     let record = state
         .store
@@ -279,12 +276,11 @@ const UPDATE_ATTEMPTS: usize = 3;
 
 async fn update_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
     Json(patch): Json<UpdateTenant>,
 ) -> Result<axum::Json<TenantView>> {
-    caller.require(Scope::TenantsWrite)?;
     let id = path_tenant_id(&raw_id)?;
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state
@@ -418,11 +414,10 @@ fn apply_patch(
 
 async fn delete_tenant(
     State(state): State<AppState>,
-    caller: Caller,
+    Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode> {
-    caller.require(Scope::TenantsWrite)?;
     let id = path_tenant_id(&raw_id)?;
     let entry = audit(
         &caller,

@@ -98,6 +98,50 @@ async fn a_client_request_id_is_echoed_and_one_is_made_otherwise(app: TestApp) {
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
     let generated = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    for unusable in [
+        "x".repeat(129),
+        "has space".to_owned(),
+        "quote\"d".to_owned(),
+    ] {
+        let resp = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &unusable)
+            .send()
+            .await
+            .unwrap();
+        let echoed = resp.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(
+            echoed.len(),
+            36,
+            "{unusable:?} was replaced by a UUID, got {echoed}"
+        );
+    }
+}
+
+async fn scope_is_checked_before_the_body_is_read(app: TestApp) {
+    let reader = app.create_key(&["tenants:read"]).await;
+    let resp = app
+        .client
+        .post(app.url("/tenants"))
+        .bearer_auth(&reader)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::FORBIDDEN).await;
+    let resp = app
+        .request(Method::GET, "/audit-events?limit=0", Some(&reader), None)
+        .await;
+    assert_problem(resp, StatusCode::FORBIDDEN).await;
+}
+
+async fn a_path_that_does_not_decode_is_404(app: TestApp) {
+    let resp = app.admin(Method::GET, "/tenants/%FF%FE", None).await;
+    assert_problem(resp, StatusCode::NOT_FOUND).await;
+    let resp = app.admin(Method::DELETE, "/api-keys/%C0", None).await;
+    assert_problem(resp, StatusCode::NOT_FOUND).await;
 }
 
 async fn bad_input_leaves_the_service_up(app: TestApp) {
@@ -136,4 +180,6 @@ crate::on_both_backends!(
     unknown_paths_are_404_and_wrong_methods_405,
     a_client_request_id_is_echoed_and_one_is_made_otherwise,
     bad_input_leaves_the_service_up,
+    scope_is_checked_before_the_body_is_read,
+    a_path_that_does_not_decode_is_404,
 );
