@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::{Scope, ScopeSet, TenantAccess, TenantId};
+use crate::domain::{Scope, ScopeSet, TenantAccess};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
@@ -193,7 +193,7 @@ impl Caller {
 
     /// 403 for a key without token scope, 404 (as for an unknown tenant) for a key whose
     /// token scope covers other tenants only.
-    pub fn require_token_access(&self, tenant: &TenantId) -> Result<(), ApiError> {
+    pub fn require_token_access(&self, tenant: &str) -> Result<(), ApiError> {
         match self.0.scopes.token_access(tenant) {
             TenantAccess::Granted => Ok(()),
             TenantAccess::Hidden => Err(crate::routes::tenant_not_found()),

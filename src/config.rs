@@ -9,6 +9,7 @@ use crate::auth::MIN_ADMIN_KEY_LEN;
 use crate::crypto::MasterKey;
 use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
+use crate::vending::VendingSettings;
 
 pub const LISTEN_VAR: &str = "TOKENVEND_LISTEN";
 pub const DATABASE_URL_VAR: &str = "TOKENVEND_DATABASE_URL";
@@ -75,6 +76,8 @@ pub struct Settings {
     pub admin_key: Option<SecretString>,
     pub allow_insecure_token_urls: bool,
     pub log_format: LogFormat,
+    /// Token lifecycle and upstream limits (defaults from DESIGN.md; tests shorten them).
+    pub vending: VendingSettings,
 }
 
 fn non_empty(value: &Option<String>) -> Option<&str> {
@@ -169,6 +172,7 @@ impl Settings {
             admin_key,
             allow_insecure_token_urls,
             log_format,
+            vending: VendingSettings::default(),
         })
     }
 

@@ -7,8 +7,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::domain::FieldError;
 use crate::store;
+use crate::upstream::UpstreamError;
+use crate::vending::VendError;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -34,6 +38,14 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    /// edX could not provide a token (502, 503 or 504).
+    #[error("{detail}")]
+    Upstream {
+        status: StatusCode,
+        slug: &'static str,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     #[error("the store is unavailable; try again shortly")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -46,6 +58,38 @@ impl From<sqlx::Error> for ApiError {
             ApiError::StoreUnavailable(err)
         } else {
             ApiError::Internal(anyhow::Error::new(err).context("database query failed"))
+        }
+    }
+}
+
+impl From<VendError> for ApiError {
+    fn from(err: VendError) -> Self {
+        let (cause, retry_after) = match err {
+            VendError::UnknownTenant => return crate::routes::tenant_not_found(),
+            VendError::Credentials | VendError::Internal => {
+                return ApiError::Internal(anyhow::Error::new(err))
+            }
+            VendError::Upstream { cause, retry_after } => (cause, retry_after),
+        };
+        let (status, slug) = match &cause {
+            UpstreamError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "upstream-rejected"),
+            UpstreamError::InvalidResponse { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream-invalid-response")
+            }
+            UpstreamError::Throttled { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream-throttled")
+            }
+            UpstreamError::Unavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable")
+            }
+            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+        };
+        ApiError::Upstream {
+            status,
+            slug,
+            detail: cause.to_string(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| retry_after.unwrap_or(Duration::from_secs(1))),
         }
     }
 }
@@ -92,6 +136,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Upstream { status, .. } => *status,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +154,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::Upstream { slug, .. } => slug,
             ApiError::StoreUnavailable(_) => "store-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -125,6 +171,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported Media Type",
             ApiError::PayloadTooLarge { .. } => "Payload Too Large",
             ApiError::MethodNotAllowed => "Method Not Allowed",
+            ApiError::Upstream { status, .. } => match *status {
+                StatusCode::BAD_GATEWAY => "Bad Gateway",
+                StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout",
+                _ => "Service Unavailable",
+            },
             ApiError::StoreUnavailable(_) => "Service Unavailable",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -151,6 +202,7 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(cause) => {
                 tracing::warn!(error = %cause, "store unavailable")
             }
+            ApiError::Upstream { detail, .. } => tracing::info!(%detail, "no token to serve"),
             _ => {}
         }
         let status = self.status();
@@ -171,6 +223,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            ApiError::Upstream {
+                retry_after: Some(after),
+                ..
+            } => {
+                let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }

@@ -4,6 +4,8 @@
 pub mod auth;
 /// Command-line interface: subcommands and their arguments.
 pub mod cli;
+/// Wall-clock time, injectable for tests.
+pub mod clock;
 /// Typed settings from the environment and flags, validated once.
 pub mod config;
 /// AES-256-GCM sealing of secrets and tokens at rest.
@@ -14,6 +16,8 @@ pub mod domain;
 pub mod error;
 /// Request extractors that answer with problem+json on bad input.
 pub mod extract;
+/// Prometheus metrics.
+pub mod metrics;
 /// HTTP routes, one module per resource.
 pub mod routes;
 /// Application start-up: storage, keys, listener, graceful shutdown.
@@ -24,3 +28,7 @@ pub mod state;
 pub mod store;
 /// Tracing subscriber setup (text or JSON) and request spans.
 pub mod telemetry;
+/// The edX token client and the local edX-like issuer.
+pub mod upstream;
+/// The token cache: single-flight fetches, refresh-ahead, the scheduler, token status.
+pub mod vending;

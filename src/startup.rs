@@ -11,15 +11,18 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 use crate::auth::{generate_bootstrap_key, KeyRing};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{
     ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, LISTEN_VAR,
     MASTER_KEY_VAR,
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
+use crate::vending::Vendor;
 
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -31,6 +34,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, ConfigError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the app on `clock` (tests and benchmarks move a manual clock).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
         // Bind first: a taken port is the commonest start-up error and needs no files.
         let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
             ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
@@ -46,15 +57,36 @@ impl Application {
         })?;
         keys.replace_all(&records);
 
+        let url_policy = if settings.allow_insecure_token_urls {
+            UrlPolicy::AllowInsecure
+        } else {
+            UrlPolicy::PublicHttpsOnly
+        };
+        let master_key = Arc::new(master_key);
+        let vendor = Vendor::new(
+            store.clone(),
+            master_key.clone(),
+            clock,
+            settings.vending.clone(),
+            url_policy,
+            Arc::new(Metrics::new()),
+        )
+        .map_err(|e| {
+            ConfigError::new(LISTEN_VAR, format!("cannot build the HTTP client: {e:#}"))
+        })?;
+        vendor.load().await.map_err(|e| {
+            ConfigError::new(
+                DATABASE_URL_VAR,
+                format!("cannot load tenants and tokens: {e}"),
+            )
+        })?;
+
         let state = AppState {
             store,
             keys: Arc::new(keys),
-            master_key: Arc::new(master_key),
-            url_policy: if settings.allow_insecure_token_urls {
-                UrlPolicy::AllowInsecure
-            } else {
-                UrlPolicy::PublicHttpsOnly
-            },
+            master_key,
+            url_policy,
+            vendor,
         };
         Ok(Self { listener, state })
     }
@@ -77,10 +109,16 @@ impl Application {
         let addr = self.local_addr();
         let store = self.state.store.clone();
         tracing::info!(%addr, backend = store.backend_name(), "tokenvend listening");
+        let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = tokio::spawn(self.state.vendor.clone().run_scheduler(async {
+            let _ = scheduler_stopped.await;
+        }));
         let router = routes::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
+        let _ = stop_scheduler.send(());
+        let _ = scheduler.await;
         store.close().await;
         tracing::info!("tokenvend stopped");
         served

@@ -6,6 +6,7 @@ use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
+use crate::vending::Vendor;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +14,5 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub master_key: Arc<MasterKey>,
     pub url_policy: UrlPolicy,
+    pub vendor: Vendor,
 }

@@ -1,10 +1,12 @@
 //! Parse-don't-validate types: each is checked once at the edge, then trusted inside.
 
+mod expires_in;
 mod scope;
 mod tenant;
 mod tenant_id;
 mod token_url;
 
+pub use expires_in::parse_expires_in;
 pub use scope::{Scope, ScopeSet, TenantAccess};
 pub use tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, TokenType,

@@ -1,4 +1,4 @@
-//! Liveness and readiness probes (no authentication).
+//! Liveness and readiness probes and metrics (no authentication).
 
 use std::time::Duration;
 
@@ -14,10 +14,22 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(get_health))
         .route("/readyz", get(get_readiness))
+        .route("/metrics", get(get_metrics))
 }
 
 async fn get_health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Prometheus text (OpenMetrics); no authentication, no secrets, tenant ids as labels.
+async fn get_metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.vendor.render_metrics(),
+    )
 }
 
 /// Ready while the store answers within a second or two.

@@ -4,6 +4,7 @@ mod api_keys;
 mod audit;
 mod health;
 mod tenants;
+mod tokens;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(tenants::router())
+        .merge(tokens::router())
         .merge(api_keys::router())
         .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })

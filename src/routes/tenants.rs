@@ -199,6 +199,7 @@ async fn create_tenant(
         asymmetric_jwt: body.asymmetric_jwt.unwrap_or(false),
         jwks_url,
         version: 1,
+        credentials_version: 1,
         created_at: at,
         updated_at: at,
     };
@@ -214,6 +215,7 @@ async fn create_tenant(
         .insert_tenant(&record, &entry)
         .await
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
+    state.vendor.upsert_tenant(&record);
     tracing::info!(tenant = %id, "tenant created");
     Ok((
         StatusCode::CREATED,
@@ -306,6 +308,7 @@ async fn update_tenant(
             .await?
         {
             tracing::info!(tenant = %id, ?changed, drop_token, "tenant updated");
+            state.vendor.upsert_tenant(&next);
             return Ok(axum::Json(TenantView::from(&next)));
         }
     }
@@ -405,6 +408,9 @@ fn apply_patch(
             changed.push("jwks_url");
         }
     }
+    if changed.iter().any(|f| TOKEN_FIELDS.contains(f)) {
+        next.credentials_version = current.credentials_version + 1;
+    }
     if !changed.is_empty() {
         next.version = current.version + 1;
         next.updated_at = now();
@@ -427,6 +433,7 @@ async fn delete_tenant(
         json!({}),
     );
     if state.store.delete_tenant(id.as_str(), &entry).await? {
+        state.vendor.remove_tenant(id.as_str());
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -74,8 +74,22 @@ pub struct TenantRecord {
     pub asymmetric_jwt: bool,
     pub jwks_url: Option<String>,
     pub version: i64,
+    /// Bumped when a change makes held tokens stale (credentials, URL, scope, type).
+    pub credentials_version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A token row: the token itself only ever sealed.
+#[derive(Clone, sqlx::FromRow)]
+pub struct TokenRecord {
+    pub tenant_id: String,
+    pub key_id: String,
+    pub ciphertext: Vec<u8>,
+    pub token_type: String,
+    pub scope: Option<String>,
+    pub fetched_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A caller key row: only the SHA-256 of the key is stored.
@@ -151,7 +165,7 @@ macro_rules! write_audit {
 }
 
 const TENANT_COLUMNS: &str = "id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
-     scope, token_type, asymmetric_jwt, jwks_url, version, created_at, updated_at";
+     scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at";
 
 /// How long a request waits for a database connection before the store counts as down.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -208,8 +222,9 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
-                 token_url, scope, token_type, asymmetric_jwt, jwks_url, version, created_at, \
-                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
+                 credentials_version, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&t.id)
             .bind(&t.name)
@@ -222,6 +237,7 @@ impl Store {
             .bind(t.asymmetric_jwt)
             .bind(&t.jwks_url)
             .bind(t.version)
+            .bind(t.credentials_version)
             .bind(t.created_at)
             .bind(t.updated_at)
             .execute(&mut *tx)
@@ -267,8 +283,8 @@ impl Store {
             let updated = sqlx::query(
                 "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
                  secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
-                 asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12 \
-                 WHERE id = $1 AND version = $13",
+                 asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
+                 credentials_version = $14 WHERE id = $1 AND version = $13",
             )
             .bind(&t.id)
             .bind(&t.name)
@@ -283,6 +299,7 @@ impl Store {
             .bind(t.version)
             .bind(t.updated_at)
             .bind(expected_version)
+            .bind(t.credentials_version)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -320,6 +337,45 @@ impl Store {
             tx.commit().await?;
             Ok(true)
         })
+    }
+
+    /// Every stored token (sealed).
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT tenant_id, key_id, ciphertext, token_type, scope, fetched_at, expires_at \
+             FROM tokens"
+        )
+        .fetch_all(pool)
+        .await)
+    }
+
+    /// Stores a tenant's token, unless the tenant is gone or its credentials changed since
+    /// the token was asked for. Returns whether it was stored.
+    pub async fn save_token(
+        &self,
+        t: &TokenRecord,
+        credentials_version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO tokens (tenant_id, key_id, ciphertext, token_type, scope, fetched_at, \
+             expires_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants \
+             WHERE id = $1 AND credentials_version = $8) \
+             ON CONFLICT (tenant_id) DO UPDATE SET key_id = excluded.key_id, \
+             ciphertext = excluded.ciphertext, token_type = excluded.token_type, \
+             scope = excluded.scope, fetched_at = excluded.fetched_at, \
+             expires_at = excluded.expires_at"
+        )
+        .bind(&t.tenant_id)
+        .bind(&t.key_id)
+        .bind(&t.ciphertext)
+        .bind(&t.token_type)
+        .bind(&t.scope)
+        .bind(t.fetched_at)
+        .bind(t.expires_at)
+        .bind(credentials_version)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() > 0))
     }
 
     pub async fn insert_api_key(

@@ -3,17 +3,22 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 use tempfile::TempDir;
+use tokenvend::clock::ManualClock;
 use tokenvend::config::Settings;
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::LogFormat;
+use tokenvend::upstream::issuer::{Issuer, RunningIssuer};
+use tokenvend::upstream::UpstreamSettings;
+use tokenvend::vending::VendingSettings;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +147,29 @@ pub enum RawDb {
     Sqlite(SqlitePool),
 }
 
+/// Short limits so that failure tests take milliseconds, not seconds.
+pub fn test_vending_settings() -> VendingSettings {
+    VendingSettings {
+        skew: Duration::from_secs(10),
+        request_deadline: Duration::from_secs(3),
+        scheduler_interval: Duration::from_millis(20),
+        min_refetch_interval: Duration::from_secs(5),
+        upstream: UpstreamSettings {
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_millis(400),
+            max_attempts: 3,
+            retry_base_delay: Duration::from_millis(10),
+        },
+    }
+}
+
 pub struct TestApp {
     pub address: String,
+    /// The clock both the app and the issuer read; tests move it instead of sleeping.
+    pub clock: Arc<ManualClock>,
+    /// The local edX-like issuer standing in for edX.
+    pub issuer: Issuer,
+    pub issuer_server: RunningIssuer,
     pub client: reqwest::Client,
     pub admin_key: String,
     pub backend: Backend,
@@ -182,6 +208,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         admin_key: Some(SecretString::from(admin_key.clone())),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
+        vending: test_vending_settings(),
     };
     configure(&mut settings);
     let raw = match backend {
@@ -193,8 +220,14 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             )
         }
     };
+    let clock = Arc::new(ManualClock::starting_now());
+    let issuer = Issuer::new(clock.clone());
+    let issuer_server = issuer.start().await.expect("issuer starts");
     let mut app = TestApp {
         address: String::new(),
+        clock,
+        issuer,
+        issuer_server,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -214,7 +247,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
 
 impl TestApp {
     async fn start(&mut self) {
-        let app = Application::build(self.settings.clone())
+        let app = Application::build_with_clock(self.settings.clone(), self.clock.clone())
             .await
             .expect("app builds");
         self.address = format!("http://{}", app.local_addr());
@@ -368,6 +401,58 @@ impl TestApp {
             }
         }
     }
+}
+
+impl TestApp {
+    /// Registers a client with the issuer and a tenant `id` that uses it; returns the
+    /// tenant's client id.
+    pub async fn issuer_tenant(&self, id: &str) -> String {
+        self.issuer_tenant_with(id, |_| {}).await
+    }
+
+    /// Like `issuer_tenant`, after `adjust` has changed the tenant body.
+    pub async fn issuer_tenant_with(&self, id: &str, adjust: impl FnOnce(&mut Value)) -> String {
+        let mut body = tenant_body(id);
+        body["token_url"] = json!(self.issuer_server.token_url());
+        adjust(&mut body);
+        let client_id = body["client_id"].as_str().expect("client_id").to_owned();
+        let secret = body["client_secret"]
+            .as_str()
+            .expect("client_secret")
+            .to_owned();
+        self.issuer.register(&client_id, &secret);
+        let resp = self.create_tenant(&body).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "tenant {id} created");
+        client_id
+    }
+
+    pub async fn get_token(&self, id: &str) -> Response {
+        self.admin(Method::GET, &format!("/tenants/{id}/token"), None)
+            .await
+    }
+
+    pub async fn token_status(&self, id: &str) -> Value {
+        let resp = self
+            .admin(Method::GET, &format!("/tenants/{id}/token/status"), None)
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.expect("status JSON")
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+}
+
+/// Polls `check` until it holds (background work), failing after 5 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// A valid tenant body with a unique secret.

@@ -10,3 +10,4 @@ mod health;
 mod helpers;
 mod secrets;
 mod tenants;
+mod tokens;

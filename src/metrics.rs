@@ -1,0 +1,154 @@
+//! Prometheus metrics (`tokenvend_*`), one registry per app so that tests stay isolated.
+//! Hot-path counters are resolved once, so counting a cache hit is one atomic add.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
+}
+
+/// How a token request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenResult {
+    /// Served from the cache.
+    Hit,
+    /// Served from the cache, and a background refresh was started.
+    RefreshAhead,
+    /// Waited for a new token from edX.
+    Miss,
+    /// No token could be served.
+    Error,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    hit: Counter,
+    refresh_ahead: Counter,
+    miss: Counter,
+    error: Counter,
+    upstream_calls: Family<OutcomeLabels, Counter>,
+    upstream_latency: Histogram,
+    seconds_left: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    cached_tokens: Gauge,
+    tenants: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tokenvend");
+        let token_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "Token requests by result (hit, refresh_ahead, miss, error)",
+            token_requests.clone(),
+        );
+        let upstream_calls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "HTTP requests to edX token endpoints by outcome",
+            upstream_calls.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Latency of HTTP requests to edX token endpoints",
+            upstream_latency.clone(),
+        );
+        let seconds_left = Family::<TenantLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_seconds_remaining",
+            "Seconds until each tenant's held token expires",
+            seconds_left.clone(),
+        );
+        let cached_tokens = Gauge::default();
+        registry.register(
+            "cached_tokens",
+            "Tokens held in memory",
+            cached_tokens.clone(),
+        );
+        let tenants = Gauge::default();
+        registry.register("tenants", "Tenants configured", tenants.clone());
+        let counter = |result| {
+            token_requests
+                .get_or_create(&ResultLabels { result })
+                .clone()
+        };
+        Self {
+            hit: counter("hit"),
+            refresh_ahead: counter("refresh_ahead"),
+            miss: counter("miss"),
+            error: counter("error"),
+            registry,
+            upstream_calls,
+            upstream_latency,
+            seconds_left,
+            cached_tokens,
+            tenants,
+        }
+    }
+
+    pub fn count_token_request(&self, result: TokenResult) {
+        match result {
+            TokenResult::Hit => self.hit.inc(),
+            TokenResult::RefreshAhead => self.refresh_ahead.inc(),
+            TokenResult::Miss => self.miss.inc(),
+            TokenResult::Error => self.error.inc(),
+        };
+    }
+
+    pub fn observe_upstream(&self, outcome: &'static str, seconds: f64) {
+        self.upstream_calls
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.upstream_latency.observe(seconds);
+    }
+
+    /// Renders the registry after setting the per-tenant gauges from `tokens`: each tenant
+    /// id with the seconds its token has left, or `None` when it holds none.
+    pub fn render<'a>(&self, tokens: impl Iterator<Item = (&'a str, Option<f64>)>) -> String {
+        self.seconds_left.clear();
+        let (mut tenants, mut cached) = (0, 0);
+        for (tenant, left) in tokens {
+            tenants += 1;
+            if let Some(left) = left {
+                cached += 1;
+                self.seconds_left
+                    .get_or_create(&TenantLabels {
+                        tenant: tenant.to_owned(),
+                    })
+                    .set(left);
+            }
+        }
+        self.tenants.set(tenants);
+        self.cached_tokens.set(cached);
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,123 @@
+//! Tokens: the hot path (`GET /tenants/{id}/token`), forced refresh, and token status.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use super::tenants::path_tenant_id;
+use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
+use crate::error::{ApiError, Result};
+use crate::extract::{Path, Query};
+use crate::state::AppState;
+use crate::vending::TokenStatus;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tenants/{id}/token", get(get_token))
+        .route("/tenants/{id}/token/refresh", post(refresh_token))
+        .route("/tenants/{id}/token/status", get(get_token_status))
+        .route("/tokens/status", get(list_token_status))
+}
+
+/// The longest `min_ttl` accepted: a day (no edX token lives longer in practice).
+const MAX_MIN_TTL: u64 = 86_400;
+
+#[derive(Deserialize)]
+struct TokenParams {
+    min_ttl: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    tenant_id: &'a str,
+    access_token: &'a str,
+    token_type: &'a str,
+    issued_at: String,
+    expires_at: String,
+    expires_in: i64,
+    scope: Option<&'a str>,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn get_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    Query(params): Query<TokenParams>,
+) -> Result<impl IntoResponse> {
+    caller.require_token_access(&raw_id)?;
+    let id = path_tenant_id(&raw_id)?;
+    let min_ttl = match params.min_ttl {
+        Some(n) if n > MAX_MIN_TTL => {
+            return Err(ApiError::BadRequest(format!(
+                "min_ttl must be at most {MAX_MIN_TTL} seconds"
+            )))
+        }
+        n => Duration::from_secs(n.unwrap_or(0)),
+    };
+    let (token, _) = state.vendor.token(id.as_str(), min_ttl).await?;
+    let body = serde_json::to_vec(&TokenView {
+        tenant_id: id.as_str(),
+        access_token: token.access_token.expose_secret(),
+        token_type: &token.token_type,
+        issued_at: rfc3339(token.issued_at),
+        expires_at: rfc3339(token.expires_at),
+        expires_in: token.remaining(state.vendor.now()),
+        scope: token.scope.as_deref(),
+    })
+    .map_err(anyhow::Error::from)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        body,
+    ))
+}
+
+async fn refresh_token(
+    State(state): State<AppState>,
+    _: Authorized<TenantsWrite>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<TokenStatus>> {
+    let id = path_tenant_id(&raw_id)?;
+    Ok(Json(state.vendor.force_refresh(id.as_str()).await?))
+}
+
+async fn get_token_status(
+    State(state): State<AppState>,
+    _: Authorized<TenantsRead>,
+    Path(raw_id): Path<String>,
+) -> Result<Json<TokenStatus>> {
+    let id = path_tenant_id(&raw_id)?;
+    state
+        .vendor
+        .status(id.as_str())
+        .map(Json)
+        .ok_or_else(super::tenant_not_found)
+}
+
+#[derive(Serialize)]
+struct TokenStatusList {
+    items: Vec<TokenStatus>,
+}
+
+async fn list_token_status(
+    State(state): State<AppState>,
+    _: Authorized<TenantsRead>,
+) -> Json<TokenStatusList> {
+    Json(TokenStatusList {
+        items: state.vendor.statuses(),
+    })
+}

@@ -1,0 +1,549 @@
+//! The edX token client: the client-credentials request, strict-but-kind parsing of the
+//! answer, failure classes, and bounded retries with jittered backoff.
+
+pub mod issuer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::Url;
+
+use crate::domain::{is_public_ip, parse_expires_in, TokenType, UrlPolicy};
+use crate::metrics::Metrics;
+
+/// The edX token endpoint used when a tenant names none.
+pub const DEFAULT_TOKEN_URL: &str = "https://api.edx.org/oauth2/v1/access_token";
+
+/// The largest upstream answer read; a token answer is a few kilobytes.
+const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// The limit for one HTTP attempt, connection included.
+    pub attempt_timeout: Duration,
+    /// Attempts per fetch for timeouts and 5xx (1 = no retry).
+    pub max_attempts: usize,
+    /// First backoff delay; each retry doubles it, with jitter.
+    pub retry_base_delay: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            retry_base_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What one tenant's fetch sends.
+pub struct TokenRequest<'a> {
+    pub token_url: &'a Url,
+    pub client_id: &'a str,
+    pub client_secret: &'a SecretString,
+    pub scope: Option<&'a str>,
+    pub token_type: TokenType,
+    pub asymmetric_jwt: bool,
+}
+
+/// A successful answer, not yet interpreted as a validity window.
+#[derive(Debug)]
+pub struct FetchedToken {
+    pub access_token: SecretString,
+    pub token_type: Option<String>,
+    pub expires_in: Option<Duration>,
+    pub scope: Option<String>,
+}
+
+/// Why a fetch failed. Messages carry only the OAuth error code and HTTP status, never an
+/// upstream body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("edX rejected the client credentials (HTTP {status}, {code})")]
+    Rejected { status: u16, code: String },
+    #[error("edX is rate-limiting requests (HTTP {status})")]
+    Throttled {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("edX is unavailable ({detail})")]
+    Unavailable {
+        status: Option<u16>,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("edX did not answer within {}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("edX sent an invalid answer (HTTP {status}: {detail})")]
+    InvalidResponse { status: u16, detail: String },
+}
+
+impl UpstreamError {
+    /// Timeouts and server errors may pass; a rejected credential or a throttle will not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Timeout(_))
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Rejected { status, .. }
+            | Self::Throttled { status, .. }
+            | Self::InvalidResponse { status, .. } => Some(*status),
+            Self::Unavailable { status, .. } => *status,
+            Self::Timeout(_) => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// The metrics label of this failure class.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Rejected { .. } => "rejected",
+            Self::Throttled { .. } => "throttled",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::InvalidResponse { .. } => "invalid_response",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    settings: UpstreamSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        settings: UpstreamSettings,
+        policy: UrlPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.attempt_timeout)
+            .user_agent(concat!("tokenvend/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if policy == UrlPolicy::PublicHttpsOnly {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        Ok(Self {
+            http: builder.build()?,
+            settings,
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// Fetches a token, retrying timeouts and 5xx with jittered exponential backoff until
+    /// `max_attempts` or `deadline`. `on_attempt` is told of every HTTP attempt.
+    pub async fn fetch(
+        &self,
+        request: &TokenRequest<'_>,
+        deadline: Instant,
+        on_attempt: &(dyn Fn() + Send + Sync),
+    ) -> Result<FetchedToken, UpstreamError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_base_delay)
+            .with_max_delay(self.settings.retry_base_delay * 8)
+            .with_max_times(self.settings.max_attempts.saturating_sub(1))
+            .with_jitter();
+        let attempt = || async {
+            on_attempt();
+            self.attempt(request).await
+        };
+        let retried = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e: &UpstreamError| e.is_retryable())
+            .notify(|e: &UpstreamError, after: Duration| {
+                tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "token fetch failed; retrying");
+            });
+        let budget = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(budget, retried).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout(budget)),
+        }
+    }
+
+    async fn attempt(&self, request: &TokenRequest<'_>) -> Result<FetchedToken, UpstreamError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", request.client_id),
+            ("client_secret", request.client_secret.expose_secret()),
+            ("token_type", request.token_type.as_str()),
+        ];
+        if let Some(scope) = request.scope {
+            form.push(("scope", scope));
+        }
+        if request.asymmetric_jwt {
+            form.push(("asymmetric_jwt", "true"));
+        }
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(request.token_url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await;
+        let result = match sent {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                match read_limited(response).await {
+                    Ok(body) => classify(status, &headers, &body),
+                    Err(e) => Err(transport_error(&e, self.settings.attempt_timeout)),
+                }
+            }
+            Err(e) => Err(transport_error(&e, self.settings.attempt_timeout)),
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.outcome(),
+        };
+        self.metrics
+            .observe_upstream(outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Fetches a JWKS document (for signature checks), same safety rules as token calls.
+    pub async fn fetch_json(&self, url: &Url) -> Result<Value, UpstreamError> {
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, self.settings.attempt_timeout))?;
+        let status = response.status();
+        let body = read_limited(response)
+            .await
+            .map_err(|e| transport_error(&e, self.settings.attempt_timeout))?;
+        if !status.is_success() {
+            return Err(UpstreamError::InvalidResponse {
+                status: status.as_u16(),
+                detail: "JWKS request failed".to_owned(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|_| UpstreamError::InvalidResponse {
+            status: status.as_u16(),
+            detail: "JWKS is not JSON".to_owned(),
+        })
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_BODY {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+fn transport_error(e: &reqwest::Error, attempt_timeout: Duration) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout(attempt_timeout)
+    } else if e.is_connect() {
+        UpstreamError::Unavailable {
+            status: None,
+            detail: "connection failed".to_owned(),
+            retry_after: None,
+        }
+    } else {
+        UpstreamError::Unavailable {
+            status: None,
+            detail: "the connection broke".to_owned(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An OAuth error code from a JSON body, if it looks like one (never arbitrary text).
+fn oauth_error_code(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let code = value.get("error")?.as_str()?;
+    let plausible = !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    plausible.then(|| code.to_owned())
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+}
+
+/// Turns an upstream answer into a token or a failure class.
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<FetchedToken, UpstreamError> {
+    let code = status.as_u16();
+    match code {
+        200..=299 => parse_token_answer(code, body),
+        429 => Err(UpstreamError::Throttled {
+            status: code,
+            retry_after: retry_after(headers),
+        }),
+        // edX's rate limiter answers a bare 403 with HTML; an OAuth 403 carries an error code.
+        403 => match oauth_error_code(body) {
+            Some(error) => Err(UpstreamError::Rejected {
+                status: code,
+                code: error,
+            }),
+            None => Err(UpstreamError::Throttled {
+                status: code,
+                retry_after: retry_after(headers),
+            }),
+        },
+        400 | 401 => Err(UpstreamError::Rejected {
+            status: code,
+            code: oauth_error_code(body).unwrap_or_else(|| "no_error_code".to_owned()),
+        }),
+        500..=599 => Err(UpstreamError::Unavailable {
+            status: Some(code),
+            detail: format!("HTTP {code}"),
+            retry_after: retry_after(headers),
+        }),
+        300..=399 => Err(UpstreamError::InvalidResponse {
+            status: code,
+            detail: "redirects are not followed".to_owned(),
+        }),
+        _ => Err(UpstreamError::InvalidResponse {
+            status: code,
+            detail: if is_json(headers) {
+                oauth_error_code(body).unwrap_or_else(|| "unexpected status".to_owned())
+            } else {
+                "unexpected status".to_owned()
+            },
+        }),
+    }
+}
+
+fn parse_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, UpstreamError> {
+    let invalid = |detail: &str| UpstreamError::InvalidResponse {
+        status,
+        detail: detail.to_owned(),
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|_| invalid("body is not JSON"))?;
+    let object = value
+        .as_object()
+        .ok_or_else(|| invalid("body is not a JSON object"))?;
+    if object.contains_key("error") {
+        let code = oauth_error_code(body).unwrap_or_else(|| "unreadable".to_owned());
+        return Err(invalid(&format!("error {code} in a success answer")));
+    }
+    let access_token = object
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("no access_token"))?;
+    let expires_in = parse_expires_in(object.get("expires_in"))
+        .map_err(|m| invalid(&format!("expires_in {m}")))?;
+    Ok(FetchedToken {
+        access_token: SecretString::from(access_token.to_owned()),
+        token_type: object
+            .get("token_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        expires_in,
+        scope: object
+            .get("scope")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// Resolves names like the system does, but only to public addresses: a token URL whose
+/// name points into the private network is refused at connect time too.
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| is_public_ip(addr.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        map
+    }
+
+    fn status(code: u16) -> StatusCode {
+        StatusCode::from_u16(code).unwrap()
+    }
+
+    #[test]
+    fn success_answers_parse_with_every_expires_in_form() {
+        for body in [
+            r#"{"access_token":"a.b.c","token_type":"JWT","expires_in":36000,"scope":"read"}"#,
+            r#"{"access_token":"a.b.c","token_type":"JWT","expires_in":"36000"}"#,
+            r#"{"access_token":"a.b.c","expires_in":36000.0}"#,
+        ] {
+            let token = classify(status(200), &HeaderMap::new(), body.as_bytes())
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(token.expires_in, Some(Duration::from_secs(36000)));
+            assert_eq!(token.access_token.expose_secret(), "a.b.c");
+        }
+        let no_lifetime =
+            classify(status(200), &HeaderMap::new(), br#"{"access_token":"x"}"#).unwrap();
+        assert_eq!(no_lifetime.expires_in, None);
+    }
+
+    #[test]
+    fn failures_are_classified_without_echoing_bodies() {
+        let html = b"<html>Request was throttled. secret-ish page</html>";
+        let cases: Vec<(u16, HeaderMap, &[u8], &str)> = vec![
+            (
+                401,
+                HeaderMap::new(),
+                br#"{"error":"invalid_client"}"#,
+                "rejected",
+            ),
+            (
+                400,
+                HeaderMap::new(),
+                br#"{"error":"invalid_scope"}"#,
+                "rejected",
+            ),
+            (
+                400,
+                HeaderMap::new(),
+                br#"{"error":"unauthorized_client"}"#,
+                "rejected",
+            ),
+            (401, HeaderMap::new(), b"nope", "rejected"),
+            (403, HeaderMap::new(), html, "throttled"),
+            (
+                403,
+                HeaderMap::new(),
+                br#"{"error":"invalid_client"}"#,
+                "rejected",
+            ),
+            (429, headers(&[("retry-after", "17")]), b"", "throttled"),
+            (500, HeaderMap::new(), b"oops", "unavailable"),
+            (503, HeaderMap::new(), b"", "unavailable"),
+            (302, HeaderMap::new(), b"", "invalid_response"),
+            (404, HeaderMap::new(), b"not here", "invalid_response"),
+            (
+                200,
+                HeaderMap::new(),
+                b"<html>hello</html>",
+                "invalid_response",
+            ),
+            (
+                200,
+                HeaderMap::new(),
+                br#"{"error":"server_error"}"#,
+                "invalid_response",
+            ),
+            (
+                200,
+                HeaderMap::new(),
+                br#"{"access_token":""}"#,
+                "invalid_response",
+            ),
+            (
+                200,
+                HeaderMap::new(),
+                br#"{"access_token":"x","expires_in":0}"#,
+                "invalid_response",
+            ),
+            (
+                200,
+                HeaderMap::new(),
+                br#"{"access_token":"x","expires_in":"-3"}"#,
+                "invalid_response",
+            ),
+            (200, HeaderMap::new(), b"[]", "invalid_response"),
+        ];
+        for (code, headers, body, expected) in cases {
+            let err = match classify(status(code), &headers, body) {
+                Err(e) => e,
+                Ok(_) => panic!("{code} {:?} should fail", String::from_utf8_lossy(body)),
+            };
+            assert_eq!(
+                err.outcome(),
+                expected,
+                "{code} {:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(!err.to_string().contains("secret-ish"));
+        }
+        let throttled = classify(status(429), &headers(&[("retry-after", "17")]), b"").unwrap_err();
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(17)));
+    }
+
+    #[test]
+    fn only_timeouts_and_server_errors_are_retried() {
+        assert!(UpstreamError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(classify(status(502), &HeaderMap::new(), b"")
+            .unwrap_err()
+            .is_retryable());
+        assert!(!classify(status(401), &HeaderMap::new(), b"")
+            .unwrap_err()
+            .is_retryable());
+        assert!(!classify(status(429), &HeaderMap::new(), b"")
+            .unwrap_err()
+            .is_retryable());
+    }
+
+    #[test]
+    fn odd_error_codes_are_not_repeated() {
+        let body = br#"{"error":"<script>alert(1)</script> my password is hunter2"}"#;
+        let err = classify(status(401), &HeaderMap::new(), body).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -1,0 +1,275 @@
+//! A held token and its validity window: effective expiry, refresh point, state.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::upstream::{FetchedToken, UpstreamError};
+
+/// The shortest refresh window, unless that would be more than half the lifetime.
+const MIN_REFRESH_WINDOW: Duration = Duration::from_secs(30);
+/// The share of a token's lifetime at its end in which it is refreshed ahead.
+const REFRESH_SHARE: f64 = 0.2;
+
+/// Whether a JWT's signature was checked against the tenant's JWKS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureState {
+    Unverified,
+    Valid,
+    Invalid,
+}
+
+/// A token in memory. The token itself is a secret; everything else is safe to show.
+#[derive(Debug, Clone)]
+pub struct HeldToken {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub scope: Option<String>,
+    pub fetched_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    /// The moment refresh-ahead starts.
+    pub refresh_at: DateTime<Utc>,
+    /// The safety margin: inside it, the token is never served.
+    pub skew: Duration,
+    pub claims: Option<Value>,
+    pub signature: SignatureState,
+    pub fingerprint: String,
+}
+
+fn seconds(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn at(unix: Option<&Value>) -> Option<DateTime<Utc>> {
+    let secs = unix?.as_f64()?;
+    if !secs.is_finite() {
+        return None;
+    }
+    DateTime::from_timestamp(secs.floor() as i64, 0)
+}
+
+/// The payload of a JWT, decoded without checking its signature (that is for JWKS).
+pub fn decode_claims(token: &str) -> Option<Value> {
+    let mut parts = token.split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.is_object().then_some(claims)
+}
+
+/// The first 16 hex digits of the token's SHA-256: tells tokens apart without showing them.
+pub fn fingerprint(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..8])
+}
+
+impl HeldToken {
+    /// Interprets a fetched token: effective expiry is the earlier of `fetched_at +
+    /// expires_in` and the JWT `exp`.
+    pub fn from_fetch(
+        fetched: FetchedToken,
+        fetched_at: DateTime<Utc>,
+        skew: Duration,
+    ) -> Result<Self, UpstreamError> {
+        Self::build(
+            fetched.access_token,
+            fetched.token_type.unwrap_or_else(|| "Bearer".to_owned()),
+            fetched.scope,
+            fetched_at,
+            fetched.expires_in.map(|d| fetched_at + seconds(d)),
+            skew,
+        )
+        .ok_or_else(|| UpstreamError::InvalidResponse {
+            status: 200,
+            detail: "the token has no future expiry (no expires_in and no JWT exp)".to_owned(),
+        })
+    }
+
+    /// Rebuilds a token loaded from the store.
+    pub fn restore(
+        access_token: SecretString,
+        token_type: String,
+        scope: Option<String>,
+        fetched_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        skew: Duration,
+    ) -> Option<Self> {
+        Self::build(
+            access_token,
+            token_type,
+            scope,
+            fetched_at,
+            Some(expires_at),
+            skew,
+        )
+    }
+
+    fn build(
+        access_token: SecretString,
+        token_type: String,
+        scope: Option<String>,
+        fetched_at: DateTime<Utc>,
+        expires_by_lifetime: Option<DateTime<Utc>>,
+        skew: Duration,
+    ) -> Option<Self> {
+        let claims = decode_claims(access_token.expose_secret());
+        let claim = |name: &str| claims.as_ref().and_then(|c| at(c.get(name)));
+        let expires_at = match (expires_by_lifetime, claim("exp")) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        if expires_at <= fetched_at {
+            return None;
+        }
+        let issued_at = claim("iat")
+            .filter(|iat| *iat <= expires_at)
+            .unwrap_or(fetched_at);
+        let lifetime = (expires_at - fetched_at).to_std().ok()?;
+        let window = lifetime
+            .mul_f64(REFRESH_SHARE)
+            .max(MIN_REFRESH_WINDOW)
+            .min(lifetime / 2);
+        Some(Self {
+            fingerprint: fingerprint(access_token.expose_secret()),
+            access_token,
+            token_type,
+            scope,
+            fetched_at,
+            issued_at,
+            not_before: claim("nbf").or_else(|| claim("iat")),
+            refresh_at: expires_at - seconds(window),
+            // A token whose whole life is shorter than the margin would never be served:
+            // the margin is at most a third of the lifetime.
+            skew: skew.min(lifetime / 3),
+            expires_at,
+            claims,
+            signature: SignatureState::Unverified,
+        })
+    }
+
+    /// Whole seconds left at `now` (never negative).
+    pub fn remaining(&self, now: DateTime<Utc>) -> i64 {
+        (self.expires_at - now).num_seconds().max(0)
+    }
+
+    /// Whether the token may be handed out at `now`: outside the safety margin.
+    pub fn servable(&self, now: DateTime<Utc>) -> bool {
+        now + seconds(self.skew) < self.expires_at
+    }
+
+    /// Servable with at least `min_ttl` left.
+    pub fn satisfies(&self, now: DateTime<Utc>, min_ttl: Duration) -> bool {
+        self.servable(now) && now + seconds(min_ttl) <= self.expires_at
+    }
+
+    pub fn in_refresh_window(&self, now: DateTime<Utc>) -> bool {
+        now >= self.refresh_at
+    }
+
+    pub fn lifetime_seconds(&self) -> i64 {
+        (self.expires_at - self.issued_at).num_seconds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn jwt(claims: Value) -> String {
+        let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+        format!("{}.{}.sig", enc(&json!({"alg": "RS256"})), enc(&claims))
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn fetched(token: String, expires_in: Option<u64>) -> FetchedToken {
+        FetchedToken {
+            access_token: SecretString::from(token),
+            token_type: Some("JWT".into()),
+            expires_in: expires_in.map(Duration::from_secs),
+            scope: None,
+        }
+    }
+
+    const SKEW: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn expiry_is_the_earlier_of_expires_in_and_exp() {
+        let token = jwt(json!({"exp": t0().timestamp() + 100, "iat": t0().timestamp()}));
+        let held = HeldToken::from_fetch(fetched(token.clone(), Some(3600)), t0(), SKEW).unwrap();
+        assert_eq!(held.expires_at, t0() + chrono::Duration::seconds(100));
+        let held = HeldToken::from_fetch(fetched(token, Some(50)), t0(), SKEW).unwrap();
+        assert_eq!(held.expires_at, t0() + chrono::Duration::seconds(50));
+    }
+
+    #[test]
+    fn a_missing_expires_in_falls_back_to_exp_and_neither_is_an_error() {
+        let token = jwt(json!({"exp": t0().timestamp() + 600}));
+        let held = HeldToken::from_fetch(fetched(token, None), t0(), SKEW).unwrap();
+        assert_eq!(held.remaining(t0()), 600);
+        assert!(HeldToken::from_fetch(fetched("opaque".into(), None), t0(), SKEW).is_err());
+        let expired = jwt(json!({"exp": t0().timestamp() - 1}));
+        assert!(HeldToken::from_fetch(fetched(expired, Some(3600)), t0(), SKEW).is_err());
+    }
+
+    #[test]
+    fn the_refresh_window_is_a_fifth_at_least_30s_at_most_half() {
+        let cases = [(3600, 720), (36000, 7200), (100, 30), (30, 15), (10, 5)];
+        for (lifetime, window) in cases {
+            let held = HeldToken::from_fetch(fetched("opaque".into(), Some(lifetime)), t0(), SKEW)
+                .unwrap();
+            let expected = t0() + chrono::Duration::seconds(lifetime as i64 - window);
+            assert_eq!(held.refresh_at, expected, "lifetime {lifetime}");
+        }
+    }
+
+    #[test]
+    fn a_token_is_never_served_inside_the_skew() {
+        let held = HeldToken::from_fetch(fetched("opaque".into(), Some(3600)), t0(), SKEW).unwrap();
+        let at = |s: i64| t0() + chrono::Duration::seconds(s);
+        assert!(held.servable(at(3589)));
+        assert!(!held.servable(at(3590)));
+        assert!(!held.servable(at(3600)));
+        assert!(held.satisfies(at(0), Duration::from_secs(3600)));
+        assert!(!held.satisfies(at(1), Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn opaque_tokens_have_no_claims_and_jwts_expose_theirs() {
+        let held = HeldToken::from_fetch(fetched("opaque".into(), Some(60)), t0(), SKEW).unwrap();
+        assert!(held.claims.is_none());
+        assert_eq!(held.issued_at, t0());
+        let token =
+            jwt(json!({"exp": t0().timestamp() + 60, "iat": t0().timestamp() - 5, "sub": "x"}));
+        let held = HeldToken::from_fetch(fetched(token.clone(), Some(60)), t0(), SKEW).unwrap();
+        assert_eq!(held.claims.as_ref().unwrap()["sub"], "x");
+        assert_eq!(held.issued_at, t0() - chrono::Duration::seconds(5));
+        assert_eq!(held.fingerprint, fingerprint(&token));
+        assert_eq!(held.fingerprint.len(), 16);
+        assert!(
+            !format!("{held:?}").contains(&token),
+            "Debug hides the token"
+        );
+    }
+
+    #[test]
+    fn malformed_jwts_decode_to_no_claims() {
+        for token in ["a.b", "a.b.c.d", "a.!!!.c", "a.bm90IGpzb24.c", "a.WzFd.c"] {
+            assert!(decode_claims(token).is_none(), "{token}");
+        }
+    }
+}
