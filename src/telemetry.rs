@@ -35,6 +35,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -49,6 +50,10 @@ pub fn init(format: LogFormat) {
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The hot path: its successful answers are counted in metrics and logged at debug level,
+/// so that a busy caller does not pay for (or flood the log with) a line per token.
+pub const HOT_ROUTE: &str = "/tenants/{id}/token";
+
 pub fn request_span(request: &Request<Body>) -> Span {
     let route = request
         .extensions()
@@ -59,20 +64,46 @@ pub fn request_span(request: &Request<Body>) -> Span {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route,
-        request_id,
-        tenant = field::Empty,
-        caller = field::Empty,
-    )
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "request",
+                method = %request.method(),
+                route,
+                request_id,
+                tenant = field::Empty,
+                caller = field::Empty,
+            )
+        };
+    }
+    if route == HOT_ROUTE && request.method() == axum::http::Method::GET {
+        request_span!(tracing::Level::DEBUG)
+    } else {
+        request_span!(tracing::Level::INFO)
+    }
 }
 
-pub fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request finished"
-    );
+pub fn log_response(response: &Response<Body>, latency: Duration, span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if span.is_disabled() {
+        // A hot-path request below the log level: only a failure is worth a line.
+        if status >= 400 {
+            let request_id = response
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info!(
+                route = HOT_ROUTE,
+                request_id,
+                status,
+                latency_ms,
+                "request finished"
+            );
+        }
+        return;
+    }
+    tracing::info!(status, latency_ms, "request finished");
 }

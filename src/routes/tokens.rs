@@ -3,18 +3,17 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::tenants::path_tenant_id;
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
 use crate::error::{ApiError, Result};
-use crate::extract::{Path, Query};
+use crate::extract::Path;
 use crate::state::AppState;
 use crate::vending::TokenStatus;
 
@@ -39,24 +38,24 @@ struct TokenView<'a> {
     tenant_id: &'a str,
     access_token: &'a str,
     token_type: &'a str,
-    issued_at: String,
-    expires_at: String,
+    issued_at: &'a str,
+    expires_at: &'a str,
     expires_in: i64,
     scope: Option<&'a str>,
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 async fn get_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_id): Path<String>,
-    Query(params): Query<TokenParams>,
+    uri: Uri,
 ) -> Result<impl IntoResponse> {
     caller.require_token_access(&raw_id)?;
     let id = path_tenant_id(&raw_id)?;
+    // The query is read only now, so that a key without scope gets 403 whatever it sends.
+    let params: TokenParams = axum::extract::Query::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let min_ttl = match params.min_ttl {
         Some(n) if n > MAX_MIN_TTL => {
             return Err(ApiError::BadRequest(format!(
@@ -70,8 +69,8 @@ async fn get_token(
         tenant_id: id.as_str(),
         access_token: token.access_token.expose_secret(),
         token_type: &token.token_type,
-        issued_at: rfc3339(token.issued_at),
-        expires_at: rfc3339(token.expires_at),
+        issued_at: &token.issued_at_text,
+        expires_at: &token.expires_at_text,
         expires_in: token.remaining(state.vendor.now()),
         scope: token.scope.as_deref(),
     })

@@ -81,7 +81,7 @@ pub enum UpstreamError {
         detail: String,
         retry_after: Option<Duration>,
     },
-    #[error("edX did not answer within {}s", .0.as_secs_f64())]
+    #[error("edX did not answer within {}s", .0.as_secs_f64().round())]
     Timeout(Duration),
     #[error("edX sent an invalid answer (HTTP {status}: {detail})")]
     InvalidResponse { status: u16, detail: String },

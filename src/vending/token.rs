@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
@@ -43,6 +43,9 @@ pub struct HeldToken {
     pub claims: Option<Value>,
     pub signature: SignatureState,
     pub fingerprint: String,
+    /// `issued_at` and `expires_at` in RFC 3339, formatted once rather than per request.
+    pub issued_at_text: String,
+    pub expires_at_text: String,
 }
 
 fn seconds(d: Duration) -> chrono::Duration {
@@ -152,6 +155,8 @@ impl HeldToken {
             // A token whose whole life is shorter than the margin would never be served:
             // the margin is at most a third of the lifetime.
             skew: skew.min(lifetime / 3),
+            issued_at_text: issued_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            expires_at_text: expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             expires_at,
             claims,
             signature: SignatureState::Unverified,

@@ -83,7 +83,7 @@ fn init_logs() {
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let writer = CaptureWriter(buffer.clone());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug,hyper=info,h2=info,reqwest=info,rustls=info")
+            .with_env_filter("debug")
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .try_init();

@@ -508,6 +508,11 @@ async fn token_scopes_hide_other_tenants_and_forbid_keys_without_token_scope(app
         (&token_all, "/tenants/b/token", StatusCode::OK),
         (&token_all, "/tenants/nobody/token", StatusCode::NOT_FOUND),
         (&reader, "/tenants/a/token", StatusCode::FORBIDDEN),
+        (
+            &reader,
+            "/tenants/a/token?min_ttl=abc",
+            StatusCode::FORBIDDEN,
+        ),
         (&token_a, "/tenants/a/token/status", StatusCode::FORBIDDEN),
         (&token_a, "/tokens/status", StatusCode::FORBIDDEN),
         (

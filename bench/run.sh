@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Measures GET /tenants/{id}/token on a cache hit against a bare axum handler returning
+# the same bytes (same machine, same run), with wrk from a second process, and counts the
+# upstream calls made by concurrent requests on a cold tenant. Prints markdown for
+# BENCHMARKS.md. Usage: bash bench/run.sh [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNECTIONS=${2:-32}
+
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release --example bench_server >/dev/null 2>&1 || cargo build --release --example bench_server
+BIN=target/release/examples/bench_server
+ulimit -n 65536 2>/dev/null || true
+
+OUT=$(mktemp)
+"$BIN" serve >"$OUT" 2>/dev/null &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; rm -f "$OUT"' EXIT
+for _ in $(seq 1 100); do grep -q '^METRICS_URL=' "$OUT" && break; sleep 0.1; done
+# shellcheck disable=SC1090
+source "$OUT"
+
+run() { # name url [header]
+  local name=$1 url=$2
+  shift 2
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$OUT.$name"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$OUT.$name")
+  p50=$(awk '$1=="50%" {print $2}' "$OUT.$name")
+  p99=$(awk '$1=="99%" {print $2}' "$OUT.$name")
+  echo "| $name | $rps | $p50 | $p99 |"
+  eval "RPS_$name=$rps"
+}
+
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo
+echo "| target | requests/s | p50 | p99 |"
+echo "| --- | --- | --- | --- |"
+run bare "$BARE_URL"
+run tokenvend "$TOKENVEND_URL" -H "Authorization: Bearer $KEY"
+awk -v a="$RPS_tokenvend" -v b="$RPS_bare" 'BEGIN { printf "\ntokenvend / bare throughput: %.0f%%\n", 100 * a / b }'
+curl -s "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
+kill $PID 2>/dev/null || true
+rm -f "$OUT".*
+
+echo
+echo "cold tenant, 1000 concurrent requests:"
+"$BIN" cold 1000 2>/dev/null
