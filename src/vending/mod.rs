@@ -425,7 +425,8 @@ impl Vendor {
         let slot = self.slot(id).ok_or(VendError::UnknownTenant)?;
         let now = self.now();
         slot.touch(now);
-        if let Some(held) = slot.token.load_full() {
+        let held_before = slot.token.load_full();
+        if let Some(held) = held_before.clone() {
             if held.satisfies(now, min_ttl) {
                 if held.in_refresh_window(now) {
                     drop(self.fetch(&slot, Need::Refresh { scheduled: false }));
@@ -442,6 +443,12 @@ impl Vendor {
         let now = self.now();
         match outcome {
             Ok(fresh) if fresh.servable(now) => {
+                // The held token itself comes back when it was fetched moments ago.
+                let reused = held_before.is_some_and(|before| Arc::ptr_eq(&before, &fresh));
+                if reused {
+                    self.inner.metrics.count_token_request(TokenResult::Hit);
+                    return Ok((fresh, Served::Cache));
+                }
                 self.inner.metrics.count_token_request(TokenResult::Miss);
                 Ok((fresh, Served::Upstream))
             }
