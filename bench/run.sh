@@ -23,25 +23,30 @@ for _ in $(seq 1 100); do grep -q '^METRICS_URL=' "$OUT" && break; sleep 0.1; do
 # shellcheck disable=SC1090
 source "$OUT"
 
-run() { # name url [header]
-  local name=$1 url=$2
-  shift 2
+ROUNDS=${ROUNDS:-3}
+run() { # name round url [header...]: one wrk run; prints a table row
+  local name=$1 round=$2 url=$3
+  shift 3
   wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$OUT.$name"
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT.$name")
   p50=$(awk '$1=="50%" {print $2}' "$OUT.$name")
   p99=$(awk '$1=="99%" {print $2}' "$OUT.$name")
-  echo "| $name | $rps | $p50 | $p99 |"
-  eval "RPS_$name=$rps"
+  echo "| $round | $name | $rps | $p50 | $p99 |"
+  echo "$rps" >>"$OUT.rps.$name"
 }
 
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS interleaved rounds, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-echo "| target | requests/s | p50 | p99 |"
-echo "| --- | --- | --- | --- |"
-run bare "$BARE_URL"
-run tokenvend "$TOKENVEND_URL" -H "Authorization: Bearer $KEY"
-awk -v a="$RPS_tokenvend" -v b="$RPS_bare" 'BEGIN { printf "\ntokenvend / bare throughput: %.0f%%\n", 100 * a / b }'
+echo "| round | target | requests/s | p50 | p99 |"
+echo "| --- | --- | --- | --- | --- |"
+# Interleaved, so that the machine's noise falls on both targets alike.
+for round in $(seq 1 "$ROUNDS"); do
+  run bare "$round" "$BARE_URL"
+  run tokenvend "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $KEY"
+done
+paste "$OUT.rps.tokenvend" "$OUT.rps.bare" | awk '{ t += $1; b += $2 } END {
+  printf "\nmean requests/s: tokenvend %.0f, bare %.0f; tokenvend / bare throughput: %.0f%%\n", t / NR, b / NR, 100 * t / b }'
 curl -s "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
 kill $PID 2>/dev/null || true
 rm -f "$OUT".*

@@ -7,7 +7,6 @@ use axum::http::{header, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::tenants::path_tenant_id;
@@ -33,17 +32,6 @@ struct TokenParams {
     min_ttl: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct TokenView<'a> {
-    tenant_id: &'a str,
-    access_token: &'a str,
-    token_type: &'a str,
-    issued_at: &'a str,
-    expires_at: &'a str,
-    expires_in: i64,
-    scope: Option<&'a str>,
-}
-
 async fn get_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,16 +53,7 @@ async fn get_token(
         n => Duration::from_secs(n.unwrap_or(0)),
     };
     let (token, _) = state.vendor.token(id.as_str(), min_ttl).await?;
-    let body = serde_json::to_vec(&TokenView {
-        tenant_id: id.as_str(),
-        access_token: token.access_token.expose_secret(),
-        token_type: &token.token_type,
-        issued_at: &token.issued_at_text,
-        expires_at: &token.expires_at_text,
-        expires_in: token.remaining(state.vendor.now()),
-        scope: token.scope.as_deref(),
-    })
-    .map_err(anyhow::Error::from)?;
+    let body = token.response_json(id.as_str(), state.vendor.now());
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -43,9 +43,11 @@ pub struct HeldToken {
     pub claims: Option<Value>,
     pub signature: SignatureState,
     pub fingerprint: String,
-    /// `issued_at` and `expires_at` in RFC 3339, formatted once rather than per request.
-    pub issued_at_text: String,
-    pub expires_at_text: String,
+    /// The token answer's JSON from `"access_token"` up to `"expires_in":`, and after
+    /// the `expires_in` value: built once per token, so that a cache hit only writes the
+    /// seconds left (the token is escaped once, not per request). Holds the token.
+    response_head: SecretString,
+    response_tail: String,
 }
 
 fn seconds(d: Duration) -> chrono::Duration {
@@ -77,7 +79,47 @@ pub fn fingerprint(token: &str) -> String {
     hex::encode(&Sha256::digest(token.as_bytes())[..8])
 }
 
+fn response_head(
+    token: &SecretString,
+    token_type: &str,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> SecretString {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let time = |t: DateTime<Utc>| text(&t.to_rfc3339_opts(SecondsFormat::Secs, true));
+    SecretString::from(format!(
+        "\"access_token\":{},\"token_type\":{},\"issued_at\":{},\"expires_at\":{},\"expires_in\":",
+        text(token.expose_secret()),
+        text(token_type),
+        time(issued_at),
+        time(expires_at),
+    ))
+}
+
+fn response_tail(scope: Option<&str>) -> String {
+    format!(
+        ",\"scope\":{}}}",
+        serde_json::to_string(&scope).unwrap_or_default()
+    )
+}
+
 impl HeldToken {
+    /// The token answer: `{"tenant_id", "access_token", "token_type", "issued_at",
+    /// "expires_at", "expires_in" (whole seconds left at `now`), "scope"}`.
+    pub fn response_json(&self, tenant_id: &str, now: DateTime<Utc>) -> Vec<u8> {
+        let head = self.response_head.expose_secret();
+        let mut out = Vec::with_capacity(head.len() + tenant_id.len() + 64);
+        out.extend_from_slice(b"{\"tenant_id\":");
+        // Tenant ids are [a-z0-9-]: nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(tenant_id.as_bytes());
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(self.remaining(now).to_string().as_bytes());
+        out.extend_from_slice(self.response_tail.as_bytes());
+        out
+    }
+
     /// Interprets a fetched token: effective expiry is the earlier of `fetched_at +
     /// expires_in` and the JWT `exp`.
     pub fn from_fetch(
@@ -144,6 +186,8 @@ impl HeldToken {
             .max(MIN_REFRESH_WINDOW)
             .min(lifetime / 2);
         Some(Self {
+            response_head: response_head(&access_token, &token_type, issued_at, expires_at),
+            response_tail: response_tail(scope.as_deref()),
             fingerprint: fingerprint(access_token.expose_secret()),
             access_token,
             token_type,
@@ -155,8 +199,6 @@ impl HeldToken {
             // A token whose whole life is shorter than the margin would never be served:
             // the margin is at most a third of the lifetime.
             skew: skew.min(lifetime / 3),
-            issued_at_text: issued_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-            expires_at_text: expires_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             expires_at,
             claims,
             signature: SignatureState::Unverified,
@@ -269,6 +311,35 @@ mod tests {
             !format!("{held:?}").contains(&token),
             "Debug hides the token"
         );
+    }
+
+    #[test]
+    fn the_prebuilt_answer_is_valid_json_with_every_field() {
+        let token =
+            jwt(json!({"exp": t0().timestamp() + 60, "iat": t0().timestamp() - 5, "sub": "x"}));
+        let held = HeldToken::from_fetch(fetched(token.clone(), Some(60)), t0(), SKEW).unwrap();
+        let answer: Value = serde_json::from_slice(
+            &held.response_json("acme", t0() + chrono::Duration::seconds(20)),
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            json!({
+                "tenant_id": "acme", "access_token": token, "token_type": "JWT",
+                "issued_at": "2027-01-15T07:59:55Z", "expires_at": "2027-01-15T08:01:00Z",
+                "expires_in": 40, "scope": null,
+            })
+        );
+        let mut scoped = fetched("op\"aque".into(), Some(60));
+        scoped.scope = Some("read \"write\"".into());
+        let held = HeldToken::from_fetch(scoped, t0(), SKEW).unwrap();
+        let answer: Value = serde_json::from_slice(&held.response_json("a", t0())).unwrap();
+        assert_eq!(
+            answer["access_token"], "op\"aque",
+            "escaped once, correctly"
+        );
+        assert_eq!(answer["scope"], "read \"write\"");
+        assert_eq!(answer["expires_in"], 60);
     }
 
     #[test]

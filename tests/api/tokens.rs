@@ -230,9 +230,20 @@ async fn min_ttl_fetches_a_fresher_token_at_most_once_per_request(app: TestApp) 
     .await;
     assert_ne!(refetched["access_token"], fresher["access_token"]);
     assert_eq!(app.issuer.calls(&client), 3, "one fetch for that request");
-    let metrics = app.request(Method::GET, "/metrics", None, None).await.text().await.unwrap();
-    assert!(metrics.contains("tokenvend_token_requests_total{result=\"miss\"} 3"), "{metrics}");
-    assert!(metrics.contains("tokenvend_token_requests_total{result=\"hit\"} 2"), "{metrics}");
+    let metrics = app
+        .request(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tokenvend_token_requests_total{result=\"miss\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokenvend_token_requests_total{result=\"hit\"} 2"),
+        "{metrics}"
+    );
 
     for bad in ["x", "-1", "86401"] {
         let resp = app
