@@ -16,6 +16,8 @@ pub mod domain;
 pub mod error;
 /// Request extractors that answer with problem+json on bad input.
 pub mod extract;
+/// Replicas sharing PostgreSQL: change announcements and periodic reloads.
+pub mod fleet;
 /// Prometheus metrics.
 pub mod metrics;
 /// HTTP routes, one module per resource.

@@ -113,12 +113,18 @@ impl Application {
         let scheduler = tokio::spawn(self.state.vendor.clone().run_scheduler(async {
             let _ = scheduler_stopped.await;
         }));
+        let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
+        let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
+            let _ = follower_stopped.await;
+        }));
         let router = routes::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_scheduler.send(());
+        let _ = stop_follower.send(());
         let _ = scheduler.await;
+        let _ = follower.await;
         store.close().await;
         tracing::info!("tokenvend stopped");
         served

@@ -186,6 +186,15 @@ impl Store {
         }
     }
 
+    /// On PostgreSQL, a listener for the changes every replica makes (`None` on SQLite,
+    /// where one process owns the store).
+    pub async fn change_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
+        match &self.backend {
+            Backend::Postgres(pool) => postgres::listen(pool).await.map(Some),
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Postgres(_) => "postgres",

@@ -18,3 +18,13 @@ pub async fn connect(url: &SecretString) -> Result<PgPool, sqlx::Error> {
         .connect_with(options)
         .await
 }
+
+/// The channel on which the database announces tenant and caller-key changes.
+pub const CHANGES_CHANNEL: &str = "tokenvend_changes";
+
+/// A connection listening for change announcements.
+pub async fn listen(pool: &PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    Ok(listener)
+}

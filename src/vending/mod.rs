@@ -414,6 +414,22 @@ impl Vendor {
         }
     }
 
+    /// Forgets every tenant not in `ids` (after a full reload).
+    pub fn retain_tenants(&self, ids: &[String]) {
+        let keep: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let gone: Vec<String> = self
+            .inner
+            .slots
+            .load()
+            .keys()
+            .filter(|id| !keep.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.remove_tenant(&id);
+        }
+    }
+
     /// A servable token with at least `min_ttl` left if one can be had: from memory when
     /// possible (refreshing ahead in the background), else from one shared upstream fetch.
     /// When even a fresh token has less than `min_ttl`, it is returned as it is.

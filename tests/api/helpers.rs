@@ -262,6 +262,24 @@ impl TestApp {
         }));
     }
 
+    /// Starts another replica on the same database, settings, clock and issuer; it stops
+    /// when the returned sender is dropped.
+    pub async fn start_replica(&self) -> (String, oneshot::Sender<()>) {
+        let app = Application::build_with_clock(self.settings.clone(), self.clock.clone())
+            .await
+            .expect("replica builds");
+        let address = format!("http://{}", app.local_addr());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = app
+                .run_until_stopped(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        (address, tx)
+    }
+
     /// Stops the server and waits until it has finished.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {

@@ -6,6 +6,7 @@ mod api_keys;
 mod auth;
 mod binary;
 mod errors;
+mod fleet;
 mod health;
 mod helpers;
 mod secrets;
