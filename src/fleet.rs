@@ -95,23 +95,8 @@ async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
 
 /// Reloads every tenant and caller key from the store.
 pub async fn reload_all(state: &AppState) {
-    let mut ids = Vec::new();
-    let mut after = String::new();
-    let tenants = async {
-        loop {
-            let page = state.store.list_tenants(&after, 500).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for record in &page {
-                state.vendor.upsert_tenant(record);
-                ids.push(record.id.clone());
-            }
-        }
-        Ok::<_, sqlx::Error>(())
-    };
-    match tenants.await {
-        Ok(()) => state.vendor.retain_tenants(&ids),
-        Err(error) => tracing::warn!(%error, "could not reload tenants"),
+    if let Err(error) = state.vendor.reload_tenants().await {
+        tracing::warn!(%error, "could not reload tenants");
     }
     if let Err(error) = reload_keys(state).await {
         tracing::warn!(%error, "could not reload caller keys");

@@ -320,15 +320,7 @@ impl Vendor {
     /// Loads every tenant and every still-valid stored token, so that a restart makes no
     /// upstream call for tenants whose tokens are still good.
     pub async fn load(&self) -> Result<(), sqlx::Error> {
-        let mut after = String::new();
-        loop {
-            let page = self.inner.store.list_tenants(&after, 500).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for record in &page {
-                self.upsert_tenant(record);
-            }
-        }
+        self.reload_tenants().await?;
         let now = self.now();
         for record in self.inner.store.list_tokens().await? {
             let Some(slot) = self.slot(&record.tenant_id) else {
@@ -414,8 +406,25 @@ impl Vendor {
         }
     }
 
-    /// Forgets every tenant not in `ids` (after a full reload).
-    pub fn retain_tenants(&self, ids: &[String]) {
+    /// Brings every tenant up to date with the store, and forgets those it no longer has.
+    pub async fn reload_tenants(&self) -> Result<(), sqlx::Error> {
+        let mut ids = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.inner.store.list_tenants(&after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for record in &page {
+                self.upsert_tenant(record);
+                ids.push(record.id.clone());
+            }
+        }
+        self.retain_tenants(&ids);
+        Ok(())
+    }
+
+    /// Forgets every tenant not in `ids`.
+    fn retain_tenants(&self, ids: &[String]) {
         let keep: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         let gone: Vec<String> = self
             .inner
