@@ -1,6 +1,7 @@
-//! Replicas on one PostgreSQL database: each applies the others' tenant and caller-key
-//! changes as the database announces them, and reloads everything periodically so that a
-//! missed announcement heals by itself.
+//! Replicas on one PostgreSQL database: each applies the others' tenant, caller-key and
+//! token changes as the database announces them, and reloads everything periodically so
+//! that a missed announcement heals by itself. (Refreshes are coordinated by per-tenant
+//! locks: see `Vendor::obtain`.)
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,7 +30,7 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for changes; retrying");
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = tokio::time::sleep(RETRY_INTERVAL) => continue,
                     () = &mut stop => return,
                 }
             }
@@ -38,29 +39,38 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
     let mut reload = tokio::time::interval(FULL_RELOAD_INTERVAL);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     reload.tick().await;
+    let mut heal = tokio::time::interval(RETRY_INTERVAL);
+    heal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Set when announcements may have been missed (a lost connection, a failed reload):
+    // everything is then reloaded every second until a reload succeeds.
+    let mut stale = false;
     loop {
         tokio::select! {
             received = listener.try_recv() => match received {
                 Ok(Some(notification)) => apply(&state, notification.payload()).await,
                 Ok(None) => {
-                    // The connection dropped (and is re-made on the next call): announcements
-                    // may have been missed meanwhile.
+                    // The connection dropped (and is re-made on the next call).
                     tracing::warn!("lost the change listener connection; reloading");
-                    reload_all(&state).await;
+                    stale = !reload_all(&state).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "change listener failed; retrying");
+                    stale = true;
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {},
+                        () = tokio::time::sleep(RETRY_INTERVAL) => {},
                         () = &mut stop => return,
                     }
                 }
             },
-            _ = reload.tick() => reload_all(&state).await,
+            _ = heal.tick(), if stale => stale = !reload_all(&state).await,
+            _ = reload.tick() => stale = !reload_all(&state).await,
             () = &mut stop => return,
         }
     }
 }
+
+/// How long the follower waits before trying a failed connection or reload again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn apply(state: &AppState, payload: &str) {
     let Ok(change) = serde_json::from_str::<Change>(payload) else {
@@ -79,6 +89,11 @@ async fn apply(state: &AppState, payload: &str) {
             }
             Err(e) => Err(e),
         },
+        "tokens" => state.store.get_token(&change.id).await.map(|record| {
+            if let Some(record) = record {
+                state.vendor.adopt_token(&record);
+            }
+        }),
         "api_keys" => reload_keys(state).await,
         _ => Ok(()),
     };
@@ -93,12 +108,19 @@ async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Reloads every tenant and caller key from the store.
-pub async fn reload_all(state: &AppState) {
-    if let Err(error) = state.vendor.reload_tenants().await {
-        tracing::warn!(%error, "could not reload tenants");
-    }
-    if let Err(error) = reload_keys(state).await {
-        tracing::warn!(%error, "could not reload caller keys");
+/// Reloads every tenant, stored token and caller key from the store; returns whether all
+/// of it could be read.
+pub async fn reload_all(state: &AppState) -> bool {
+    let reloaded = async {
+        state.vendor.reload_tenants().await?;
+        state.vendor.adopt_stored_tokens().await?;
+        reload_keys(state).await
+    };
+    match reloaded.await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "could not reload from the store");
+            false
+        }
     }
 }

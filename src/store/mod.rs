@@ -8,6 +8,8 @@
 mod postgres;
 mod sqlite;
 
+pub use postgres::REFRESH_LOCK_KEY;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -128,6 +130,8 @@ pub struct AuditEvent {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// PostgreSQL only: the connections that hold per-tenant refresh locks.
+    refresh_locks: Option<PgPool>,
 }
 
 #[derive(Clone)]
@@ -164,19 +168,57 @@ macro_rules! write_audit {
     };
 }
 
+const TOKEN_COLUMNS: &str =
+    "tenant_id, key_id, ciphertext, token_type, scope, fetched_at, expires_at";
+
+const GET_TOKEN: &str = "SELECT tenant_id, key_id, ciphertext, token_type, scope, fetched_at, \
+     expires_at FROM tokens WHERE tenant_id = $1";
+
+/// Stores a tenant's token unless the tenant is gone or its credentials changed.
+const SAVE_TOKEN: &str = "INSERT INTO tokens (tenant_id, key_id, ciphertext, token_type, scope, \
+     fetched_at, expires_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM \
+     tenants WHERE id = $1 AND credentials_version = $8) \
+     ON CONFLICT (tenant_id) DO UPDATE SET key_id = excluded.key_id, \
+     ciphertext = excluded.ciphertext, token_type = excluded.token_type, \
+     scope = excluded.scope, fetched_at = excluded.fetched_at, \
+     expires_at = excluded.expires_at";
+
+/// Binds a token row to `SAVE_TOKEN` (on either backend).
+macro_rules! save_token_query {
+    ($t:expr, $credentials_version:expr) => {
+        sqlx::query(SAVE_TOKEN)
+            .bind(&$t.tenant_id)
+            .bind(&$t.key_id)
+            .bind(&$t.ciphertext)
+            .bind(&$t.token_type)
+            .bind(&$t.scope)
+            .bind($t.fetched_at)
+            .bind($t.expires_at)
+            .bind($credentials_version)
+    };
+}
+
 const TENANT_COLUMNS: &str = "id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
      scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at";
 
 /// How long a request waits for a database connection before the store counts as down.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Store {
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, sqlx::Error> {
-        let backend = match url {
-            DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::connect(url).await?),
-            DatabaseUrl::Sqlite(url) => Backend::Sqlite(sqlite::connect(url).await?),
-        };
-        Ok(Self { backend })
+        Ok(match url {
+            DatabaseUrl::Postgres(url) => {
+                let (queries, locks) = postgres::connect(url).await?;
+                Self {
+                    backend: Backend::Postgres(queries),
+                    refresh_locks: Some(locks),
+                }
+            }
+            DatabaseUrl::Sqlite(url) => Self {
+                backend: Backend::Sqlite(sqlite::connect(url).await?),
+                refresh_locks: None,
+            },
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -210,6 +252,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(locks) = &self.refresh_locks {
+            locks.close().await;
+        }
         on_pool!(self, |pool| pool.close().await)
     }
 
@@ -350,12 +395,19 @@ impl Store {
 
     /// Every stored token (sealed).
     pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, sqlx::Error> {
-        on_pool!(self, |pool| sqlx::query_as(
-            "SELECT tenant_id, key_id, ciphertext, token_type, scope, fetched_at, expires_at \
-             FROM tokens"
-        )
+        on_pool!(self, |pool| sqlx::query_as(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens"
+        ))
         .fetch_all(pool)
         .await)
+    }
+
+    /// A tenant's stored token (sealed), if any.
+    pub async fn get_token(&self, tenant_id: &str) -> Result<Option<TokenRecord>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(GET_TOKEN)
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await)
     }
 
     /// Stores a tenant's token, unless the tenant is gone or its credentials changed since
@@ -365,26 +417,38 @@ impl Store {
         t: &TokenRecord,
         credentials_version: i64,
     ) -> Result<bool, sqlx::Error> {
-        on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO tokens (tenant_id, key_id, ciphertext, token_type, scope, fetched_at, \
-             expires_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM tenants \
-             WHERE id = $1 AND credentials_version = $8) \
-             ON CONFLICT (tenant_id) DO UPDATE SET key_id = excluded.key_id, \
-             ciphertext = excluded.ciphertext, token_type = excluded.token_type, \
-             scope = excluded.scope, fetched_at = excluded.fetched_at, \
-             expires_at = excluded.expires_at"
-        )
-        .bind(&t.tenant_id)
-        .bind(&t.key_id)
-        .bind(&t.ciphertext)
-        .bind(&t.token_type)
-        .bind(&t.scope)
-        .bind(t.fetched_at)
-        .bind(t.expires_at)
-        .bind(credentials_version)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() > 0))
+        on_pool!(self, |pool| save_token_query!(t, credentials_version)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() > 0))
+    }
+
+    /// Takes the fleet-wide lock on refreshing a tenant's token, waiting at most `wait` for
+    /// another replica to release it (`None` on SQLite, where one process owns the store).
+    ///
+    /// The lock is a transaction-scoped advisory lock: it is released when the returned
+    /// lock is saved or dropped, and by PostgreSQL itself when the holder's connection dies.
+    pub async fn refresh_lock(
+        &self,
+        tenant_id: &str,
+        wait: Duration,
+    ) -> Result<Option<RefreshLock>, sqlx::Error> {
+        let Some(pool) = &self.refresh_locks else {
+            return Ok(None);
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!("{}ms", wait.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock({REFRESH_LOCK_KEY})"))
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(RefreshLock {
+            tx,
+            tenant_id: tenant_id.to_owned(),
+        }))
     }
 
     pub async fn insert_api_key(
@@ -457,13 +521,54 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-/// Whether a database error means the store is unreachable rather than the query wrong.
+/// Whether a database error means the store is unreachable rather than the query wrong:
+/// no connection, or the server shutting down, starting up or out of connections
+/// (SQLSTATE classes 08, 57 and 53).
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
+    match err {
         sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-    )
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| ["08", "57", "53"].iter().any(|c| code.starts_with(c))),
+        _ => false,
+    }
+}
+
+/// Whether a database error is a lock wait that ran out of time (SQLSTATE 55P03).
+pub fn is_lock_timeout(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
+}
+
+/// A tenant's refresh lock, held by this replica until saved or dropped.
+pub struct RefreshLock {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant_id: String,
+}
+
+impl RefreshLock {
+    /// The tenant's stored token as it is now (another replica may just have stored it).
+    pub async fn stored_token(&mut self) -> Result<Option<TokenRecord>, sqlx::Error> {
+        sqlx::query_as(GET_TOKEN)
+            .bind(&self.tenant_id)
+            .fetch_optional(&mut *self.tx)
+            .await
+    }
+
+    /// Stores the new token (as `Store::save_token` does) and releases the lock.
+    pub async fn save_and_release(
+        mut self,
+        t: &TokenRecord,
+        credentials_version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let saved = save_token_query!(t, credentials_version)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected()
+            > 0;
+        self.tx.commit().await?;
+        Ok(saved)
+    }
 }

@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{TokenType, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
-use crate::store::{Store, TenantRecord, TokenRecord};
+use crate::store::{RefreshLock, Store, TenantRecord, TokenRecord};
 use crate::upstream::{
     TokenRequest, UpstreamClient, UpstreamError, UpstreamSettings, DEFAULT_TOKEN_URL,
 };
@@ -42,6 +42,9 @@ pub struct VendingSettings {
     pub scheduler_interval: Duration,
     /// A token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
     pub min_refetch_interval: Duration,
+    /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
+    /// tenant before it asks edX itself (at most half the request deadline).
+    pub lock_wait: Duration,
     pub upstream: UpstreamSettings,
 }
 
@@ -52,6 +55,7 @@ impl Default for VendingSettings {
             request_deadline: Duration::from_secs(12),
             scheduler_interval: Duration::from_secs(1),
             min_refetch_interval: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(6),
             upstream: UpstreamSettings::default(),
         }
     }
@@ -131,6 +135,12 @@ struct Health {
 }
 
 type Outcome = Result<Arc<HeldToken>, VendError>;
+
+/// A new token, and whether it is already in the store.
+struct Obtained {
+    token: Arc<HeldToken>,
+    stored: bool,
+}
 type SharedFetch = Shared<BoxFuture<'static, Outcome>>;
 
 struct Slot {
@@ -277,7 +287,12 @@ struct Inner {
     clock: Arc<dyn Clock>,
     settings: VendingSettings,
     metrics: Arc<Metrics>,
+    /// Until when refreshes skip the fleet lock because the store was found unreachable.
+    store_down_until: Mutex<Option<Instant>>,
 }
+
+/// How long refreshes skip the fleet lock after finding the store unreachable.
+const STORE_DOWN_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Vendor {
@@ -305,6 +320,7 @@ impl Vendor {
                 clock,
                 settings,
                 metrics,
+                store_down_until: Mutex::new(None),
             }),
         })
     }
@@ -321,24 +337,47 @@ impl Vendor {
     /// upstream call for tenants whose tokens are still good.
     pub async fn load(&self) -> Result<(), sqlx::Error> {
         self.reload_tenants().await?;
-        let now = self.now();
+        self.adopt_stored_tokens().await
+    }
+
+    /// Serves every stored token that is newer than the one held (stored by another
+    /// replica, or by an earlier run).
+    pub async fn adopt_stored_tokens(&self) -> Result<(), sqlx::Error> {
         for record in self.inner.store.list_tokens().await? {
-            let Some(slot) = self.slot(&record.tenant_id) else {
-                continue;
-            };
-            match self.restore_token(&record) {
-                Some(token) if token.servable(now) => {
-                    let token = Arc::new(token);
-                    slot.token.store(Some(token.clone()));
-                    self.verify_in_background(&slot, token);
-                }
-                Some(_) => {}
-                None => {
-                    tracing::warn!(tenant = %record.tenant_id, "ignoring an unreadable stored token")
-                }
-            }
+            self.adopt_token(&record);
         }
         Ok(())
+    }
+
+    /// Serves a stored token from now on if it is valid and newer than the one held.
+    /// Returns whether it was adopted.
+    pub fn adopt_token(&self, record: &TokenRecord) -> bool {
+        let Some(slot) = self.slot(&record.tenant_id) else {
+            return false;
+        };
+        let Some(token) = self.restore_token(record) else {
+            tracing::warn!(tenant = %record.tenant_id, "ignoring an unreadable stored token");
+            return false;
+        };
+        if !token.servable(self.now()) {
+            return false;
+        }
+        let token = Arc::new(token);
+        {
+            // Under the flight lock, as a fetch's own result is installed.
+            let _inflight = lock(&slot.inflight);
+            let held = slot.token.load();
+            if held.as_ref().is_some_and(|held| {
+                held.fingerprint == token.fingerprint || held.fetched_at > token.fetched_at
+            }) {
+                return false;
+            }
+            slot.token.store(Some(token.clone()));
+            *lock(&slot.health) = Health::default();
+        }
+        tracing::debug!(tenant = %slot.id, fingerprint = %token.fingerprint, "serving a stored token");
+        self.verify_in_background(&slot, token);
+        true
     }
 
     fn restore_token(&self, record: &TokenRecord) -> Option<HeldToken> {
@@ -498,18 +537,30 @@ impl Vendor {
 
     fn satisfied(&self, slot: &Slot, need: Need, now: DateTime<Utc>) -> Option<Arc<HeldToken>> {
         let token = slot.token.load_full()?;
-        let ok = match need {
+        self.meets(slot, &token, need, now, None).then_some(token)
+    }
+
+    /// Whether `token` answers `need`; a forced refresh takes only a token fetched since it
+    /// `started`.
+    fn meets(
+        &self,
+        slot: &Slot,
+        token: &HeldToken,
+        need: Need,
+        now: DateTime<Utc>,
+        started: Option<DateTime<Utc>>,
+    ) -> bool {
+        match need {
             Need::Serve(min_ttl) => {
                 let recently = now - token.fetched_at
                     < chrono::Duration::from_std(self.inner.settings.min_refetch_interval)
                         .unwrap_or_default();
                 token.satisfies(now, min_ttl) || (token.servable(now) && recently)
             }
-            Need::Refresh { scheduled: true } => now < slot.scheduled_refresh(&token),
+            Need::Refresh { scheduled: true } => now < slot.scheduled_refresh(token),
             Need::Refresh { scheduled: false } => !token.in_refresh_window(now),
-            Need::Force => false,
-        };
-        ok.then_some(token)
+            Need::Force => started.is_some_and(|started| token.fetched_at >= started),
+        }
     }
 
     /// The single-flight: joins the fetch under way for this tenant, or starts one in its
@@ -537,7 +588,7 @@ impl Vendor {
                     }
                 }
                 let epoch = slot.epoch.load(Ordering::SeqCst);
-                let task = tokio::spawn(self.clone().fetch_task(slot.clone(), epoch));
+                let task = tokio::spawn(self.clone().fetch_task(slot.clone(), epoch, need, now));
                 let fetch = async move { task.await.unwrap_or(Err(VendError::Internal)) }
                     .boxed()
                     .shared();
@@ -548,21 +599,29 @@ impl Vendor {
         shared.boxed()
     }
 
-    async fn fetch_task(self, slot: Arc<Slot>, epoch: u64) -> Outcome {
+    async fn fetch_task(
+        self,
+        slot: Arc<Slot>,
+        epoch: u64,
+        need: Need,
+        started: DateTime<Utc>,
+    ) -> Outcome {
         let config = slot.config.load_full();
-        let result = self.fetch_upstream(&slot, &config).await;
+        let result = self.obtain(&slot, &config, need, started).await;
         let now = self.now();
         let mut inflight = lock(&slot.inflight);
         if slot.epoch.load(Ordering::SeqCst) != epoch {
             // Credentials changed meanwhile: this result belongs to the old ones.
-            return result;
+            return result.map(|obtained| obtained.token);
         }
         let mut health = lock(&slot.health);
         let outcome = match result {
-            Ok(token) => {
+            Ok(Obtained { token, stored }) => {
                 slot.token.store(Some(token.clone()));
                 *health = Health::default();
-                self.persist(&slot.id, &config, &token);
+                if !stored {
+                    self.persist(&slot.id, &config, &token);
+                }
                 self.verify_in_background(&slot, token.clone());
                 Ok(token)
             }
@@ -597,7 +656,104 @@ impl Vendor {
         outcome
     }
 
-    async fn fetch_upstream(&self, slot: &Slot, config: &TenantConfig) -> Outcome {
+    /// A new token for `need`. On PostgreSQL this holds the tenant's fleet-wide refresh
+    /// lock: the token another replica stored meanwhile is taken if it answers `need`;
+    /// otherwise edX is asked and the answer stored before the lock is released. Without
+    /// the lock (SQLite, store down, lock held too long) edX is asked directly.
+    async fn obtain(
+        &self,
+        slot: &Slot,
+        config: &TenantConfig,
+        need: Need,
+        started: DateTime<Utc>,
+    ) -> Result<Obtained, VendError> {
+        let deadline = Instant::now() + self.inner.settings.request_deadline;
+        let held_before = slot.token.load_full();
+        let Some(mut lock) = self.refresh_lock(slot).await else {
+            let token = self.fetch_upstream(slot, config, deadline).await?;
+            return Ok(Obtained {
+                token,
+                stored: false,
+            });
+        };
+        match lock.stored_token().await {
+            Ok(Some(record)) => {
+                if let Some(token) = self.restore_token(&record) {
+                    // A forced refresh wants another token than the one it began with.
+                    let forced_same = matches!(need, Need::Force)
+                        && held_before
+                            .as_ref()
+                            .is_some_and(|held| held.fingerprint == token.fingerprint);
+                    if !forced_same && self.meets(slot, &token, need, self.now(), Some(started)) {
+                        tracing::debug!(tenant = %slot.id, "serving the token another replica stored");
+                        return Ok(Obtained {
+                            token: Arc::new(token),
+                            stored: true,
+                        });
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(tenant = %slot.id, %error, "cannot read the stored token")
+            }
+        }
+        let token = self.fetch_upstream(slot, config, deadline).await?;
+        let record = self.seal(&slot.id, &token);
+        if let Err(error) = lock
+            .save_and_release(&record, config.credentials_version)
+            .await
+        {
+            // Served all the same; after a restart it is simply fetched again.
+            tracing::warn!(tenant = %slot.id, %error, "could not store the token");
+        }
+        Ok(Obtained {
+            token,
+            stored: true,
+        })
+    }
+
+    /// The tenant's fleet-wide refresh lock, or `None` when refreshing without it: on
+    /// SQLite, when the store is unreachable, or when another replica holds it too long
+    /// (a replica that died holding it releases it with its connection).
+    async fn refresh_lock(&self, slot: &Slot) -> Option<RefreshLock> {
+        if lock(&self.inner.store_down_until).is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
+        let settings = &self.inner.settings;
+        let wait = settings.lock_wait.min(settings.request_deadline / 2);
+        let taking = self.inner.store.refresh_lock(&slot.id, wait);
+        match tokio::time::timeout(wait + crate::store::ACQUIRE_TIMEOUT, taking).await {
+            Ok(Ok(lock)) => lock,
+            Ok(Err(error)) if crate::store::is_lock_timeout(&error) => {
+                tracing::warn!(
+                    tenant = %slot.id,
+                    waited_ms = wait.as_millis() as u64,
+                    "another replica holds the refresh lock too long; asking edX without it"
+                );
+                None
+            }
+            Ok(Err(error)) => {
+                if crate::store::is_unavailable(&error) {
+                    *lock(&self.inner.store_down_until) = Some(Instant::now() + STORE_DOWN_BACKOFF);
+                }
+                tracing::warn!(tenant = %slot.id, %error, "cannot take the refresh lock; asking edX without it");
+                None
+            }
+            Err(_) => {
+                *lock(&self.inner.store_down_until) = Some(Instant::now() + STORE_DOWN_BACKOFF);
+                tracing::warn!(tenant = %slot.id, "the store did not answer for the refresh lock; asking edX without it");
+                None
+            }
+        }
+    }
+
+    async fn fetch_upstream(
+        &self,
+        slot: &Slot,
+        config: &TenantConfig,
+        deadline: Instant,
+    ) -> Outcome {
         let secret = config
             .client_secret
             .as_ref()
@@ -618,7 +774,6 @@ impl Vendor {
             token_type: config.token_type,
             asymmetric_jwt: config.asymmetric_jwt,
         };
-        let deadline = Instant::now() + self.inner.settings.request_deadline;
         let count = || {
             slot.upstream_calls.fetch_add(1, Ordering::Relaxed);
         };
@@ -646,20 +801,7 @@ impl Vendor {
     /// Writes the token, sealed, to the store in the background; a failure is logged and
     /// costs at most one upstream call after a restart.
     fn persist(&self, tenant_id: &str, config: &TenantConfig, token: &HeldToken) {
-        let sealed = self.inner.master_key.seal(
-            Purpose::AccessToken,
-            tenant_id,
-            token.access_token.expose_secret().as_bytes(),
-        );
-        let record = TokenRecord {
-            tenant_id: tenant_id.to_owned(),
-            key_id: sealed.key_id,
-            ciphertext: sealed.bytes,
-            token_type: token.token_type.clone(),
-            scope: token.scope.clone(),
-            fetched_at: token.fetched_at,
-            expires_at: token.expires_at,
-        };
+        let record = self.seal(tenant_id, token);
         let store = self.inner.store.clone();
         let credentials_version = config.credentials_version;
         tokio::spawn(async move {
@@ -673,6 +815,24 @@ impl Vendor {
                 }
             }
         });
+    }
+
+    /// The token as a store row, sealed under the master key.
+    fn seal(&self, tenant_id: &str, token: &HeldToken) -> TokenRecord {
+        let sealed = self.inner.master_key.seal(
+            Purpose::AccessToken,
+            tenant_id,
+            token.access_token.expose_secret().as_bytes(),
+        );
+        TokenRecord {
+            tenant_id: tenant_id.to_owned(),
+            key_id: sealed.key_id,
+            ciphertext: sealed.bytes,
+            token_type: token.token_type.clone(),
+            scope: token.scope.clone(),
+            fetched_at: token.fetched_at,
+            expires_at: token.expires_at,
+        }
     }
 
     /// Checks a JWT against the tenant's JWKS, if it has one, and records the result.

@@ -154,6 +154,7 @@ pub fn test_vending_settings() -> VendingSettings {
         request_deadline: Duration::from_secs(3),
         scheduler_interval: Duration::from_millis(20),
         min_refetch_interval: Duration::from_secs(5),
+        lock_wait: Duration::from_secs(1),
         upstream: UpstreamSettings {
             connect_timeout: Duration::from_secs(1),
             attempt_timeout: Duration::from_millis(400),
@@ -187,7 +188,6 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Spawns the app after `configure` has adjusted its settings.
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let (pg, database_url) = match backend {
         Backend::Postgres => {
@@ -199,6 +199,23 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
             format!("sqlite://{}", dir.path().join("test.db").display()),
         ),
     };
+    spawn(backend, dir, pg, database_url, configure).await
+}
+
+/// Spawns the app on a PostgreSQL database the test provides (and owns).
+pub async fn spawn_app_on_postgres(database_url: String) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    spawn(Backend::Postgres, dir, None, database_url, |_| {}).await
+}
+
+async fn spawn(
+    backend: Backend,
+    dir: TempDir,
+    pg: Option<PgTestDb>,
+    database_url: String,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
+    init_logs();
     let admin_key = format!("test-admin-key-{}", uuid::Uuid::new_v4().simple());
     let mut settings = Settings {
         listen: "127.0.0.1:0".to_owned(),

@@ -5,10 +5,12 @@
 mod api_keys;
 mod auth;
 mod binary;
+mod cluster;
 mod errors;
 mod fleet;
 mod health;
 mod helpers;
+mod outage;
 mod secrets;
 mod tenants;
 mod tokens;
