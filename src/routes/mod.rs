@@ -3,6 +3,7 @@
 mod api_keys;
 mod audit;
 mod health;
+mod oauth;
 mod tenants;
 mod tokens;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(tenants::router())
         .merge(tokens::router())
+        .merge(oauth::router())
         .merge(api_keys::router())
         .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })

@@ -10,6 +10,7 @@ mod errors;
 mod fleet;
 mod health;
 mod helpers;
+mod oauth;
 mod outage;
 mod secrets;
 mod tenants;

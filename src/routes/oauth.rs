@@ -1,0 +1,250 @@
+//! The edX-compatible token endpoint: an unmodified edX OAuth2 client (edx-rest-api-client's
+//! `OAuthAPIClient`, say) points its token URL at tokenvend and gets its tenant's cached
+//! token, with a caller key as its client secret. Answers and errors follow RFC 6749.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::domain::{TenantAccess, TenantId};
+use crate::state::AppState;
+use crate::upstream::UpstreamError;
+use crate::vending::VendError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/oauth2/access_token", post(access_token))
+        .route("/oauth2/v1/access_token", post(access_token))
+}
+
+/// An RFC 6749 error answer (section 5.2).
+struct OAuthError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    retry_after: Option<Duration>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// The same answer for an unknown key, a key without token scope for the tenant and
+    /// an unknown tenant, so that tenant ids cannot be probed.
+    fn invalid_client() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed: the client_secret must be a caller key with token \
+             scope for the tenant named by client_id",
+        )
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code, "error_description": self.description });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="tokenvend""#),
+            );
+        }
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<VendError> for OAuthError {
+    fn from(err: VendError) -> Self {
+        match err {
+            VendError::UnknownTenant => Self::invalid_client(),
+            VendError::Upstream { cause, retry_after } => {
+                let description = format!("edX could not provide a token: {cause}");
+                match cause {
+                    UpstreamError::Rejected { .. } | UpstreamError::InvalidResponse { .. } => {
+                        Self::new(StatusCode::BAD_GATEWAY, "server_error", description)
+                    }
+                    UpstreamError::Throttled { .. }
+                    | UpstreamError::Unavailable { .. }
+                    | UpstreamError::Timeout(_) => Self {
+                        retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+                        ..Self::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "temporarily_unavailable",
+                            description,
+                        )
+                    },
+                }
+            }
+            VendError::Credentials | VendError::Internal => {
+                tracing::error!(error = %err, "token request failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+/// The client credentials from an HTTP Basic `Authorization` header (RFC 6749 2.3.1: each
+/// part form-urlencoded, then joined by `:` and base64-encoded).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || OAuthError::invalid_request("malformed Basic Authorization header");
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_request(
+            "only Basic client authentication is accepted in the Authorization header",
+        ));
+    }
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let unescape = |part: &str| form_urlencoded_decode(part).ok_or_else(malformed);
+    Ok(Some((unescape(id)?, unescape(secret)?)))
+}
+
+fn form_urlencoded_decode(part: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={part}")).ok()?;
+    pairs.into_iter().next().map(|(_, value)| value)
+}
+
+/// `POST /oauth2/access_token`, `POST /oauth2/v1/access_token`.
+async fn access_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let body = body.map_err(|rejection| OAuthError {
+        status: rejection.status(),
+        ..OAuthError::invalid_request(rejection.body_text())
+    })?;
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| OAuthError::invalid_request("the body is not a valid form"))?;
+    let mut form: HashMap<String, String> = HashMap::new();
+    for (name, value) in pairs {
+        if form.insert(name.clone(), value).is_some() {
+            // RFC 6749 3.1: parameters must not be included more than once.
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {name} appears more than once"
+            )));
+        }
+    }
+
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("missing grant_type"))?;
+    if grant_type != "client_credentials" {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only grant_type=client_credentials is supported",
+        ));
+    }
+    if let Some(token_type) = form.get("token_type") {
+        if !["jwt", "bearer"].contains(&token_type.to_ascii_lowercase().as_str()) {
+            return Err(OAuthError::invalid_request(
+                "token_type must be jwt or bearer",
+            ));
+        }
+    }
+    let from_form = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(OAuthError::invalid_request(
+                "client_id and client_secret go together",
+            ))
+        }
+    };
+    let (client_id, client_secret) = match (basic_credentials(&headers)?, from_form) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method: Basic or the form, not both",
+            ))
+        }
+        (Some(credentials), None) | (None, Some(credentials)) => credentials,
+        (None, None) => {
+            return Err(OAuthError::invalid_request(
+                "missing client_id and client_secret",
+            ))
+        }
+    };
+
+    let caller = state
+        .keys
+        .authenticate(&client_secret)
+        .ok_or_else(OAuthError::invalid_client)?;
+    let tenant = TenantId::parse(&client_id).map_err(|_| OAuthError::invalid_client())?;
+    if caller.scopes.token_access(tenant.as_str()) != TenantAccess::Granted {
+        return Err(OAuthError::invalid_client());
+    }
+    let (token, _) = state.vendor.token(tenant.as_str(), Duration::ZERO).await?;
+    let mut body = json!({
+        "access_token": token.access_token.expose_secret(),
+        "token_type": token.token_type,
+        "expires_in": token.remaining(state.vendor.now()),
+    });
+    if let Some(scope) = &token.scope {
+        body["scope"] = json!(scope);
+    }
+    Ok((
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        axum::Json(body),
+    )
+        .into_response())
+}
