@@ -120,7 +120,7 @@ impl From<VendError> for OAuthError {
 }
 
 /// The client credentials from an HTTP Basic `Authorization` header (RFC 6749 2.3.1: each
-/// part form-urlencoded, then joined by `:` and base64-encoded).
+/// part form-urlencoded, then joined by `:` and base64-encoded). Other schemes are ignored.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
@@ -131,9 +131,9 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
         return Err(malformed());
     };
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_request(
-            "only Basic client authentication is accepted in the Authorization header",
-        ));
+        // Not client authentication (a caller's usual Bearer header, say): the form's
+        // credentials decide.
+        return Ok(None);
     }
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
@@ -146,6 +146,15 @@ fn form_urlencoded_decode(part: &str) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={part}")).ok()?;
     pairs.into_iter().next().map(|(_, value)| value)
 }
+
+/// The form parameters this endpoint reads; others are ignored.
+const PARAMETERS: [&str; 5] = [
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "token_type",
+    "scope",
+];
 
 /// `POST /oauth2/access_token`, `POST /oauth2/v1/access_token`.
 async fn access_token(
@@ -172,10 +181,17 @@ async fn access_token(
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
         .map_err(|_| OAuthError::invalid_request("the body is not a valid form"))?;
-    let mut form: HashMap<String, String> = HashMap::new();
+    // RFC 6749 3.1: unrecognised parameters are ignored, an empty one counts as absent,
+    // and a parameter must not appear more than once.
+    let mut form: HashMap<&'static str, String> = HashMap::new();
     for (name, value) in pairs {
-        if form.insert(name.clone(), value).is_some() {
-            // RFC 6749 3.1: parameters must not be included more than once.
+        let Some(name) = PARAMETERS.iter().find(|known| **known == name) else {
+            continue;
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if form.insert(name, value).is_some() {
             return Err(OAuthError::invalid_request(format!(
                 "parameter {name} appears more than once"
             )));

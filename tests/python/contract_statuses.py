@@ -1,0 +1,229 @@
+"""Every status openapi.yaml documents is one the service really answers, in the documented shape.
+
+Run by tests/api/contract.rs around its Schemathesis run, in two phases:
+
+  up    (database up, before the fuzzing run): sends the requests fuzzing cannot make up
+        (a caller key without the scope, a malformed or oversized body, a tenant whose
+        edX rejects it, hangs or is down), checks each answer's status and validates it
+        against the spec with Schemathesis' conformance checks, and records the
+        (operation, status) pairs reached in STATE.
+  down  (database stopped, after the fuzzing run): does the same for the routes that
+        answer 503 when the store is unreachable, adds what the fuzzing run reached (its
+        HAR report), and fails listing every documented (operation, status) still not
+        reached, but for the few in EXEMPT, which no client can provoke on purpose.
+
+Environment: BASE_URL, SPEC, STATE, HAR (down), ADMIN_KEY, TOKEN_ONLY_KEY (scope
+token:acme), READ_ONLY_KEY (scope tenants:read). Tenants: acme (healthy), rejected (edX
+refuses its credentials), slow (edX never answers), down (edX answers 503).
+"""
+
+import json
+import os
+import re
+import sys
+import urllib.parse
+
+import requests
+import schemathesis
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+BASE_URL = os.environ["BASE_URL"]
+SCHEMA = schemathesis.openapi.from_path(os.environ["SPEC"])
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+# Documented, and real, but no client can provoke them on purpose. (So is 500, an
+# internal failure, which every route documents and none should ever answer.)
+EXEMPT = {
+    ("PATCH /tenants/{id}", "409"): "the tenant kept changing under concurrent updates",
+    ("POST /api-keys", "409"): "a generated key id collided with an existing one",
+}
+
+ADMIN = os.environ["ADMIN_KEY"]
+TOKEN_ONLY = os.environ["TOKEN_ONLY_KEY"]
+READ_ONLY = os.environ["READ_ONLY_KEY"]
+BIG = "x" * (1024 * 1024 + 16)
+
+
+def documented():
+    pairs = set()
+    for path, item in SCHEMA.raw_schema["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                for status in operation["responses"]:
+                    pairs.add((f"{method.upper()} {path}", status))
+    return pairs
+
+
+def reached_by_fuzzing(har_path):
+    """The (operation, status) pairs in the fuzzing run's HAR report."""
+    routes = []
+    for path in SCHEMA.raw_schema["paths"]:
+        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"
+        routes.append((re.compile(pattern), path))
+    with open(har_path) as f:
+        entries = json.load(f)["log"]["entries"]
+    reached = set()
+    for entry in entries:
+        url_path = urllib.parse.urlparse(entry["request"]["url"]).path
+        for pattern, path in routes:
+            if pattern.match(url_path):
+                method = entry["request"]["method"]
+                reached.add((f"{method} {path}", str(entry["response"]["status"])))
+                break
+    return reached
+
+
+def expect(status, method, path, key=ADMIN, path_parameters=None, query=None, body=None,
+           media_type=None, raw=None, auth=None):
+    """Sends one request and checks its answer: the status, then conformance to the spec."""
+    operation = SCHEMA[path][method]
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    case = operation.Case(
+        path_parameters=path_parameters or {},
+        query=query or {},
+        headers=headers,
+        **({"body": body, "media_type": media_type} if body is not None else {}),
+    )
+    if raw is not None:
+        url = BASE_URL + path.format(**(path_parameters or {}))
+        response = requests.request(
+            method, url, data=raw, auth=auth,
+            headers={**headers, "Content-Type": media_type}, timeout=30,
+        )
+    else:
+        response = case.call(base_url=BASE_URL, timeout=30)
+    label = f"{method} {path}"
+    assert response.status_code == int(status), (
+        f"{label}: expected {status}, got {response.status_code}: {response.text[:300]}"
+    )
+    case.validate_response(response, checks=CHECKS)
+    return (label, status)
+
+
+def oauth_form(tenant, key):
+    return {
+        "grant_type": "client_credentials",
+        "client_id": tenant,
+        "client_secret": key,
+        "token_type": "jwt",
+    }
+
+
+def phase_up():
+    reached = set()
+    acme = {"id": "acme"}
+    form = "application/x-www-form-urlencoded"
+    merge = "application/merge-patch+json"
+    # A key without the scope an operation needs.
+    for method, path, params in [
+        ("GET", "/tenants", None),
+        ("POST", "/tenants", None),
+        ("GET", "/tenants/{id}", acme),
+        ("PATCH", "/tenants/{id}", acme),
+        ("DELETE", "/tenants/{id}", acme),
+        ("POST", "/tenants/{id}/token/refresh", acme),
+        ("GET", "/tenants/{id}/token/status", acme),
+        ("GET", "/tokens/status", None),
+        ("GET", "/api-keys", None),
+        ("POST", "/api-keys", None),
+        ("DELETE", "/api-keys/{id}", {"id": "k3v9q2m8x1ab"}),
+        ("GET", "/audit-events", None),
+    ]:
+        body = {
+            ("POST", "/api-keys"): {"name": "n", "scopes": ["token:acme"]},
+            ("POST", "/tenants"): {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
+            ("PATCH", "/tenants/{id}"): {"name": "x"},
+        }.get((method, path))
+        reached.add(expect("403", method, path, key=TOKEN_ONLY, path_parameters=params,
+                           body=body, media_type=merge if method == "PATCH" else None))
+    reached.add(expect("403", "GET", "/tenants/{id}/token", key=READ_ONLY, path_parameters=acme))
+
+    # Malformed and oversized bodies.
+    reached.add(expect("400", "POST", "/tenants", raw=b"{", media_type="application/json"))
+    reached.add(expect("400", "PATCH", "/tenants/{id}", path_parameters=acme, raw=b"{",
+                       media_type=merge))
+    reached.add(expect("400", "POST", "/api-keys", raw=b"{", media_type="application/json"))
+    big_json = json.dumps({"name": BIG}).encode()
+    reached.add(expect("413", "POST", "/tenants", raw=big_json, media_type="application/json"))
+    reached.add(expect("413", "PATCH", "/tenants/{id}", path_parameters=acme, raw=big_json,
+                       media_type=merge))
+    reached.add(expect("413", "POST", "/api-keys", raw=big_json, media_type="application/json"))
+
+    for path in ["/oauth2/access_token", "/oauth2/v1/access_token"]:
+        reached.add(expect("200", "POST", path, key=None, body=oauth_form("acme", TOKEN_ONLY),
+                           media_type=form))
+        reached.add(expect("413", "POST", path, key=None,
+                           raw=urllib.parse.urlencode({**oauth_form("acme", TOKEN_ONLY), "pad": BIG}),
+                           media_type=form))
+        reached.add(expect("502", "POST", path, key=None, body=oauth_form("rejected", ADMIN),
+                           media_type=form))
+        reached.add(expect("503", "POST", path, key=None, body=oauth_form("down", ADMIN),
+                           media_type=form))
+
+    # edX trouble behind the token routes.
+    for method, path in [("GET", "/tenants/{id}/token"), ("POST", "/tenants/{id}/token/refresh")]:
+        reached.add(expect("502", method, path, path_parameters={"id": "rejected"}))
+        reached.add(expect("503", method, path, path_parameters={"id": "down"}))
+        reached.add(expect("504", method, path, path_parameters={"id": "slow"}))
+    return reached
+
+
+def phase_down():
+    reached = set()
+    acme = {"id": "acme"}
+    reached.add(expect("503", "GET", "/readyz", key=None))
+    reached.add(expect("503", "GET", "/tenants"))
+    reached.add(expect("503", "POST", "/tenants", body={
+        "id": "during-outage", "name": "n", "client_id": "c", "client_secret": "s"}))
+    reached.add(expect("503", "GET", "/tenants/{id}", path_parameters=acme))
+    reached.add(expect("503", "PATCH", "/tenants/{id}", path_parameters=acme,
+                       body={"name": "renamed"}, media_type="application/merge-patch+json"))
+    reached.add(expect("503", "DELETE", "/tenants/{id}", path_parameters=acme))
+    reached.add(expect("503", "GET", "/api-keys"))
+    reached.add(expect("503", "POST", "/api-keys", body={"name": "n", "scopes": ["token:acme"]}))
+    reached.add(expect("503", "DELETE", "/api-keys/{id}", path_parameters={"id": "k3v9q2m8x1ab"}))
+    reached.add(expect("503", "GET", "/audit-events"))
+    return reached
+
+
+def main():
+    phase = sys.argv[1]
+    state_path = os.environ["STATE"]
+    if phase == "up":
+        reached = phase_up()
+    else:
+        with open(state_path) as f:
+            reached = {tuple(pair) for pair in json.load(f)}
+        reached |= phase_down()
+        reached |= reached_by_fuzzing(os.environ["HAR"])
+    with open(state_path, "w") as f:
+        json.dump(sorted(reached), f)
+    if phase == "down":
+        missing = sorted(
+            pair for pair in documented() - reached
+            if pair not in EXEMPT and pair[1] != "500"
+        )
+        # Methods a path does not have get 405 (Schemathesis probes them): not operations.
+        operations = {op for op, _ in documented()}
+        undocumented = sorted(
+            pair for pair in reached - documented() if pair[0] in operations
+        )
+        print(json.dumps({"reached": len(reached), "missing": missing,
+                          "undocumented": undocumented}))
+        if missing or undocumented:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
