@@ -1,10 +1,13 @@
-//! The command line: `tokenvend [serve]` and `tokenvend migrate`.
+//! The command line: `tokenvend [serve]`, `migrate`, `demo`, and the operator commands
+//! (`tenants`, `keys`, `token`) that talk to a running service.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, SettingsArgs};
+use crate::demo::DemoArgs;
+use crate::operator::{self, Connection, KeysCommand, TenantsCommand};
 use crate::startup::{self, Application};
 use crate::telemetry;
 
@@ -21,26 +24,83 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
     /// Apply database migrations, then exit.
     Migrate,
+    /// Try tokenvend in a minute: the service on a fresh embedded store with a local
+    /// edX-like issuer, demo tenants and a caller key. Ctrl-C stops it.
+    Demo(DemoArgs),
+    /// Manage tenants on a running service (TOKENVEND_URL, TOKENVEND_KEY).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Manage caller keys on a running service (needs an admin key).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a tenant's access token (for scripts: TOKEN=$(tokenvend token acme)).
+    Token {
+        tenant: String,
+        /// Ask for a token with at least this many seconds left.
+        #[arg(long)]
+        min_ttl: Option<u64>,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The operator commands are HTTP clients: no service settings, no log lines.
+    let data_dir = &cli.settings.data_dir;
+    let operated = match &command {
+        Command::Tenants {
+            command,
+            connection,
+        } => Some(operator::tenants(command, connection, data_dir).await),
+        Command::Keys {
+            command,
+            connection,
+        } => Some(operator::keys(command, connection, data_dir).await),
+        Command::Token {
+            tenant,
+            min_ttl,
+            connection,
+        } => Some(operator::token(tenant, *min_ttl, connection, data_dir).await),
+        _ => None,
+    };
+    if let Some(outcome) = operated {
+        return match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tokenvend: {err}");
+                ExitCode::from(1)
+            }
+        };
+    }
+
     let settings = match Settings::from_args(&cli.settings, std::env::var("DATABASE_URL").ok()) {
         Ok(settings) => settings,
         Err(err) => return fail(&err),
     };
     telemetry::init(settings.log_format);
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
+    let outcome = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => startup::open_store(&settings)
             .await
             .map(|store| tracing::info!(backend = store.backend_name(), "migrations applied"))
             .map_err(anyhow::Error::from),
+        Command::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
+        Command::Tenants { .. } | Command::Keys { .. } | Command::Token { .. } => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,8 @@ pub mod clock;
 pub mod config;
 /// AES-256-GCM sealing of secrets and tokens at rest.
 pub mod crypto;
+/// `tokenvend demo`: the service with a local issuer and demo tenants.
+pub mod demo;
 /// Parse-don't-validate types: tenant ids, scopes, token URLs, tenant fields.
 pub mod domain;
 /// `ApiError` and its application/problem+json rendering.
@@ -20,6 +22,8 @@ pub mod extract;
 pub mod fleet;
 /// Prometheus metrics.
 pub mod metrics;
+/// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
+pub mod operator;
 /// HTTP routes, one module per resource.
 pub mod routes;
 /// Application start-up: storage, keys, listener, graceful shutdown.

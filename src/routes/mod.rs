@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod audit;
+mod dashboard;
 mod health;
 mod oauth;
 mod tenants;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::router())
         .merge(tokens::router())
         .merge(oauth::router())
+        .merge(dashboard::router())
         .merge(api_keys::router())
         .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })

@@ -243,6 +243,7 @@ async fn access_token(
         .authenticate(&client_secret)
         .ok_or_else(OAuthError::invalid_client)?;
     let tenant = TenantId::parse(&client_id).map_err(|_| OAuthError::invalid_client())?;
+    tracing::Span::current().record("tenant", tenant.as_str());
     if caller.scopes.token_access(tenant.as_str()) != TenantAccess::Granted {
         return Err(OAuthError::invalid_client());
     }

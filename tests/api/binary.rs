@@ -10,7 +10,7 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvend");
 
 /// A command with no tokenvend setting from the environment of the test run.
-fn tokenvend(dir: &Path) -> Command {
+pub fn tokenvend(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("DATABASE_URL")
@@ -23,7 +23,7 @@ fn tokenvend(dir: &Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -31,7 +31,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
+pub async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
     for _ in 0..200 {
         if let Ok(resp) = client.get(format!("{base}/healthz")).send().await {
             if resp.status().is_success() {
@@ -46,7 +46,7 @@ async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
     panic!("tokenvend did not become healthy");
 }
 
-fn terminate(child: &Child) {
+pub fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,0 +1,169 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver) against the running service.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokenvend::upstream::issuer::Failure;
+
+use crate::binary::free_port;
+use crate::helpers::{spawn_app, Backend};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Where the test leaves its screenshot.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A chromedriver of the test's own, and a headless Chromium session through it.
+async fn browser() -> (tokio::process::Child, Client) {
+    assert!(
+        Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+        "the browser test needs Debian's chromium and chromium-driver (bash .ci/run installs them)"
+    );
+    // hyper-rustls under fantoccini: pick the crypto the rest of the build uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = free_port();
+    let driver = tokio::process::Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900"],
+        }
+    });
+    let capabilities = capabilities.as_object().unwrap().clone();
+    let mut last_error = None;
+    for _ in 0..100 {
+        match ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot start a Chromium session: {last_error:?}");
+}
+
+async fn type_key(browser: &Client, key: &str) {
+    let input = browser
+        .wait()
+        .for_element(Locator::Id("key"))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(key).await.unwrap();
+    browser
+        .find(Locator::Id("show-tokens"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.issuer_tenant("acme").await;
+    let refused = app.issuer_tenant("initech").await;
+    app.issuer
+        .configure(&refused, |b| b.failure = Some(Failure::InvalidClient));
+    app.issuer_tenant("umbrella").await; // never asked for: missing
+    assert_eq!(app.get_token("acme").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_token("initech").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    let token = app
+        .get_token("acme")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let key = app.create_key(&["tenants:read"]).await;
+
+    let (_driver, browser) = browser().await;
+    browser.goto(&app.url("/dashboard")).await.unwrap();
+
+    // A wrong key gets a clear message.
+    type_key(&browser, "tv_aaaaaaaaaaaa_not-a-real-key").await;
+    let error = browser
+        .wait()
+        .for_element(Locator::Id("error"))
+        .await
+        .unwrap();
+    let mut message = String::new();
+    for _ in 0..100 {
+        message = error.text().await.unwrap();
+        if !message.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        message.contains("not accepted") && message.contains("401"),
+        "{message:?}"
+    );
+
+    // The right key shows every tenant in its state.
+    type_key(&browser, &key).await;
+    for (tenant, state) in [
+        ("acme", "valid"),
+        ("initech", "failing"),
+        ("umbrella", "missing"),
+    ] {
+        let row = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(&format!(
+                "[data-tenant='{tenant}'][data-state='{state}']"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no {state} row for {tenant}: {e}"));
+        let text = row.text().await.unwrap();
+        assert!(text.contains(tenant) && text.contains(state), "{text}");
+    }
+    let failing = browser
+        .find(Locator::Css("[data-tenant='initech']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        failing.contains("rejected"),
+        "the last error is shown: {failing}"
+    );
+
+    let page = browser.source().await.unwrap();
+    assert!(
+        !page.contains(token["access_token"].as_str().unwrap()),
+        "the page never holds a token"
+    );
+    let screenshot = browser.screenshot().await.unwrap();
+    std::fs::write(artifact("dashboard.png"), &screenshot).unwrap();
+    eprintln!(
+        "dashboard screenshot: {}",
+        artifact("dashboard.png").display()
+    );
+    browser.close().await.unwrap();
+}
