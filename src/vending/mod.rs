@@ -291,6 +291,10 @@ struct Inner {
     store_down_until: Mutex<Option<Instant>>,
 }
 
+/// How long a read or write under the refresh lock may take before the refresh goes on
+/// without it (a store that hangs must not hold callers past their deadline).
+const STORE_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long refreshes skip the fleet lock after finding the store unreachable.
 const STORE_DOWN_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -676,7 +680,10 @@ impl Vendor {
                 stored: false,
             });
         };
-        match lock.stored_token().await {
+        match tokio::time::timeout(STORE_STEP_TIMEOUT, lock.stored_token())
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        {
             Ok(Some(record)) => {
                 if let Some(token) = self.restore_token(&record) {
                     // A forced refresh wants another token than the one it began with.
@@ -700,9 +707,10 @@ impl Vendor {
         }
         let token = self.fetch_upstream(slot, config, deadline).await?;
         let record = self.seal(&slot.id, &token);
-        if let Err(error) = lock
-            .save_and_release(&record, config.credentials_version)
+        let saving = lock.save_and_release(&record, config.credentials_version);
+        if let Err(error) = tokio::time::timeout(STORE_STEP_TIMEOUT, saving)
             .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
         {
             // Served all the same; after a restart it is simply fetched again.
             tracing::warn!(tenant = %slot.id, %error, "could not store the token");

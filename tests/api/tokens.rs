@@ -146,7 +146,15 @@ async fn the_scheduler_refreshes_a_recently_used_tenant_before_expiry(app: TestA
         app.issuer.calls(&used) == 2
     })
     .await;
-    let status = app.token_status("used").await;
+    // The new token is installed once stored (on PostgreSQL, under the fleet lock).
+    let mut status = app.token_status("used").await;
+    for _ in 0..200 {
+        if status["fingerprint"].as_str().unwrap() != first_fingerprint(&first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        status = app.token_status("used").await;
+    }
     assert_ne!(
         status["fingerprint"].as_str().unwrap(),
         first_fingerprint(&first)
