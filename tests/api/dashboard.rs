@@ -17,14 +17,14 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Where the test leaves its screenshot.
-fn artifact(name: &str) -> PathBuf {
+pub fn artifact(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
 
 /// A chromedriver of the test's own, and a headless Chromium session through it.
-async fn browser() -> (tokio::process::Child, Client) {
+pub async fn browser() -> (tokio::process::Child, Client) {
     assert!(
         Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
         "the browser test needs Debian's chromium and chromium-driver (bash .ci/run installs them)"
@@ -63,7 +63,7 @@ async fn browser() -> (tokio::process::Child, Client) {
     panic!("cannot start a Chromium session: {last_error:?}");
 }
 
-async fn type_key(browser: &Client, key: &str) {
+pub async fn type_key(browser: &Client, key: &str) {
     let input = browser
         .wait()
         .for_element(Locator::Id("key"))
@@ -78,6 +78,22 @@ async fn type_key(browser: &Client, key: &str) {
         .click()
         .await
         .unwrap();
+}
+
+/// Waits for a row per `(tenant, state)`, showing both.
+pub async fn expect_rows(browser: &Client, rows: &[(&str, &str)]) {
+    for (tenant, state) in rows {
+        let row = browser
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(&format!(
+                "[data-tenant='{tenant}'][data-state='{state}']"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no {state} row for {tenant}: {e}"));
+        let text = row.text().await.unwrap();
+        assert!(text.contains(tenant) && text.contains(state), "{text}");
+    }
 }
 
 #[tokio::test]

@@ -335,10 +335,30 @@ async fn the_demo_comes_up_and_its_printed_commands_work() {
     assert_eq!(answers[2]["token_type"], "JWT");
     assert_eq!(answers[2]["access_token"], answers[0]["access_token"]);
 
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}/dashboard"))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    // The printed dashboard URL and key, in a real browser: the demo tenants, the failing
+    // one included.
+    let dashboard = format!("http://127.0.0.1:{port}/dashboard");
+    let key = text
+        .split("caller key:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the printed caller key");
+    let (_driver, browser) = crate::dashboard::browser().await;
+    browser.goto(&dashboard).await.unwrap();
+    crate::dashboard::type_key(&browser, key).await;
+    crate::dashboard::expect_rows(
+        &browser,
+        &[
+            ("acme", "valid"),
+            ("globex", "valid"),
+            ("initech", "failing"),
+        ],
+    )
+    .await;
+    let shot = crate::dashboard::artifact("demo-dashboard.png");
+    std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
+    eprintln!("demo dashboard screenshot: {}", shot.display());
+    browser.close().await.unwrap();
 
     let pid = child.id().unwrap();
     let status = std::process::Command::new("kill")
