@@ -3,7 +3,8 @@
 //!
 //! `bench_server serve` prints the two URLs and a caller key, then serves until killed;
 //! `bench_server cold N` fires N concurrent requests at a cold tenant and prints how many
-//! upstream calls they caused. `bench/run.sh` drives both.
+//! upstream calls they caused. `bench/run.sh` drives both; `bench/outage.sh` runs it on a
+//! PostgreSQL cluster it stops (`BENCH_DATABASE_URL`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,12 +39,12 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir().join(format!("tokenvend-bench-{}", uuid::Uuid::new_v4()));
     let admin_key = format!("bench-admin-{}", uuid::Uuid::new_v4().simple());
+    // BENCH_DATABASE_URL puts it on PostgreSQL instead (bench/outage.sh).
+    let database_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}/bench.db", dir.display()));
     let settings = Settings {
         listen: "127.0.0.1:0".to_owned(),
-        database_url: Some(
-            DatabaseUrl::parse(&format!("sqlite://{}/bench.db", dir.display()))
-                .map_err(anyhow::Error::msg)?,
-        ),
+        database_url: Some(DatabaseUrl::parse(&database_url).map_err(anyhow::Error::msg)?),
         data_dir: dir.clone(),
         master_key: Some(MasterKey::generate().0),
         admin_key: Some(SecretString::from(admin_key.clone())),
