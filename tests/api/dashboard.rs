@@ -142,22 +142,15 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
 
     // The right key shows every tenant in its state.
     type_key(&browser, &key).await;
-    for (tenant, state) in [
-        ("acme", "valid"),
-        ("initech", "failing"),
-        ("umbrella", "missing"),
-    ] {
-        let row = browser
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(&format!(
-                "[data-tenant='{tenant}'][data-state='{state}']"
-            )))
-            .await
-            .unwrap_or_else(|e| panic!("no {state} row for {tenant}: {e}"));
-        let text = row.text().await.unwrap();
-        assert!(text.contains(tenant) && text.contains(state), "{text}");
-    }
+    expect_rows(
+        &browser,
+        &[
+            ("acme", "valid"),
+            ("initech", "failing"),
+            ("umbrella", "missing"),
+        ],
+    )
+    .await;
     let failing = browser
         .find(Locator::Css("[data-tenant='initech']"))
         .await

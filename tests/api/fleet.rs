@@ -268,16 +268,7 @@ async fn a_credentials_change_on_one_replica_drops_the_token_on_another() {
     let client = app.issuer_tenant("acme").await;
     let url = format!("{other}/tenants/acme/token");
     until_status(&app, &url, &app.admin_key, StatusCode::OK).await;
-    let before: serde_json::Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before = get_json(&app, &url).await;
 
     app.issuer.register(&client, "rotated-on-the-first-replica");
     let patch = serde_json::json!({"client_secret": "rotated-on-the-first-replica"});
@@ -290,16 +281,7 @@ async fn a_credentials_change_on_one_replica_drops_the_token_on_another() {
     let status_url = format!("{other}/tenants/acme/token/status");
     let started = Instant::now();
     loop {
-        let status: serde_json::Value = app
-            .client
-            .get(&status_url)
-            .bearer_auth(&app.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = get_json(&app, &status_url).await;
         if status["state"] == "missing" {
             break;
         }
@@ -309,16 +291,7 @@ async fn a_credentials_change_on_one_replica_drops_the_token_on_another() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let after: serde_json::Value = app
-        .client
-        .get(&url)
-        .bearer_auth(&app.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = get_json(&app, &url).await;
     assert_ne!(after["access_token"], before["access_token"]);
     let form = app.issuer.last_form(&client).unwrap();
     assert!(form.contains(&(
