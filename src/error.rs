@@ -66,8 +66,19 @@ impl From<VendError> for ApiError {
     fn from(err: VendError) -> Self {
         let (cause, retry_after) = match err {
             VendError::UnknownTenant => return crate::routes::tenant_not_found(),
-            VendError::Credentials | VendError::Internal => {
-                return ApiError::Internal(anyhow::Error::new(err))
+            VendError::Internal => return ApiError::Internal(anyhow::Error::new(err)),
+            VendError::Unusable(problem) => {
+                // The reason (a URL, a key id) is for operators: it is in the token status
+                // and the log, not in an answer to a token caller.
+                tracing::error!(%problem, "the tenant cannot be asked a token for");
+                return ApiError::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    slug: "tenant-unusable",
+                    detail:
+                        "the tenant's stored settings cannot be used; its token status says why"
+                            .to_owned(),
+                    retry_after: None,
+                };
             }
             VendError::Upstream { cause, retry_after } => (cause, retry_after),
         };

@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::TenantId;
 use crate::state::AppState;
+use crate::store::Store;
+use crate::vending::Vendor;
 
 /// How often everything is reloaded, announcements or not.
 pub const FULL_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
+/// An announcement: `{"table", "id", "uid"}` (the uid of the tenant row, or of the tenant a
+/// token row belongs to; the engine checks identities itself on what it reads back).
 #[derive(Deserialize)]
 struct Change {
     table: String,
@@ -77,24 +82,26 @@ async fn apply(state: &AppState, payload: &str) {
         tracing::warn!("ignoring an unreadable change announcement");
         return;
     };
-    let result = match change.table.as_str() {
-        "tenants" => match state.store.get_tenant(&change.id).await {
-            Ok(Some(record)) => {
-                state.vendor.upsert_tenant(&record);
+    let tenant = || TenantId::parse(&change.id).ok();
+    let result = match (change.table.as_str(), tenant()) {
+        ("tenants", Some(id)) => match state.store.get_tenant_row(&id).await {
+            Ok(Some(row)) => {
+                state.vendor.upsert_row(row);
                 Ok(())
             }
             Ok(None) => {
-                state.vendor.remove_tenant(&change.id);
+                state.vendor.remove_tenant(&id);
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         },
-        "tokens" => state.store.get_token(&change.id).await.map(|record| {
-            if let Some(record) = record {
-                state.vendor.adopt_token(&record);
-            }
-        }),
-        "api_keys" => reload_keys(state).await,
+        ("tokens", Some(id)) => state
+            .vendor
+            .adopt_stored_token(&id)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        ("api_keys", _) => reload_keys(state).await.map_err(|e| e.to_string()),
         _ => Ok(()),
     };
     if let Err(error) = result {
@@ -108,13 +115,33 @@ async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Brings the engine's tenants up to date with the store (forgetting those it no longer
+/// has), then serves every stored token newer than the one held.
+pub async fn load_tenants_and_tokens(store: &Store, vendor: &Vendor) -> Result<(), String> {
+    let mut rows = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store
+            .list_tenants(&after, 500)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        rows.extend(page);
+    }
+    vendor.replace_tenants(rows);
+    vendor
+        .adopt_stored_tokens()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Reloads every tenant, stored token and caller key from the store; returns whether all
 /// of it could be read.
 pub async fn reload_all(state: &AppState) -> bool {
     let reloaded = async {
-        state.vendor.reload_tenants().await?;
-        state.vendor.adopt_stored_tokens().await?;
-        reload_keys(state).await
+        load_tenants_and_tokens(&state.store, &state.vendor).await?;
+        reload_keys(state).await.map_err(|e| e.to_string())
     };
     match reloaded.await {
         Ok(()) => true,

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
-use crate::vending::Vendor;
+use crate::vending::{SealedTokenStore, Vendor, VendorParts};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -63,23 +63,26 @@ impl Application {
             UrlPolicy::PublicHttpsOnly
         };
         let master_key = Arc::new(master_key);
-        let vendor = Vendor::new(
-            store.clone(),
-            master_key.clone(),
+        let tokens =
+            SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
+        let parts = VendorParts {
+            master_key: master_key.clone(),
             clock,
-            settings.vending.clone(),
-            url_policy,
-            Arc::new(Metrics::new()),
-        )
-        .map_err(|e| {
+            settings: settings.vending.clone(),
+            policy: url_policy,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let vendor = Vendor::new(parts, Arc::new(tokens)).map_err(|e| {
             ConfigError::new(LISTEN_VAR, format!("cannot build the HTTP client: {e:#}"))
         })?;
-        vendor.load().await.map_err(|e| {
-            ConfigError::new(
-                DATABASE_URL_VAR,
-                format!("cannot load tenants and tokens: {e}"),
-            )
-        })?;
+        crate::fleet::load_tenants_and_tokens(&store, &vendor)
+            .await
+            .map_err(|e| {
+                ConfigError::new(
+                    DATABASE_URL_VAR,
+                    format!("cannot load tenants and tokens: {e}"),
+                )
+            })?;
 
         let state = AppState {
             store,

@@ -4,14 +4,17 @@ mod expires_in;
 mod scope;
 mod tenant;
 mod tenant_id;
+mod time;
 mod token_url;
 
 pub use expires_in::parse_expires_in;
 pub use scope::{Scope, ScopeSet, TenantAccess};
 pub use tenant::{
-    validate_client_id, validate_client_secret, validate_name, validate_scope, TokenType,
+    validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TenantUid,
+    TokenType,
 };
 pub use tenant_id::TenantId;
+pub use time::rfc3339;
 pub use token_url::{is_public_ip, parse_outbound_url, UrlPolicy};
 
 /// A field that failed validation, with a message safe to show the caller.

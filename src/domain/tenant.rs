@@ -1,7 +1,61 @@
-//! Validation of a tenant's fields (other than its id and URLs).
+//! A tenant as the service holds it, its identity, and the validation of its fields
+//! (other than its id and URLs).
 
 use std::fmt;
 use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use super::TenantId;
+use crate::crypto::Sealed;
+
+/// The identity of one tenant row. A tenant deleted and later re-created under the same
+/// id gets a new one, so nothing held for the deleted tenant (a token, a fetch under way,
+/// a caller key's scope) carries over to its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantUid(uuid::Uuid);
+
+impl TenantUid {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        uuid::Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| "is not a tenant identity (a UUID)".to_owned())
+    }
+}
+
+impl fmt::Display for TenantUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A tenant: a company's edX client credentials and settings. The client secret is only
+/// ever held sealed; vending opens it when it builds the request.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub uid: TenantUid,
+    pub id: TenantId,
+    pub name: String,
+    pub client_id: String,
+    pub secret: Sealed,
+    /// `None`: the default edX token endpoint.
+    pub token_url: Option<Url>,
+    pub scope: Option<String>,
+    pub token_type: TokenType,
+    pub asymmetric_jwt: bool,
+    pub jwks_url: Option<Url>,
+    /// Bumped by every change (optimistic concurrency).
+    pub version: i64,
+    /// Bumped when a change makes held tokens stale (credentials, URL, scope, type).
+    pub credentials_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

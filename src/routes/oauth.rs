@@ -107,7 +107,12 @@ impl From<VendError> for OAuthError {
                     },
                 }
             }
-            VendError::Credentials | VendError::Internal => {
+            VendError::Unusable(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "the tenant's stored settings cannot be used",
+            ),
+            VendError::Internal => {
                 tracing::error!(error = %err, "token request failed");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,7 +252,7 @@ async fn access_token(
     if caller.scopes.token_access(tenant.as_str()) != TenantAccess::Granted {
         return Err(OAuthError::invalid_client());
     }
-    let (token, _) = state.vendor.token(tenant.as_str(), Duration::ZERO).await?;
+    let token = state.vendor.token(&tenant, Duration::ZERO).await?;
     let mut body = json!({
         "access_token": token.access_token.expose_secret(),
         "token_type": token.token_type,

@@ -15,12 +15,12 @@ use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
     parse_outbound_url, validate_client_id, validate_client_secret, validate_name, validate_scope,
-    FieldError, TenantId, TokenType,
+    FieldError, Tenant, TenantId, TenantUid, TokenType,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Patch, Path, Query};
 use crate::state::AppState;
-use crate::store::TenantRecord;
+use url::Url;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,17 +50,17 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-impl From<&TenantRecord> for TenantView {
-    fn from(t: &TenantRecord) -> Self {
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
         Self {
-            id: t.id.clone(),
+            id: t.id.to_string(),
             name: t.name.clone(),
             client_id: t.client_id.clone(),
-            token_url: t.token_url.clone(),
+            token_url: t.token_url.as_ref().map(Url::to_string),
             scope: t.scope.clone(),
-            token_type: t.token_type.clone(),
+            token_type: t.token_type.to_string(),
             asymmetric_jwt: t.asymmetric_jwt,
-            jwks_url: t.jwks_url.clone(),
+            jwks_url: t.jwks_url.as_ref().map(Url::to_string),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
         }
@@ -145,8 +145,8 @@ fn now() -> DateTime<Utc> {
 }
 
 impl AppState {
-    fn outbound_url(&self, name: &str, raw: &str) -> Result<String, FieldError> {
-        field(name, parse_outbound_url(raw, self.url_policy)).map(|u| u.to_string())
+    fn outbound_url(&self, name: &str, raw: &str) -> Result<Url, FieldError> {
+        field(name, parse_outbound_url(raw, self.url_policy))
     }
 }
 
@@ -187,15 +187,15 @@ async fn create_tenant(
         secret.expose_secret().as_bytes(),
     );
     let at = now();
-    let record = TenantRecord {
-        id: id.to_string(),
+    let record = Tenant {
+        uid: TenantUid::generate(),
+        id: id.clone(),
         name,
         client_id,
-        secret_key_id: sealed.key_id,
-        secret_ciphertext: sealed.bytes,
+        secret: sealed,
         token_url,
         scope,
-        token_type: token_type.to_string(),
+        token_type,
         asymmetric_jwt: body.asymmetric_jwt.unwrap_or(false),
         jwks_url,
         version: 1,
@@ -246,10 +246,12 @@ async fn list_tenants(
     } else {
         None
     };
-    Ok(axum::Json(TenantPage {
-        items: rows.iter().map(TenantView::from).collect(),
-        next_cursor,
-    }))
+    let items = rows
+        .into_iter()
+        .map(|row| Tenant::try_from(row).map(|t| TenantView::from(&t)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|invalid| ApiError::Internal(anyhow::Error::new(invalid)))?;
+    Ok(axum::Json(TenantPage { items, next_cursor }))
 }
 
 /// Parses a tenant id from the path; an id that cannot exist is simply not found.
@@ -267,7 +269,7 @@ async fn get_tenant(
     let id = path_tenant_id(&raw_id)?;
     let record = state
         .store
-        .get_tenant(id.as_str())
+        .get_tenant(&id)
         .await?
         .ok_or_else(tenant_not_found)?;
     Ok(axum::Json(TenantView::from(&record)))
@@ -287,7 +289,7 @@ async fn update_tenant(
     for _ in 0..UPDATE_ATTEMPTS {
         let current = state
             .store
-            .get_tenant(id.as_str())
+            .get_tenant(&id)
             .await?
             .ok_or_else(tenant_not_found)?;
         let (next, changed) = apply_patch(&state, &current, &patch)?;
@@ -320,9 +322,9 @@ async fn update_tenant(
 /// The tenant after `patch`, and the names of the fields that changed.
 fn apply_patch(
     state: &AppState,
-    current: &TenantRecord,
+    current: &Tenant,
     patch: &UpdateTenant,
-) -> Result<(TenantRecord, Vec<&'static str>), FieldError> {
+) -> Result<(Tenant, Vec<&'static str>), FieldError> {
     fn not_null<T: Clone>(name: &str, p: &Patch<T>) -> Result<Option<T>, FieldError> {
         match p {
             Patch::Absent => Ok(None),
@@ -330,11 +332,11 @@ fn apply_patch(
             Patch::Value(v) => Ok(Some(v.clone())),
         }
     }
-    fn nullable(
+    fn nullable<T>(
         name: &str,
         p: &Patch<String>,
-        check: impl FnOnce(&str) -> Result<String, FieldError>,
-    ) -> Result<Option<Option<String>>, FieldError> {
+        check: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Result<Option<Option<T>>, FieldError> {
         match p {
             Patch::Absent => Ok(None),
             Patch::Null => Ok(Some(None)),
@@ -364,13 +366,11 @@ fn apply_patch(
     }
     if let Some(secret) = not_null("client_secret", &patch.client_secret)? {
         check_secret(&secret)?;
-        let sealed = state.master_key.seal(
+        next.secret = state.master_key.seal(
             Purpose::ClientSecret,
-            &current.id,
+            current.id.as_str(),
             secret.expose_secret().as_bytes(),
         );
-        next.secret_key_id = sealed.key_id;
-        next.secret_ciphertext = sealed.bytes;
         changed.push("client_secret");
     }
     if let Some(url) = nullable("token_url", &patch.token_url, |raw| {
@@ -389,8 +389,8 @@ fn apply_patch(
     }
     if let Some(raw) = not_null("token_type", &patch.token_type)? {
         let token_type: TokenType = field("token_type", raw.parse())?;
-        if token_type.as_str() != next.token_type {
-            next.token_type = token_type.to_string();
+        if token_type != next.token_type {
+            next.token_type = token_type;
             changed.push("token_type");
         }
     }
@@ -432,8 +432,8 @@ async fn delete_tenant(
         id.as_str(),
         json!({}),
     );
-    if state.store.delete_tenant(id.as_str(), &entry).await? {
-        state.vendor.remove_tenant(id.as_str());
+    if state.store.delete_tenant(&id, &entry).await? {
+        state.vendor.remove_tenant(&id);
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -52,7 +52,7 @@ async fn get_token(
         }
         n => Duration::from_secs(n.unwrap_or(0)),
     };
-    let (token, _) = state.vendor.token(id.as_str(), min_ttl).await?;
+    let token = state.vendor.token(&id, min_ttl).await?;
     let body = token.response_json(id.as_str(), state.vendor.now());
     Ok((
         [
@@ -70,7 +70,7 @@ async fn refresh_token(
     Path(raw_id): Path<String>,
 ) -> Result<Json<TokenStatus>> {
     let id = path_tenant_id(&raw_id)?;
-    Ok(Json(state.vendor.force_refresh(id.as_str()).await?))
+    Ok(Json(state.vendor.force_refresh(&id).await?))
 }
 
 async fn get_token_status(
@@ -81,7 +81,7 @@ async fn get_token_status(
     let id = path_tenant_id(&raw_id)?;
     state
         .vendor
-        .status(id.as_str())
+        .status(&id)
         .map(Json)
         .ok_or_else(super::tenant_not_found)
 }

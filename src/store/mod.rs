@@ -15,6 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, SqlitePool};
+use url::Url;
+
+use crate::crypto::Sealed;
+use crate::domain::{Tenant, TenantId, TenantUid};
 
 /// Where the data lives, as given by `TOKENVEND_DATABASE_URL`.
 #[derive(Clone)]
@@ -62,9 +66,11 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// A tenant row. The client secret is only ever held sealed.
+/// A tenant row as stored; it becomes a `Tenant` through `TryFrom`, which refuses a row
+/// that does not parse instead of guessing.
 #[derive(Clone, sqlx::FromRow)]
-pub struct TenantRecord {
+pub struct TenantRow {
+    pub uid: String,
     pub id: String,
     pub name: String,
     pub client_id: String,
@@ -76,16 +82,71 @@ pub struct TenantRecord {
     pub asymmetric_jwt: bool,
     pub jwks_url: Option<String>,
     pub version: i64,
-    /// Bumped when a change makes held tokens stale (credentials, URL, scope, type).
     pub credentials_version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A stored tenant row that does not parse: it is reported (and its tenant refused), never
+/// read with a default in place of the bad field.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stored tenant {id} is invalid: {field} {problem}")]
+pub struct InvalidTenantRow {
+    pub id: String,
+    pub uid: Option<TenantUid>,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = InvalidTenantRow;
+
+    fn try_from(row: TenantRow) -> Result<Self, Self::Error> {
+        let uid = TenantUid::parse(&row.uid).ok();
+        let invalid = |field: &'static str, problem: String| InvalidTenantRow {
+            id: row.id.clone(),
+            uid,
+            field,
+            problem,
+        };
+        let url = |field: &'static str, raw: &Option<String>| {
+            raw.as_deref()
+                .map(|raw| {
+                    Url::parse(raw).map_err(|e| invalid(field, format!("is not a URL ({e})")))
+                })
+                .transpose()
+        };
+        Ok(Tenant {
+            uid: uid.ok_or_else(|| invalid("uid", "is not a UUID".to_owned()))?,
+            id: TenantId::parse(&row.id).map_err(|e| invalid("id", e))?,
+            token_url: url("token_url", &row.token_url)?,
+            jwks_url: url("jwks_url", &row.jwks_url)?,
+            token_type: row
+                .token_type
+                .parse()
+                .map_err(|e| invalid("token_type", e))?,
+            name: row.name,
+            client_id: row.client_id,
+            secret: Sealed {
+                key_id: row.secret_key_id,
+                bytes: row.secret_ciphertext,
+            },
+            scope: row.scope,
+            asymmetric_jwt: row.asymmetric_jwt,
+            version: row.version,
+            credentials_version: row.credentials_version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
 }
 
 /// A token row: the token itself only ever sealed.
 #[derive(Clone, sqlx::FromRow)]
 pub struct TokenRecord {
     pub tenant_id: String,
+    /// The identity of the tenant the token was fetched for.
+    pub tenant_uid: String,
     pub key_id: String,
     pub ciphertext: Vec<u8>,
     pub token_type: String,
@@ -169,19 +230,20 @@ macro_rules! write_audit {
 }
 
 const TOKEN_COLUMNS: &str =
-    "tenant_id, key_id, ciphertext, token_type, scope, fetched_at, expires_at";
+    "tenant_id, tenant_uid, key_id, ciphertext, token_type, scope, fetched_at, expires_at";
 
-const GET_TOKEN: &str = "SELECT tenant_id, key_id, ciphertext, token_type, scope, fetched_at, \
-     expires_at FROM tokens WHERE tenant_id = $1";
+const GET_TOKEN: &str = "SELECT tenant_id, tenant_uid, key_id, ciphertext, token_type, scope, \
+     fetched_at, expires_at FROM tokens WHERE tenant_id = $1";
 
-/// Stores a tenant's token unless the tenant is gone or its credentials changed.
+/// Stores a tenant's token unless the tenant is gone (a tenant re-created under the same id
+/// is another tenant) or its credentials changed.
 const SAVE_TOKEN: &str = "INSERT INTO tokens (tenant_id, key_id, ciphertext, token_type, scope, \
-     fetched_at, expires_at) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM \
-     tenants WHERE id = $1 AND credentials_version = $8) \
+     fetched_at, expires_at, tenant_uid) SELECT $1, $2, $3, $4, $5, $6, $7, $9 WHERE EXISTS \
+     (SELECT 1 FROM tenants WHERE id = $1 AND uid = $9 AND credentials_version = $8) \
      ON CONFLICT (tenant_id) DO UPDATE SET key_id = excluded.key_id, \
      ciphertext = excluded.ciphertext, token_type = excluded.token_type, \
      scope = excluded.scope, fetched_at = excluded.fetched_at, \
-     expires_at = excluded.expires_at";
+     expires_at = excluded.expires_at, tenant_uid = excluded.tenant_uid";
 
 /// Binds a token row to `SAVE_TOKEN` (on either backend).
 macro_rules! save_token_query {
@@ -195,10 +257,11 @@ macro_rules! save_token_query {
             .bind($t.fetched_at)
             .bind($t.expires_at)
             .bind($credentials_version)
+            .bind(&$t.tenant_uid)
     };
 }
 
-const TENANT_COLUMNS: &str = "id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
+const TENANT_COLUMNS: &str = "uid, id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
      scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at";
 
 /// How long a request waits for a database connection before the store counts as down.
@@ -267,33 +330,30 @@ impl Store {
         .await)
     }
 
-    pub async fn insert_tenant(
-        &self,
-        t: &TenantRecord,
-        audit: &AuditEntry,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn insert_tenant(&self, t: &Tenant, audit: &AuditEntry) -> Result<(), sqlx::Error> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
                  token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
-                 credentials_version, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 credentials_version, created_at, updated_at, uid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
-            .bind(&t.id)
+            .bind(t.id.as_str())
             .bind(&t.name)
             .bind(&t.client_id)
-            .bind(&t.secret_key_id)
-            .bind(&t.secret_ciphertext)
-            .bind(&t.token_url)
+            .bind(&t.secret.key_id)
+            .bind(&t.secret.bytes)
+            .bind(t.token_url.as_ref().map(Url::as_str))
             .bind(&t.scope)
-            .bind(&t.token_type)
+            .bind(t.token_type.as_str())
             .bind(t.asymmetric_jwt)
-            .bind(&t.jwks_url)
+            .bind(t.jwks_url.as_ref().map(Url::as_str))
             .bind(t.version)
             .bind(t.credentials_version)
             .bind(t.created_at)
             .bind(t.updated_at)
+            .bind(t.uid.to_string())
             .execute(&mut *tx)
             .await?;
             write_audit!(tx, audit)?;
@@ -301,20 +361,32 @@ impl Store {
         })
     }
 
-    pub async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, sqlx::Error> {
+    /// A tenant; a stored row that does not parse is an error (a decode error naming the
+    /// tenant and the field).
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+        self.get_tenant_row(id)
+            .await?
+            .map(|row| Tenant::try_from(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .transpose()
+    }
+
+    /// A tenant as stored, parsed or not.
+    pub async fn get_tenant_row(&self, id: &TenantId) -> Result<Option<TenantRow>, sqlx::Error> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         on_pool!(self, |pool| sqlx::query_as(&sql)
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(pool)
             .await)
     }
 
-    /// Up to `limit` tenants with ids after `after`, in id order (keyset pagination).
+    /// Up to `limit` tenant rows with ids after `after`, in id order (keyset pagination).
+    /// Rows are returned as stored: callers turn them into tenants and decide what an
+    /// invalid one means for them.
     pub async fn list_tenants(
         &self,
         after: &str,
         limit: i64,
-    ) -> Result<Vec<TenantRecord>, sqlx::Error> {
+    ) -> Result<Vec<TenantRow>, sqlx::Error> {
         let sql =
             format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
         on_pool!(self, |pool| sqlx::query_as(&sql)
@@ -327,7 +399,7 @@ impl Store {
     /// Writes `t` if the row is still at `expected_version`; false if it changed or vanished.
     pub async fn update_tenant(
         &self,
-        t: &TenantRecord,
+        t: &Tenant,
         expected_version: i64,
         drop_token: bool,
         audit: &AuditEntry,
@@ -338,22 +410,23 @@ impl Store {
                 "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
                  secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
                  asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
-                 credentials_version = $14 WHERE id = $1 AND version = $13",
+                 credentials_version = $14 WHERE id = $1 AND uid = $15 AND version = $13",
             )
-            .bind(&t.id)
+            .bind(t.id.as_str())
             .bind(&t.name)
             .bind(&t.client_id)
-            .bind(&t.secret_key_id)
-            .bind(&t.secret_ciphertext)
-            .bind(&t.token_url)
+            .bind(&t.secret.key_id)
+            .bind(&t.secret.bytes)
+            .bind(t.token_url.as_ref().map(Url::as_str))
             .bind(&t.scope)
-            .bind(&t.token_type)
+            .bind(t.token_type.as_str())
             .bind(t.asymmetric_jwt)
-            .bind(&t.jwks_url)
+            .bind(t.jwks_url.as_ref().map(Url::as_str))
             .bind(t.version)
             .bind(t.updated_at)
             .bind(expected_version)
             .bind(t.credentials_version)
+            .bind(t.uid.to_string())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -362,7 +435,7 @@ impl Store {
             }
             if drop_token {
                 sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
-                    .bind(&t.id)
+                    .bind(t.id.as_str())
                     .execute(&mut *tx)
                     .await?;
             }
@@ -372,7 +445,12 @@ impl Store {
         })
     }
 
-    pub async fn delete_tenant(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
+    pub async fn delete_tenant(
+        &self,
+        id: &TenantId,
+        audit: &AuditEntry,
+    ) -> Result<bool, sqlx::Error> {
+        let id = id.as_str();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
@@ -403,9 +481,12 @@ impl Store {
     }
 
     /// A tenant's stored token (sealed), if any.
-    pub async fn get_token(&self, tenant_id: &str) -> Result<Option<TokenRecord>, sqlx::Error> {
+    pub async fn get_token(
+        &self,
+        tenant_id: &TenantId,
+    ) -> Result<Option<TokenRecord>, sqlx::Error> {
         on_pool!(self, |pool| sqlx::query_as(GET_TOKEN)
-            .bind(tenant_id)
+            .bind(tenant_id.as_str())
             .fetch_optional(pool)
             .await)
     }
@@ -430,7 +511,8 @@ impl Store {
     /// lock is saved or dropped, and by PostgreSQL itself when the holder's connection dies.
     pub async fn refresh_lock(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
+        uid: TenantUid,
         wait: Duration,
     ) -> Result<Option<RefreshLock>, sqlx::Error> {
         let Some(pool) = &self.refresh_locks else {
@@ -441,13 +523,15 @@ impl Store {
             .bind(format!("{}ms", wait.as_millis().max(1)))
             .execute(&mut *tx)
             .await?;
+        // Keyed by the tenant's identity: a tenant re-created under a deleted one's id
+        // never waits for, nor is served by, a refresh of its predecessor.
         sqlx::query(&format!("SELECT pg_advisory_xact_lock({REFRESH_LOCK_KEY})"))
-            .bind(tenant_id)
+            .bind(uid.to_string())
             .execute(&mut *tx)
             .await?;
         Ok(Some(RefreshLock {
             tx,
-            tenant_id: tenant_id.to_owned(),
+            tenant_id: tenant_id.to_string(),
         }))
     }
 

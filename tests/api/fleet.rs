@@ -161,8 +161,14 @@ async fn hold_refresh_lock(app: &TestApp, tenant: &str) -> (sqlx::PgConnection, 
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    sqlx::query(&format!("SELECT pg_advisory_lock({REFRESH_LOCK_KEY})"))
+    // The lock is keyed by the tenant's identity, not its id.
+    let uid: String = sqlx::query_scalar("SELECT uid FROM tenants WHERE id = $1")
         .bind(tenant)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("SELECT pg_advisory_lock({REFRESH_LOCK_KEY})"))
+        .bind(uid)
         .execute(&mut conn)
         .await
         .unwrap();

@@ -146,11 +146,8 @@ async fn a_stored_secret_opens_only_for_its_own_tenant(app: TestApp) {
     app.create_tenant(&a).await;
     app.create_tenant(&tenant_body("b")).await;
     let store = tokenvend::startup::open_store(&app.settings).await.unwrap();
-    let row = store.get_tenant("a").await.unwrap().unwrap();
-    let sealed = Sealed {
-        key_id: row.secret_key_id,
-        bytes: row.secret_ciphertext,
-    };
+    let id = tokenvend::domain::TenantId::parse("a").unwrap();
+    let sealed: Sealed = store.get_tenant(&id).await.unwrap().unwrap().secret;
     let key = app.settings.master_key.as_ref().unwrap();
     let opened = key.open(Purpose::ClientSecret, "a", &sealed).unwrap();
     assert_eq!(String::from_utf8(opened).unwrap(), secret_of(&a));

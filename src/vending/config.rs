@@ -1,0 +1,114 @@
+//! A tenant's settings as vending needs them: the client secret opened, the URLs checked
+//! against the outbound rules in force now (not only when they were written), or the
+//! reason the tenant cannot be asked a token for.
+
+use secrecy::SecretString;
+use url::Url;
+
+use super::port::TenantKey;
+use crate::crypto::{MasterKey, Purpose};
+use crate::domain::{parse_outbound_url, Tenant, TenantId, TenantUid, TokenType, UrlPolicy};
+use crate::store::InvalidTenantRow;
+use crate::upstream::{TokenRequest, DEFAULT_TOKEN_URL};
+
+pub struct TenantConfig {
+    pub key: TenantKey,
+    pub jwks_url: Option<Url>,
+    /// What a token request sends, or why none may be sent (shown in the token status).
+    pub upstream: Result<UpstreamParams, String>,
+}
+
+pub struct UpstreamParams {
+    token_url: Url,
+    client_id: String,
+    client_secret: SecretString,
+    scope: Option<String>,
+    token_type: TokenType,
+    asymmetric_jwt: bool,
+}
+
+impl UpstreamParams {
+    pub fn request(&self) -> TokenRequest<'_> {
+        TokenRequest {
+            token_url: &self.token_url,
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            scope: self.scope.as_deref(),
+            token_type: self.token_type,
+            asymmetric_jwt: self.asymmetric_jwt,
+        }
+    }
+}
+
+/// Checks a stored URL against the rules in force now.
+fn allowed(field: &str, url: &Url, policy: UrlPolicy) -> Result<Url, String> {
+    parse_outbound_url(url.as_str(), policy).map_err(|problem| format!("{field} {problem}"))
+}
+
+impl TenantConfig {
+    pub fn new(tenant: &Tenant, key: &MasterKey, policy: UrlPolicy) -> Self {
+        let upstream = (|| {
+            let default_url;
+            let token_url = match &tenant.token_url {
+                Some(url) => url,
+                None => {
+                    default_url = Url::parse(DEFAULT_TOKEN_URL).map_err(|e| e.to_string())?;
+                    &default_url
+                }
+            };
+            let token_url = allowed("token_url", token_url, policy)?;
+            let secret = key
+                .open(Purpose::ClientSecret, tenant.id.as_str(), &tenant.secret)
+                .map_err(|e| format!("the stored client secret cannot be opened: {e}"))?;
+            let secret = String::from_utf8(secret)
+                .map_err(|_| "the stored client secret is not text".to_owned())?;
+            Ok(UpstreamParams {
+                token_url,
+                client_id: tenant.client_id.clone(),
+                client_secret: SecretString::from(secret),
+                scope: tenant.scope.clone(),
+                token_type: tenant.token_type,
+                asymmetric_jwt: tenant.asymmetric_jwt,
+            })
+        })();
+        let jwks_url = tenant
+            .jwks_url
+            .as_ref()
+            .map(|url| allowed("jwks_url", url, policy));
+        let (jwks_url, upstream) = match jwks_url.transpose() {
+            Ok(jwks_url) => (jwks_url, upstream),
+            Err(problem) => (None, upstream.and(Err(problem))),
+        };
+        if let Err(problem) = &upstream {
+            tracing::error!(tenant = %tenant.id, %problem, "the tenant cannot be asked a token for");
+        }
+        Self {
+            key: TenantKey {
+                id: tenant.id.clone(),
+                uid: tenant.uid,
+                credentials_version: tenant.credentials_version,
+            },
+            jwks_url,
+            upstream,
+        }
+    }
+
+    /// A stored row that does not parse: the tenant is kept (so that it shows as failing
+    /// with the reason) but nothing is ever sent for it.
+    pub fn invalid(id: TenantId, row: &InvalidTenantRow) -> Self {
+        tracing::error!(tenant = %id, error = %row, "the stored tenant is invalid");
+        Self {
+            key: TenantKey {
+                id,
+                // A row without an identity gets one of its own that nothing else shares.
+                uid: row.uid.unwrap_or_else(TenantUid::generate),
+                credentials_version: 0,
+            },
+            jwks_url: None,
+            upstream: Err(format!(
+                "the stored tenant is invalid: {} {}",
+                row.field, row.problem
+            )),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Test doubles of the engine's ports: a token store in memory and a scripted edX.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt};
+use parking_lot::Mutex;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+
+use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
+use super::token::HeldToken;
+use crate::domain::TenantId;
+use crate::upstream::{FetchedToken, TokenRequest, UpstreamError};
+
+/// Tokens kept in memory, with the identity and credentials version they were saved for.
+/// It has no fleet lock, like SQLite.
+#[derive(Default)]
+pub struct MemoryTokenStore {
+    pub rows: Mutex<HashMap<TenantId, (TenantKey, HeldToken)>>,
+    /// The identity and credentials each tenant id has in "the store" now.
+    pub tenants: Mutex<HashMap<TenantId, TenantKey>>,
+}
+
+impl MemoryTokenStore {
+    pub fn saved(&self, id: &TenantId) -> Option<(TenantKey, HeldToken)> {
+        self.rows.lock().get(id).cloned()
+    }
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn lock<'a>(
+        &'a self,
+        _tenant: &'a TenantKey,
+        _wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn RefreshGuard>>, StoreFault>> {
+        futures::future::ready(Ok(None)).boxed()
+    }
+
+    fn save<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>> {
+        // As the real store: only for the tenant that is there now, unchanged.
+        let current = self.tenants.lock().get(&tenant.id) == Some(tenant);
+        if current {
+            self.rows
+                .lock()
+                .insert(tenant.id.clone(), (tenant.clone(), token.clone()));
+        }
+        futures::future::ready(Ok(current)).boxed()
+    }
+
+    fn stored<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreFault>> {
+        let row = self
+            .rows
+            .lock()
+            .get(tenant)
+            .map(|(key, token)| StoredToken {
+                tenant_id: key.id.clone(),
+                tenant_uid: key.uid,
+                token: Some(token.clone()),
+            });
+        futures::future::ready(Ok(row)).boxed()
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>> {
+        let rows = self
+            .rows
+            .lock()
+            .values()
+            .map(|(key, token)| StoredToken {
+                tenant_id: key.id.clone(),
+                tenant_uid: key.uid,
+                token: Some(token.clone()),
+            })
+            .collect();
+        futures::future::ready(Ok(rows)).boxed()
+    }
+}
+
+/// A scripted edX: answers from a queue (a token with the default lifetime when it is
+/// empty), counts calls, records which client asked, and can hold answers back until
+/// released so that a fetch stays in flight.
+pub struct FakeEdx {
+    pub calls: AtomicUsize,
+    pub clients: Mutex<Vec<String>>,
+    pub script: Mutex<VecDeque<Result<u64, UpstreamError>>>,
+    pub lifetime: Duration,
+    /// When set, each answer waits for a permit.
+    pub gate: Option<Arc<Semaphore>>,
+}
+
+impl FakeEdx {
+    pub fn new(lifetime: Duration) -> Self {
+        Self {
+            calls: AtomicUsize::new(0),
+            clients: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            lifetime,
+            gate: None,
+        }
+    }
+
+    pub fn gated(lifetime: Duration) -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        let mut edx = Self::new(lifetime);
+        edx.gate = Some(gate.clone());
+        (edx, gate)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The next answer: a failure.
+    pub fn fail_next(&self, error: UpstreamError) {
+        self.script.lock().push_back(Err(error));
+    }
+}
+
+impl TokenSource for FakeEdx {
+    fn fetch<'a>(
+        &'a self,
+        request: &'a TokenRequest<'a>,
+        _deadline: Instant,
+        on_attempt: &'a (dyn Fn() + Send + Sync),
+    ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
+        async move {
+            on_attempt();
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.clients.lock().push(request.client_id.to_owned());
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            let answer = self
+                .script
+                .lock()
+                .pop_front()
+                .unwrap_or(Ok(self.lifetime.as_secs()));
+            answer.map(|lifetime| FetchedToken {
+                access_token: SecretString::from(format!("{}-token-{n}", request.client_id)),
+                token_type: Some("Bearer".to_owned()),
+                expires_in: Some(Duration::from_secs(lifetime)),
+                scope: None,
+            })
+        }
+        .boxed()
+    }
+}

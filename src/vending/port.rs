@@ -1,0 +1,104 @@
+//! The engine's two ports: where tokens are kept between processes (`TokenStore`), and
+//! where new ones come from (`TokenSource`). The engine handles tokens, never ciphertext
+//! or HTTP, so that its rules are unit-tested with an in-memory store and a fake source.
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use super::token::HeldToken;
+use crate::domain::{TenantId, TenantUid};
+use crate::upstream::{FetchedToken, TokenRequest, UpstreamClient, UpstreamError};
+
+/// Whose token: the tenant's id, its identity, and the version of its credentials. A token
+/// is only ever stored for, or taken from the store by, the same identity and credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantKey {
+    pub id: TenantId,
+    pub uid: TenantUid,
+    pub credentials_version: i64,
+}
+
+/// A token read back from the store, for the tenant identity it was fetched for.
+pub struct StoredToken {
+    pub tenant_id: TenantId,
+    pub tenant_uid: TenantUid,
+    /// `None` when it could not be opened (another master key, tampered, unparseable).
+    pub token: Option<HeldToken>,
+}
+
+/// Why the store could not help; the engine then goes on without it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreFault {
+    /// The store is unreachable: refreshes skip it for a while.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Another replica held the refresh lock for longer than the wait allowed.
+    #[error("the refresh lock was held too long by another replica")]
+    LockTimeout,
+    #[error("{0}")]
+    Other(String),
+}
+
+pub trait TokenStore: Send + Sync + 'static {
+    /// Takes the fleet-wide refresh lock of `tenant`, waiting at most `wait` for another
+    /// replica holding it; `None` where one process owns the store (nothing to share).
+    fn lock<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn RefreshGuard>>, StoreFault>>;
+
+    /// Stores `token` for `tenant` unless the tenant is gone, re-created or changed.
+    /// Returns whether it was stored.
+    fn save<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>>;
+
+    /// The stored token of the tenant with this id, whichever identity it belongs to.
+    fn stored<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreFault>>;
+
+    /// Every stored token.
+    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>>;
+}
+
+/// A held refresh lock: released when saved or dropped (and by the store itself when the
+/// holder dies).
+pub trait RefreshGuard: Send {
+    /// The tenant's stored token as it is now (another replica may just have stored it).
+    fn stored(&mut self) -> BoxFuture<'_, Result<Option<StoredToken>, StoreFault>>;
+
+    /// Stores the new token as `TokenStore::save` does, and releases the lock.
+    fn save_and_release<'a>(
+        self: Box<Self>,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>>;
+}
+
+/// Where new tokens come from: edX's token endpoint, through the upstream client.
+pub trait TokenSource: Send + Sync + 'static {
+    /// Asks for a token until it has one, a failure that retrying cannot mend, or
+    /// `deadline`; `on_attempt` is told of every attempt.
+    fn fetch<'a>(
+        &'a self,
+        request: &'a TokenRequest<'a>,
+        deadline: Instant,
+        on_attempt: &'a (dyn Fn() + Send + Sync),
+    ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>>;
+}
+
+impl TokenSource for UpstreamClient {
+    fn fetch<'a>(
+        &'a self,
+        request: &'a TokenRequest<'a>,
+        deadline: Instant,
+        on_attempt: &'a (dyn Fn() + Send + Sync),
+    ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
+        Box::pin(UpstreamClient::fetch(self, request, deadline, on_attempt))
+    }
+}

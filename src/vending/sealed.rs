@@ -1,0 +1,183 @@
+//! The `TokenStore` over the real store: tokens sealed under the master key on the way
+//! in, opened on the way out, and the fleet's refresh lock on PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenStore};
+use super::token::HeldToken;
+use crate::crypto::{MasterKey, Purpose, Sealed};
+use crate::domain::{TenantId, TenantUid};
+use crate::store::{self, RefreshLock, Store, TokenRecord};
+
+pub struct SealedTokenStore {
+    store: Store,
+    master_key: Arc<MasterKey>,
+    /// The serving margin restored tokens are rebuilt with.
+    skew: Duration,
+}
+
+impl SealedTokenStore {
+    pub fn new(store: Store, master_key: Arc<MasterKey>, skew: Duration) -> Self {
+        Self {
+            store,
+            master_key,
+            skew,
+        }
+    }
+
+    /// A stored row as a token; `None` for a row that names no valid tenant.
+    fn open(master_key: &MasterKey, skew: Duration, record: TokenRecord) -> Option<StoredToken> {
+        let tenant_id = TenantId::parse(&record.tenant_id).ok()?;
+        let tenant_uid = TenantUid::parse(&record.tenant_uid).ok()?;
+        let sealed = Sealed {
+            key_id: record.key_id,
+            bytes: record.ciphertext,
+        };
+        let token = master_key
+            .open(Purpose::AccessToken, tenant_id.as_str(), &sealed)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|token| {
+                HeldToken::restore(
+                    SecretString::from(token),
+                    record.token_type,
+                    record.scope,
+                    record.fetched_at,
+                    record.expires_at,
+                    skew,
+                )
+            });
+        Some(StoredToken {
+            tenant_id,
+            tenant_uid,
+            token,
+        })
+    }
+}
+
+/// The token as a store row, sealed under the master key.
+fn seal(master_key: &MasterKey, tenant: &TenantKey, token: &HeldToken) -> TokenRecord {
+    let sealed = master_key.seal(
+        Purpose::AccessToken,
+        tenant.id.as_str(),
+        token.access_token.expose_secret().as_bytes(),
+    );
+    TokenRecord {
+        tenant_id: tenant.id.to_string(),
+        tenant_uid: tenant.uid.to_string(),
+        key_id: sealed.key_id,
+        ciphertext: sealed.bytes,
+        token_type: token.token_type.clone(),
+        scope: token.scope.clone(),
+        fetched_at: token.fetched_at,
+        expires_at: token.expires_at,
+    }
+}
+
+fn fault(error: sqlx::Error) -> StoreFault {
+    if store::is_lock_timeout(&error) {
+        StoreFault::LockTimeout
+    } else if store::is_unavailable(&error) {
+        StoreFault::Unavailable(error.to_string())
+    } else {
+        StoreFault::Other(error.to_string())
+    }
+}
+
+impl TokenStore for SealedTokenStore {
+    fn lock<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn RefreshGuard>>, StoreFault>> {
+        async move {
+            let lock = self
+                .store
+                .refresh_lock(&tenant.id, tenant.uid, wait)
+                .await
+                .map_err(fault)?;
+            Ok(lock.map(|lock| {
+                Box::new(SealedGuard {
+                    lock,
+                    tenant: tenant.clone(),
+                    master_key: self.master_key.clone(),
+                    skew: self.skew,
+                }) as Box<dyn RefreshGuard>
+            }))
+        }
+        .boxed()
+    }
+
+    fn save<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>> {
+        let record = seal(&self.master_key, tenant, token);
+        async move {
+            self.store
+                .save_token(&record, tenant.credentials_version)
+                .await
+                .map_err(fault)
+        }
+        .boxed()
+    }
+
+    fn stored<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreFault>> {
+        async move {
+            let record = self.store.get_token(tenant).await.map_err(fault)?;
+            Ok(record.and_then(|r| Self::open(&self.master_key, self.skew, r)))
+        }
+        .boxed()
+    }
+
+    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>> {
+        async move {
+            let records = self.store.list_tokens().await.map_err(fault)?;
+            Ok(records
+                .into_iter()
+                .filter_map(|r| Self::open(&self.master_key, self.skew, r))
+                .collect())
+        }
+        .boxed()
+    }
+}
+
+struct SealedGuard {
+    lock: RefreshLock,
+    tenant: TenantKey,
+    master_key: Arc<MasterKey>,
+    skew: Duration,
+}
+
+impl RefreshGuard for SealedGuard {
+    fn stored(&mut self) -> BoxFuture<'_, Result<Option<StoredToken>, StoreFault>> {
+        async move {
+            let record = self.lock.stored_token().await.map_err(fault)?;
+            Ok(record.and_then(|r| SealedTokenStore::open(&self.master_key, self.skew, r)))
+        }
+        .boxed()
+    }
+
+    fn save_and_release<'a>(
+        self: Box<Self>,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>> {
+        let record = seal(&self.master_key, &self.tenant, token);
+        let version = self.tenant.credentials_version;
+        async move {
+            self.lock
+                .save_and_release(&record, version)
+                .await
+                .map_err(fault)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,199 @@
+//! One tenant's place in the cache: its settings, the held token, the fetch under way,
+//! and its health (the cool-down after failures that keeps edX from being hammered).
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use chrono::{DateTime, Utc};
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::config::TenantConfig;
+use super::token::HeldToken;
+use super::VendError;
+use crate::domain::{rfc3339, TenantId};
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub at: String,
+    /// The upstream HTTP status, when there was one.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+#[derive(Default)]
+pub struct Health {
+    pub last_error: Option<LastError>,
+    pub cause: Option<UpstreamError>,
+    pub consecutive_failures: u32,
+    pub cooldown_until: Option<DateTime<Utc>>,
+    pub last_attempt_failed: bool,
+}
+
+impl Health {
+    /// A fresh start; a tenant that cannot be asked a token for shows as failing at once.
+    pub fn for_config(config: &TenantConfig, now: DateTime<Utc>) -> Self {
+        let mut health = Health::default();
+        if let Err(problem) = &config.upstream {
+            health.last_error = Some(LastError {
+                at: rfc3339(now),
+                status: None,
+                message: problem.clone(),
+            });
+            health.last_attempt_failed = true;
+        }
+        health
+    }
+}
+
+pub type Outcome = Result<Arc<HeldToken>, VendError>;
+pub type SharedFetch = Shared<BoxFuture<'static, Outcome>>;
+
+pub struct Slot {
+    pub id: TenantId,
+    pub config: ArcSwap<TenantConfig>,
+    /// Bumped when credentials change, so a fetch begun with the old ones is discarded.
+    pub epoch: AtomicU64,
+    pub token: ArcSwapOption<HeldToken>,
+    pub inflight: Mutex<Option<SharedFetch>>,
+    pub health: Mutex<Health>,
+    pub upstream_calls: AtomicU64,
+    pub upstream_failures: AtomicU64,
+    pub last_used: AtomicI64,
+    /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
+    jitter: f64,
+}
+
+fn chrono_secs(secs: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((secs * 1000.0) as i64)
+}
+
+impl Slot {
+    pub fn new(config: TenantConfig, now: DateTime<Utc>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        config.key.id.hash(&mut hasher);
+        let health = Health::for_config(&config, now);
+        Self {
+            jitter: (hasher.finish() % 10_000) as f64 / 10_000.0,
+            id: config.key.id.clone(),
+            config: ArcSwap::from_pointee(config),
+            epoch: AtomicU64::new(0),
+            token: ArcSwapOption::empty(),
+            inflight: Mutex::new(None),
+            health: Mutex::new(health),
+            upstream_calls: AtomicU64::new(0),
+            upstream_failures: AtomicU64::new(0),
+            last_used: AtomicI64::new(0),
+        }
+    }
+
+    pub fn touch(&self, now: DateTime<Utc>) {
+        let secs = now.timestamp();
+        // Skip the store when unchanged: keeps the hot path free of cache-line contention.
+        if self.last_used.load(Ordering::Relaxed) != secs {
+            self.last_used.store(secs, Ordering::Relaxed);
+        }
+    }
+
+    /// When the scheduler refreshes this token: a little before the refresh point.
+    pub fn scheduled_refresh(&self, token: &HeldToken) -> DateTime<Utc> {
+        let window = (token.expires_at - token.refresh_at).num_milliseconds() as f64 / 1000.0;
+        token.refresh_at - chrono_secs(window * 0.25 * self.jitter)
+    }
+
+    /// The answer while edX is left alone for this tenant after a failure.
+    pub fn cooling_down(&self, now: DateTime<Utc>) -> Option<VendError> {
+        let health = self.health.lock();
+        let until = health.cooldown_until.filter(|until| *until > now)?;
+        let cause = health.cause.clone()?;
+        let left = (until - now).to_std().unwrap_or_default();
+        Some(VendError::Upstream {
+            cause,
+            retry_after: Some(left.max(Duration::from_secs(1))),
+        })
+    }
+
+    /// Records a failed fetch and starts the cool-down; returns its length.
+    pub fn record_failure(&self, cause: &UpstreamError, now: DateTime<Utc>) -> Duration {
+        let mut health = self.health.lock();
+        health.consecutive_failures += 1;
+        let wait = cooldown(cause, health.consecutive_failures);
+        health.last_error = Some(LastError {
+            at: rfc3339(now),
+            status: cause.http_status(),
+            message: cause.to_string(),
+        });
+        health.cooldown_until = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        health.cause = Some(cause.clone());
+        health.last_attempt_failed = true;
+        self.upstream_failures.fetch_add(1, Ordering::Relaxed);
+        wait
+    }
+
+    /// Serves `token` from now on and forgets past failures.
+    pub fn install(&self, token: Arc<HeldToken>) {
+        self.token.store(Some(token));
+        *self.health.lock() = Health::default();
+    }
+}
+
+/// How long edX is left alone for a tenant after its `n`th failure in a row.
+pub fn cooldown(cause: &UpstreamError, n: u32) -> Duration {
+    let doubling = |base: u64, cap: u64| {
+        Duration::from_secs(
+            base.saturating_mul(1 << n.saturating_sub(1).min(16))
+                .min(cap),
+        )
+    };
+    let bounded = |d: Duration| d.clamp(Duration::from_secs(1), Duration::from_secs(600));
+    match cause {
+        UpstreamError::Rejected { .. } => doubling(30, 600),
+        UpstreamError::Throttled { retry_after, .. } => {
+            bounded(retry_after.unwrap_or(Duration::from_secs(30)))
+        }
+        UpstreamError::Unavailable { retry_after, .. } => {
+            retry_after.map_or_else(|| doubling(1, 60), bounded)
+        }
+        UpstreamError::Timeout(_) => doubling(1, 60),
+        UpstreamError::InvalidResponse { .. } => doubling(5, 300),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cool_downs_double_up_to_their_cap_and_honour_retry_after() {
+        let rejected = UpstreamError::Rejected {
+            status: 401,
+            code: "invalid_client".into(),
+        };
+        let secs = |n| cooldown(&rejected, n).as_secs();
+        assert_eq!((secs(1), secs(2), secs(3)), (30, 60, 120));
+        assert_eq!(secs(10), 600, "capped at ten minutes");
+        let throttled = |after| UpstreamError::Throttled {
+            status: 429,
+            retry_after: after,
+        };
+        assert_eq!(
+            cooldown(&throttled(Some(Duration::from_secs(17))), 1).as_secs(),
+            17
+        );
+        assert_eq!(cooldown(&throttled(None), 5).as_secs(), 30);
+        assert_eq!(
+            cooldown(&throttled(Some(Duration::from_secs(86_400))), 1).as_secs(),
+            600,
+            "a huge Retry-After is bounded"
+        );
+        assert_eq!(
+            cooldown(&UpstreamError::Timeout(Duration::ZERO), 7).as_secs(),
+            60
+        );
+    }
+}
