@@ -26,6 +26,10 @@ pub enum ApiError {
     Forbidden { needed: String },
     #[error("{0}")]
     NotFound(String),
+    /// An unknown tenant, and one the caller's scopes do not cover: the same answer, so
+    /// that tenant ids cannot be probed.
+    #[error("tenant not found")]
+    TenantNotFound,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -41,10 +45,8 @@ pub enum ApiError {
     /// edX could not provide a token (502, 503 or 504).
     #[error("{detail}")]
     Upstream {
-        status: StatusCode,
-        slug: &'static str,
+        failure: UpstreamFailure,
         detail: String,
-        retry_after: Option<Duration>,
     },
     #[error("the store is unavailable; try again shortly")]
     StoreUnavailable(#[source] sqlx::Error),
@@ -62,16 +64,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<VendError> for ApiError {
-    fn from(err: VendError) -> Self {
-        let (cause, retry_after) = match err {
-            VendError::UnknownTenant => return crate::routes::tenant_not_found(),
-            VendError::Credentials | VendError::Internal => {
-                return ApiError::Internal(anyhow::Error::new(err))
-            }
-            VendError::Upstream { cause, retry_after } => (cause, retry_after),
-        };
-        let (status, slug) = match &cause {
+/// How a failed token fetch shows over HTTP. The one mapping from upstream failures to
+/// statuses: the API's problem+json and the edX-compatible endpoint's RFC 6749 errors
+/// both render from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// 502 when edX rejected the credentials or answered garbage, 503 when it is down or
+    /// throttling, 504 when it did not answer in time.
+    pub status: StatusCode,
+    /// The problem type's slug.
+    pub slug: &'static str,
+    /// When edX may be asked again for this tenant (a second when nobody said).
+    pub retry_after: Duration,
+}
+
+impl UpstreamFailure {
+    pub fn new(cause: &UpstreamError, retry_after: Option<Duration>) -> Self {
+        let (status, slug) = match cause {
             UpstreamError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "upstream-rejected"),
             UpstreamError::InvalidResponse { .. } => {
                 (StatusCode::BAD_GATEWAY, "upstream-invalid-response")
@@ -84,12 +93,31 @@ impl From<VendError> for ApiError {
             }
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         };
-        ApiError::Upstream {
+        Self {
             status,
             slug,
-            detail: cause.to_string(),
-            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
-                .then(|| retry_after.unwrap_or(Duration::from_secs(1))),
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        }
+    }
+
+    /// Whether asking again later may succeed: edX was down, slow or throttling rather
+    /// than refusing the credentials or answering garbage.
+    pub fn is_transient(&self) -> bool {
+        self.status != StatusCode::BAD_GATEWAY
+    }
+}
+
+impl From<VendError> for ApiError {
+    fn from(err: VendError) -> Self {
+        match err {
+            VendError::UnknownTenant => ApiError::TenantNotFound,
+            VendError::Credentials | VendError::Internal => {
+                ApiError::Internal(anyhow::Error::new(err))
+            }
+            VendError::Upstream { cause, retry_after } => ApiError::Upstream {
+                failure: UpstreamFailure::new(&cause, retry_after),
+                detail: cause.to_string(),
+            },
         }
     }
 }
@@ -129,14 +157,14 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Upstream { status, .. } => *status,
+            ApiError::Upstream { failure, .. } => failure.status,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -147,14 +175,14 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
-            ApiError::NotFound(_) => "not-found",
+            ApiError::NotFound(_) | ApiError::TenantNotFound => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Validation(_) => "validation",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::MethodNotAllowed => "method-not-allowed",
-            ApiError::Upstream { slug, .. } => slug,
+            ApiError::Upstream { failure, .. } => failure.slug,
             ApiError::StoreUnavailable(_) => "store-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -164,14 +192,14 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
-            ApiError::NotFound(_) => "Not Found",
+            ApiError::NotFound(_) | ApiError::TenantNotFound => "Not Found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::Validation(_) => "Invalid field",
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::UnsupportedMediaType => "Unsupported Media Type",
             ApiError::PayloadTooLarge { .. } => "Payload Too Large",
             ApiError::MethodNotAllowed => "Method Not Allowed",
-            ApiError::Upstream { status, .. } => match *status {
+            ApiError::Upstream { failure, .. } => match failure.status {
                 StatusCode::BAD_GATEWAY => "Bad Gateway",
                 StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout",
                 _ => "Service Unavailable",
@@ -224,10 +252,11 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
-            ApiError::Upstream {
-                retry_after: Some(after),
-                ..
-            } => {
+            // A 504 says nothing of when to come back: edX was only slow.
+            ApiError::Upstream { failure, .. }
+                if failure.status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                let after = failure.retry_after;
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }

@@ -4,6 +4,7 @@ mod expires_in;
 mod scope;
 mod tenant;
 mod tenant_id;
+mod time;
 mod token_url;
 
 pub use expires_in::parse_expires_in;
@@ -12,6 +13,7 @@ pub use tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, TokenType,
 };
 pub use tenant_id::TenantId;
+pub use time::rfc3339;
 pub use token_url::{is_public_ip, parse_outbound_url, UrlPolicy};
 
 /// A field that failed validation, with a message safe to show the caller.
