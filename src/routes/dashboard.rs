@@ -89,7 +89,7 @@ mod tests {
                     .rfind(&open)
                     .expect("a closing tag has an opening one");
                 let body_start = opened + piece[opened..].find('>').expect("the tag ends") + 1;
-                let digest = Sha256::digest(piece[body_start..].as_bytes());
+                let digest = Sha256::digest(&piece.as_bytes()[body_start..]);
                 format!("'sha256-{}'", STANDARD.encode(digest))
             })
             .collect()
