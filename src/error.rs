@@ -276,3 +276,72 @@ pub fn problem_json(problem: &Problem) -> impl IntoResponse {
         serde_json::to_vec(problem).unwrap_or_default(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_upstream_failure_has_one_status_slug_and_retry_rule() {
+        let throttled = UpstreamError::Throttled {
+            status: 429,
+            retry_after: None,
+        };
+        let cases = [
+            (
+                UpstreamError::Rejected {
+                    status: 401,
+                    code: "invalid_client".into(),
+                },
+                502,
+                "upstream-rejected",
+                None,
+            ),
+            (
+                UpstreamError::InvalidResponse {
+                    status: 200,
+                    detail: "not JSON".into(),
+                },
+                502,
+                "upstream-invalid-response",
+                None,
+            ),
+            (throttled, 503, "upstream-throttled", Some("7")),
+            (
+                UpstreamError::Unavailable {
+                    status: Some(500),
+                    detail: "HTTP 500".into(),
+                    retry_after: None,
+                },
+                503,
+                "upstream-unavailable",
+                Some("7"),
+            ),
+            (
+                UpstreamError::Timeout(Duration::from_secs(5)),
+                504,
+                "upstream-timeout",
+                None,
+            ),
+        ];
+        for (cause, status, slug, retry_header) in cases {
+            let failure = UpstreamFailure::new(&cause, Some(Duration::from_millis(6_500)));
+            assert_eq!(failure.status.as_u16(), status, "{cause:?}");
+            assert_eq!(failure.slug, slug, "{cause:?}");
+            assert_eq!(failure.is_transient(), status != 502, "{cause:?}");
+            let response = ApiError::from(VendError::Upstream {
+                cause: cause.clone(),
+                retry_after: Some(Duration::from_millis(6_500)),
+            })
+            .into_response();
+            assert_eq!(response.status().as_u16(), status, "{cause:?}");
+            let header = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(header, retry_header, "{cause:?}");
+        }
+        let unsaid = UpstreamFailure::new(&UpstreamError::Timeout(Duration::ZERO), None);
+        assert_eq!(unsaid.retry_after, Duration::from_secs(1));
+    }
+}
