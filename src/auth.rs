@@ -1,4 +1,5 @@
 //! Caller keys: generation, hashing, the in-memory key ring and the `Caller` extractor.
+//! The extractors take the key ring from any state through `FromRef`.
 //!
 //! A key looks like `tv_<id>_<secret>`: the `tv_` prefix lets secret scanners spot a
 //! leaked key, the id finds the key's entry without a scan, and the secret carries about
@@ -10,7 +11,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use rand::distributions::{Alphanumeric, DistString};
@@ -22,7 +23,6 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::{Scope, ScopeSet, TenantAccess};
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::ApiKeyRecord;
 
 pub const KEY_PREFIX: &str = "tv_";
@@ -77,19 +77,13 @@ fn key_id_of(presented: &str) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub id: String,
-    pub name: String,
     pub scopes: ScopeSet,
     hash: KeyHash,
 }
 
 impl KeyEntry {
-    pub fn new(id: String, name: String, scopes: ScopeSet, hash: KeyHash) -> Self {
-        Self {
-            id,
-            name,
-            scopes,
-            hash,
-        }
+    pub fn new(id: String, scopes: ScopeSet, hash: KeyHash) -> Self {
+        Self { id, scopes, hash }
     }
 
     pub fn from_record(record: &ApiKeyRecord) -> Result<Self, String> {
@@ -99,12 +93,7 @@ impl KeyEntry {
             .try_into()
             .map_err(|_| "stored key hash is not 32 bytes".to_owned())?;
         let scopes = ScopeSet::parse_stored(&record.scopes)?;
-        Ok(Self::new(
-            record.id.clone(),
-            record.name.clone(),
-            scopes,
-            hash,
-        ))
+        Ok(Self::new(record.id.clone(), scopes, hash))
     }
 }
 
@@ -121,7 +110,6 @@ impl KeyRing {
             keys: ArcSwap::default(),
             bootstrap: Arc::new(KeyEntry::new(
                 BOOTSTRAP_KEY_ID.to_owned(),
-                "bootstrap admin key".to_owned(),
                 ScopeSet::new([Scope::Admin]),
                 hash_key(bootstrap_key.expose_secret()),
             )),
@@ -196,7 +184,7 @@ impl Caller {
     pub fn require_token_access(&self, tenant: &str) -> Result<(), ApiError> {
         match self.0.scopes.token_access(tenant) {
             TenantAccess::Granted => Ok(()),
-            TenantAccess::Hidden => Err(crate::routes::tenant_not_found()),
+            TenantAccess::Hidden => Err(ApiError::TenantNotFound),
             TenantAccess::Forbidden => Err(ApiError::Forbidden {
                 needed: format!("token:{tenant}"),
             }),
@@ -229,24 +217,33 @@ required_scopes! {
     TenantsWrite => Scope::TenantsWrite,
 }
 
-/// A caller holding scope `S`: 401 without a valid key, 403 without the scope, before any
+/// A caller holding scope `R`: 401 without a valid key, 403 without the scope, before any
 /// body or query is parsed.
-pub struct Authorized<S>(pub Caller, pub PhantomData<S>);
+pub struct Authorized<R>(pub Caller, pub PhantomData<R>);
 
-impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
+impl<R, S> FromRequestParts<S> for Authorized<R>
+where
+    R: RequiredScope,
+    Arc<KeyRing>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(S::scope())?;
+        caller.require(R::scope())?;
         Ok(Authorized(caller, PhantomData))
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<KeyRing>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -256,8 +253,7 @@ impl FromRequestParts<AppState> for Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::MissingCredentials);
         }
-        let entry = state
-            .keys
+        let entry = Arc::<KeyRing>::from_ref(state)
             .authenticate(key.trim())
             .ok_or(ApiError::InvalidCredentials)?;
         tracing::Span::current().record("caller", entry.id.as_str());
@@ -290,7 +286,6 @@ mod tests {
         let key = generate_key();
         ring.insert(KeyEntry::new(
             key.id.clone(),
-            "ci".into(),
             ScopeSet::new([Scope::TenantsRead]),
             key.hash,
         ));
@@ -306,12 +301,7 @@ mod tests {
     fn a_key_with_a_known_id_but_wrong_secret_is_refused() {
         let (ring, _) = ring();
         let key = generate_key();
-        ring.insert(KeyEntry::new(
-            key.id.clone(),
-            "ci".into(),
-            ScopeSet::default(),
-            key.hash,
-        ));
+        ring.insert(KeyEntry::new(key.id.clone(), ScopeSet::default(), key.hash));
         let forged = format!("tv_{}_{}", key.id, "x".repeat(SECRET_LEN));
         assert!(ring.authenticate(&forged).is_none());
     }

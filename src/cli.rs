@@ -58,49 +58,56 @@ pub enum Command {
     },
 }
 
+/// The commands that run the service itself, with its settings and its log.
+enum ServiceCommand {
+    Serve,
+    Migrate,
+    Demo(DemoArgs),
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
-    let command = cli.command.unwrap_or(Command::Serve);
     // The operator commands are HTTP clients: no service settings, no log lines.
     let data_dir = &cli.settings.data_dir;
-    let operated = match &command {
+    let operated = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => return run_service(ServiceCommand::Serve, &cli.settings).await,
+        Command::Migrate => return run_service(ServiceCommand::Migrate, &cli.settings).await,
+        Command::Demo(args) => return run_service(ServiceCommand::Demo(args), &cli.settings).await,
         Command::Tenants {
             command,
             connection,
-        } => Some(operator::tenants(command, connection, data_dir).await),
+        } => operator::tenants(&command, &connection, data_dir).await,
         Command::Keys {
             command,
             connection,
-        } => Some(operator::keys(command, connection, data_dir).await),
+        } => operator::keys(&command, &connection, data_dir).await,
         Command::Token {
             tenant,
             min_ttl,
             connection,
-        } => Some(operator::token(tenant, *min_ttl, connection, data_dir).await),
-        _ => None,
+        } => operator::token(&tenant, min_ttl, &connection, data_dir).await,
     };
-    if let Some(outcome) = operated {
-        return match outcome {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("tokenvend: {err}");
-                ExitCode::from(1)
-            }
-        };
+    match operated {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tokenvend: {err}");
+            ExitCode::from(1)
+        }
     }
+}
 
-    let settings = match Settings::from_args(&cli.settings, std::env::var("DATABASE_URL").ok()) {
+async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
+    let settings = match Settings::from_args(args, std::env::var("DATABASE_URL").ok()) {
         Ok(settings) => settings,
         Err(err) => return fail(&err),
     };
     telemetry::init(settings.log_format);
     let outcome = match command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => startup::open_store(&settings)
+        ServiceCommand::Serve => serve(settings).await,
+        ServiceCommand::Migrate => startup::open_store(&settings)
             .await
             .map(|store| tracing::info!(backend = store.backend_name(), "migrations applied"))
             .map_err(anyhow::Error::from),
-        Command::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
-        Command::Tenants { .. } | Command::Keys { .. } | Command::Token { .. } => Ok(()),
+        ServiceCommand::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,7 +76,7 @@ pub struct Settings {
     pub admin_key: Option<SecretString>,
     pub allow_insecure_token_urls: bool,
     pub log_format: LogFormat,
-    /// Token lifecycle and upstream limits (defaults from DESIGN.md; tests shorten them).
+    /// Token lifecycle and upstream limits (the documented defaults; tests shorten them).
     pub vending: VendingSettings,
 }
 

@@ -26,6 +26,10 @@ pub enum ApiError {
     Forbidden { needed: String },
     #[error("{0}")]
     NotFound(String),
+    /// An unknown tenant, and one the caller's scopes do not cover: the same answer, so
+    /// that tenant ids cannot be probed.
+    #[error("tenant not found")]
+    TenantNotFound,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -41,11 +45,13 @@ pub enum ApiError {
     /// edX could not provide a token (502, 503 or 504).
     #[error("{detail}")]
     Upstream {
-        status: StatusCode,
-        slug: &'static str,
+        failure: UpstreamFailure,
         detail: String,
-        retry_after: Option<Duration>,
     },
+    /// The tenant's stored settings cannot be used (see `VendError::Unusable`). The
+    /// reason is for operators: it is in the token status and the log, not in the answer.
+    #[error("the tenant's stored settings cannot be used; its token status says why")]
+    TenantUnusable(String),
     #[error("the store is unavailable; try again shortly")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -62,27 +68,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<VendError> for ApiError {
-    fn from(err: VendError) -> Self {
-        let (cause, retry_after) = match err {
-            VendError::UnknownTenant => return crate::routes::tenant_not_found(),
-            VendError::Internal => return ApiError::Internal(anyhow::Error::new(err)),
-            VendError::Unusable(problem) => {
-                // The reason (a URL, a key id) is for operators: it is in the token status
-                // and the log, not in an answer to a token caller.
-                tracing::error!(%problem, "the tenant cannot be asked a token for");
-                return ApiError::Upstream {
-                    status: StatusCode::BAD_GATEWAY,
-                    slug: "tenant-unusable",
-                    detail:
-                        "the tenant's stored settings cannot be used; its token status says why"
-                            .to_owned(),
-                    retry_after: None,
-                };
-            }
-            VendError::Upstream { cause, retry_after } => (cause, retry_after),
-        };
-        let (status, slug) = match &cause {
+/// How a failed token fetch shows over HTTP. The one mapping from upstream failures to
+/// statuses: the API's problem+json and the edX-compatible endpoint's RFC 6749 errors
+/// both render from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// 502 when edX rejected the credentials or answered garbage, 503 when it is down or
+    /// throttling, 504 when it did not answer in time.
+    pub status: StatusCode,
+    /// The problem type's slug.
+    pub slug: &'static str,
+    /// When edX may be asked again for this tenant (a second when nobody said).
+    pub retry_after: Duration,
+}
+
+impl UpstreamFailure {
+    pub fn new(cause: &UpstreamError, retry_after: Option<Duration>) -> Self {
+        let (status, slug) = match cause {
             UpstreamError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "upstream-rejected"),
             UpstreamError::InvalidResponse { .. } => {
                 (StatusCode::BAD_GATEWAY, "upstream-invalid-response")
@@ -95,12 +97,30 @@ impl From<VendError> for ApiError {
             }
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
         };
-        ApiError::Upstream {
+        Self {
             status,
             slug,
-            detail: cause.to_string(),
-            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
-                .then(|| retry_after.unwrap_or(Duration::from_secs(1))),
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        }
+    }
+
+    /// Whether asking again later may succeed: edX was down, slow or throttling rather
+    /// than refusing the credentials or answering garbage.
+    pub fn is_transient(&self) -> bool {
+        self.status != StatusCode::BAD_GATEWAY
+    }
+}
+
+impl From<VendError> for ApiError {
+    fn from(err: VendError) -> Self {
+        match err {
+            VendError::UnknownTenant => ApiError::TenantNotFound,
+            VendError::Internal => ApiError::Internal(anyhow::Error::new(err)),
+            VendError::Unusable(problem) => ApiError::TenantUnusable(problem),
+            VendError::Upstream { cause, retry_after } => ApiError::Upstream {
+                failure: UpstreamFailure::new(&cause, retry_after),
+                detail: cause.to_string(),
+            },
         }
     }
 }
@@ -140,14 +160,15 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Upstream { status, .. } => *status,
+            ApiError::Upstream { failure, .. } => failure.status,
+            ApiError::TenantUnusable(_) => StatusCode::BAD_GATEWAY,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -158,14 +179,15 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
-            ApiError::NotFound(_) => "not-found",
+            ApiError::NotFound(_) | ApiError::TenantNotFound => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Validation(_) => "validation",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::MethodNotAllowed => "method-not-allowed",
-            ApiError::Upstream { slug, .. } => slug,
+            ApiError::Upstream { failure, .. } => failure.slug,
+            ApiError::TenantUnusable(_) => "tenant-unusable",
             ApiError::StoreUnavailable(_) => "store-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -175,18 +197,19 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials | ApiError::InvalidCredentials => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
-            ApiError::NotFound(_) => "Not Found",
+            ApiError::NotFound(_) | ApiError::TenantNotFound => "Not Found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::Validation(_) => "Invalid field",
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::UnsupportedMediaType => "Unsupported Media Type",
             ApiError::PayloadTooLarge { .. } => "Payload Too Large",
             ApiError::MethodNotAllowed => "Method Not Allowed",
-            ApiError::Upstream { status, .. } => match *status {
+            ApiError::Upstream { failure, .. } => match failure.status {
                 StatusCode::BAD_GATEWAY => "Bad Gateway",
                 StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout",
                 _ => "Service Unavailable",
             },
+            ApiError::TenantUnusable(_) => "Bad Gateway",
             ApiError::StoreUnavailable(_) => "Service Unavailable",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -214,6 +237,9 @@ impl IntoResponse for ApiError {
                 tracing::warn!(error = %cause, "store unavailable")
             }
             ApiError::Upstream { detail, .. } => tracing::info!(%detail, "no token to serve"),
+            ApiError::TenantUnusable(problem) => {
+                tracing::error!(%problem, "the tenant cannot be asked a token for")
+            }
             _ => {}
         }
         let status = self.status();
@@ -235,10 +261,11 @@ impl IntoResponse for ApiError {
             ApiError::StoreUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
-            ApiError::Upstream {
-                retry_after: Some(after),
-                ..
-            } => {
+            // A 504 says nothing of when to come back: edX was only slow.
+            ApiError::Upstream { failure, .. }
+                if failure.status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                let after = failure.retry_after;
                 let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
@@ -257,4 +284,73 @@ pub fn problem_json(problem: &Problem) -> impl IntoResponse {
         )],
         serde_json::to_vec(problem).unwrap_or_default(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_upstream_failure_has_one_status_slug_and_retry_rule() {
+        let throttled = UpstreamError::Throttled {
+            status: 429,
+            retry_after: None,
+        };
+        let cases = [
+            (
+                UpstreamError::Rejected {
+                    status: 401,
+                    code: "invalid_client".into(),
+                },
+                502,
+                "upstream-rejected",
+                None,
+            ),
+            (
+                UpstreamError::InvalidResponse {
+                    status: 200,
+                    detail: "not JSON".into(),
+                },
+                502,
+                "upstream-invalid-response",
+                None,
+            ),
+            (throttled, 503, "upstream-throttled", Some("7")),
+            (
+                UpstreamError::Unavailable {
+                    status: Some(500),
+                    detail: "HTTP 500".into(),
+                    retry_after: None,
+                },
+                503,
+                "upstream-unavailable",
+                Some("7"),
+            ),
+            (
+                UpstreamError::Timeout(Duration::from_secs(5)),
+                504,
+                "upstream-timeout",
+                None,
+            ),
+        ];
+        for (cause, status, slug, retry_header) in cases {
+            let failure = UpstreamFailure::new(&cause, Some(Duration::from_millis(6_500)));
+            assert_eq!(failure.status.as_u16(), status, "{cause:?}");
+            assert_eq!(failure.slug, slug, "{cause:?}");
+            assert_eq!(failure.is_transient(), status != 502, "{cause:?}");
+            let response = ApiError::from(VendError::Upstream {
+                cause: cause.clone(),
+                retry_after: Some(Duration::from_millis(6_500)),
+            })
+            .into_response();
+            assert_eq!(response.status().as_u16(), status, "{cause:?}");
+            let header = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(header, retry_header, "{cause:?}");
+        }
+        let unsaid = UpstreamFailure::new(&UpstreamError::Timeout(Duration::ZERO), None);
+        assert_eq!(unsaid.retry_after, Duration::from_secs(1));
+    }
 }

@@ -117,23 +117,20 @@ async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
 
 /// Brings the engine's tenants up to date with the store (forgetting those it no longer
 /// has), then serves every stored token newer than the one held.
-pub async fn load_tenants_and_tokens(store: &Store, vendor: &Vendor) -> Result<(), String> {
+pub async fn load_tenants_and_tokens(
+    store: &Store,
+    vendor: &Vendor,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut rows = Vec::new();
     let mut after = String::new();
     loop {
-        let page = store
-            .list_tenants(&after, 500)
-            .await
-            .map_err(|e| e.to_string())?;
+        let page = store.list_tenants(&after, 500).await?;
         let Some(last) = page.last() else { break };
         after = last.id.clone();
         rows.extend(page);
     }
     vendor.replace_tenants(rows);
-    vendor
-        .adopt_stored_tokens()
-        .await
-        .map_err(|e| e.to_string())
+    Ok(vendor.adopt_stored_tokens().await?)
 }
 
 /// Reloads every tenant, stored token and caller key from the store; returns whether all
@@ -141,7 +138,8 @@ pub async fn load_tenants_and_tokens(store: &Store, vendor: &Vendor) -> Result<(
 pub async fn reload_all(state: &AppState) -> bool {
     let reloaded = async {
         load_tenants_and_tokens(&state.store, &state.vendor).await?;
-        reload_keys(state).await.map_err(|e| e.to_string())
+        reload_keys(state).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     };
     match reloaded.await {
         Ok(()) => true,

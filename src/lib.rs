@@ -20,6 +20,9 @@ pub mod error;
 pub mod extract;
 /// Replicas sharing PostgreSQL: change announcements and periodic reloads.
 pub mod fleet;
+/// The layering rules (no import cycle, no import from a higher layer), checked on the source.
+#[cfg(test)]
+mod layering;
 /// Prometheus metrics.
 pub mod metrics;
 /// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
@@ -32,7 +35,7 @@ pub mod startup;
 pub mod state;
 /// The storage layer over PostgreSQL and SQLite.
 pub mod store;
-/// Tracing subscriber setup (text or JSON) and request spans.
+/// Tracing subscriber setup (text or JSON), request spans and request ids.
 pub mod telemetry;
 /// The edX token client and the local edX-like issuer.
 pub mod upstream;

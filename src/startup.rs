@@ -27,13 +27,44 @@ use crate::vending::{SealedTokenStore, Vendor, VendorParts};
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 
+/// Why the service could not start. Each is reported on one line, and the process exits
+/// with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A setting is missing or wrong (a taken port, an unreachable database, a key that
+    /// did not seal the stored secrets): the line names its variable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store was opened but could not be read. The cause is part of the message, not
+    /// chained: a sqlx error already repeats its own source in its message.
+    #[error("cannot read {what} from the store: {cause}")]
+    Store {
+        what: &'static str,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The outbound HTTP client could not be built (no setting is to blame).
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StartupError {
+    fn store<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+        what: &'static str,
+    ) -> impl FnOnce(E) -> Self {
+        move |cause| StartupError::Store {
+            what,
+            cause: cause.into(),
+        }
+    }
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, ConfigError> {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
@@ -41,7 +72,7 @@ impl Application {
     pub async fn build_with_clock(
         settings: Settings,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, StartupError> {
         // Bind first: a taken port is the commonest start-up error and needs no files.
         let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
             ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
@@ -52,9 +83,10 @@ impl Application {
         let admin_key = resolve_admin_key(&settings)?;
 
         let keys = KeyRing::new(&admin_key);
-        let records = store.list_api_keys().await.map_err(|e| {
-            ConfigError::new(DATABASE_URL_VAR, format!("cannot read caller keys: {e}"))
-        })?;
+        let records = store
+            .list_api_keys()
+            .await
+            .map_err(StartupError::store("caller keys"))?;
         keys.replace_all(&records);
 
         let url_policy = if settings.allow_insecure_token_urls {
@@ -72,17 +104,11 @@ impl Application {
             policy: url_policy,
             metrics: Arc::new(Metrics::new()),
         };
-        let vendor = Vendor::new(parts, Arc::new(tokens)).map_err(|e| {
-            ConfigError::new(LISTEN_VAR, format!("cannot build the HTTP client: {e:#}"))
-        })?;
+        let vendor = Vendor::new(parts, Arc::new(tokens))
+            .map_err(|e| StartupError::HttpClient(e.into()))?;
         crate::fleet::load_tenants_and_tokens(&store, &vendor)
             .await
-            .map_err(|e| {
-                ConfigError::new(
-                    DATABASE_URL_VAR,
-                    format!("cannot load tenants and tokens: {e}"),
-                )
-            })?;
+            .map_err(StartupError::store("tenants and tokens"))?;
 
         let state = AppState {
             store,
@@ -135,7 +161,7 @@ impl Application {
 }
 
 /// Connects to the configured (or embedded) database and applies pending migrations.
-pub async fn open_store(settings: &Settings) -> Result<Store, ConfigError> {
+pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     let url = settings.effective_database_url();
     if settings.database_url.is_none() {
         ensure_data_dir(&settings.data_dir)?;
@@ -185,19 +211,20 @@ fn resolve_admin_key(settings: &Settings) -> Result<SecretString, ConfigError> {
 
 /// Refuses to start when stored secrets were sealed under another master key: serving
 /// would only fail later, one tenant at a time.
-async fn check_sealed_key_ids(store: &Store, key: &MasterKey) -> Result<(), ConfigError> {
-    let ids = store.sealed_key_ids().await.map_err(|e| {
-        ConfigError::new(DATABASE_URL_VAR, format!("cannot read stored secrets: {e}"))
-    })?;
+async fn check_sealed_key_ids(store: &Store, key: &MasterKey) -> Result<(), StartupError> {
+    let ids = store
+        .sealed_key_ids()
+        .await
+        .map_err(StartupError::store("the master key ids of stored secrets"))?;
     match ids.iter().find(|id| id.as_str() != key.id()) {
-        Some(other) => Err(ConfigError::new(
+        Some(other) => Err(StartupError::from(ConfigError::new(
             MASTER_KEY_VAR,
             format!(
                 "the database holds secrets sealed with master key id {other}, but the \
                  configured key has id {}; start with the key that sealed them",
                 key.id()
             ),
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -245,4 +272,43 @@ fn read_or_create_secret(
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     tracing::warn!(path = %path.display(), "generated a new secret file; keep it safe and back it up");
     Ok(SecretString::from(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How `tokenvend` prints a start-up error: one line, causes joined by `: `.
+    fn line(err: StartupError) -> String {
+        format!("{:#}", anyhow::Error::from(err))
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_variable_and_nothing_else_does() {
+        let config = ConfigError::new(LISTEN_VAR, "cannot bind 203.0.113.1:1: refused");
+        assert_eq!(
+            line(config.into()),
+            "TOKENVEND_LISTEN: cannot bind 203.0.113.1:1: refused"
+        );
+
+        let client = anyhow::anyhow!("no TLS roots").context("builder error");
+        let shown = line(StartupError::HttpClient(client.into()));
+        assert_eq!(
+            shown,
+            "cannot build the HTTP client: builder error: no TLS roots"
+        );
+
+        let shown = line(StartupError::Store {
+            what: "caller keys",
+            cause: sqlx::Error::PoolTimedOut.into(),
+        });
+        assert!(
+            shown.starts_with("cannot read caller keys from the store: "),
+            "{shown}"
+        );
+        for shown in [shown, line(StartupError::HttpClient("x".into()))] {
+            assert!(!shown.contains("TOKENVEND_"), "{shown}");
+            assert_eq!(shown.lines().count(), 1, "{shown}");
+        }
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+
 use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
@@ -15,4 +17,11 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     pub url_policy: UrlPolicy,
     pub vendor: Vendor,
+}
+
+/// What the caller-key extractors take from the state.
+impl FromRef<AppState> for Arc<KeyRing> {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys.clone()
+    }
 }

@@ -1,11 +1,13 @@
-//! Logging: a tracing subscriber writing text or JSON to stderr, and one span per request
-//! carrying method, matched route, request id, tenant and caller key id.
+//! Logging: a tracing subscriber writing text or JSON to stderr, one span per request
+//! carrying method, matched route, request id, tenant and caller key id, and the request
+//! id itself (its clean-up middleware and its extractor).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::MatchedPath;
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::request::Parts;
 use axum::http::{Request, Response};
 use tracing::{field, Span};
 use tracing_subscriber::EnvFilter;
@@ -49,6 +51,46 @@ pub fn init(format: LogFormat) {
 }
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A client's request id is echoed and logged, so only a short, plain one is kept; any
+/// other is removed, to be replaced by a generated one.
+pub async fn drop_unusable_request_id(
+    mut request: axum::extract::Request,
+) -> axum::extract::Request {
+    let usable = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_none_or(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= 128
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+        });
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
+
+/// The request id given by `SetRequestIdLayer` (or by the client).
+#[derive(Debug, Clone, Default)]
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId(
+            parts
+                .headers
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
 
 /// The hot path: its successful answers are counted in metrics and logged at debug level,
 /// so that a busy caller does not pay for (or flood the log with) a line per token.

@@ -10,14 +10,14 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::tenants::rfc3339;
-use super::{audit, RequestId};
 use crate::auth::{generate_key, Admin, Authorized, KeyEntry};
-use crate::domain::{validate_name, FieldError, Scope, ScopeSet};
+use crate::domain::{rfc3339, validate_name, FieldError, Scope, ScopeSet};
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path};
+use crate::routes::audit_entry::audit;
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
+use crate::telemetry::RequestId;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -112,12 +112,9 @@ async fn create_api_key(
         .insert_api_key(&record, &entry)
         .await
         .on_conflict(|| "key id collision; retry".to_owned())?;
-    state.keys.insert(KeyEntry::new(
-        record.id.clone(),
-        record.name.clone(),
-        scopes,
-        generated.hash,
-    ));
+    state
+        .keys
+        .insert(KeyEntry::new(record.id.clone(), scopes, generated.hash));
     tracing::info!(key_id = %record.id, scopes = %record.scopes, "caller key created");
     Ok((
         StatusCode::CREATED,

@@ -3,23 +3,17 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::tenants::rfc3339;
-use super::{decode_cursor, encode_cursor, page_size};
 use crate::auth::{Admin, Authorized};
+use crate::domain::rfc3339;
 use crate::error::{ApiError, Result};
 use crate::extract::Query;
+use crate::routes::pagination::{decode_cursor, encode_cursor, page_size, PageParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/audit-events", get(list_audit_events))
-}
-
-#[derive(Deserialize)]
-struct ListParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -43,7 +37,7 @@ struct AuditPage {
 async fn list_audit_events(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-    Query(params): Query<ListParams>,
+    Query(params): Query<PageParams>,
 ) -> Result<axum::Json<AuditPage>> {
     let limit = page_size(params.limit)?;
     let before = match params.cursor.as_deref() {

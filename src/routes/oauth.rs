@@ -18,8 +18,8 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::domain::{TenantAccess, TenantId};
+use crate::error::UpstreamFailure;
 use crate::state::AppState;
-use crate::upstream::UpstreamError;
 use crate::vending::VendError;
 
 pub fn router() -> Router<AppState> {
@@ -90,21 +90,20 @@ impl From<VendError> for OAuthError {
         match err {
             VendError::UnknownTenant => Self::invalid_client(),
             VendError::Upstream { cause, retry_after } => {
+                let failure = UpstreamFailure::new(&cause, retry_after);
                 let description = format!("edX could not provide a token: {cause}");
-                match cause {
-                    UpstreamError::Rejected { .. } | UpstreamError::InvalidResponse { .. } => {
-                        Self::new(StatusCode::BAD_GATEWAY, "server_error", description)
-                    }
-                    UpstreamError::Throttled { .. }
-                    | UpstreamError::Unavailable { .. }
-                    | UpstreamError::Timeout(_) => Self {
-                        retry_after: Some(retry_after.unwrap_or(Duration::from_secs(1))),
+                // RFC 6749 has no gateway timeout: a slow edX is unavailable for now too.
+                if failure.is_transient() {
+                    Self {
+                        retry_after: Some(failure.retry_after),
                         ..Self::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "temporarily_unavailable",
                             description,
                         )
-                    },
+                    }
+                } else {
+                    Self::new(failure.status, "server_error", description)
                 }
             }
             VendError::Unusable(_) => Self::new(

@@ -5,21 +5,24 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{audit, decode_cursor, encode_cursor, page_size, tenant_not_found, RequestId};
 use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
-    parse_outbound_url, validate_client_id, validate_client_secret, validate_name, validate_scope,
-    FieldError, Tenant, TenantId, TenantUid, TokenType,
+    parse_outbound_url, rfc3339, validate_client_id, validate_client_secret, validate_name,
+    validate_scope, FieldError, Tenant, TenantId, TenantUid, TokenType,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Patch, Path, Query};
+use crate::routes::audit_entry::audit;
+use crate::routes::pagination::{decode_cursor, encode_cursor, page_size, PageParams};
+use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
+use crate::telemetry::RequestId;
 use url::Url;
 
 pub fn router() -> Router<AppState> {
@@ -44,10 +47,6 @@ pub struct TenantView {
     pub jwks_url: Option<String>,
     pub created_at: String,
     pub updated_at: String,
-}
-
-pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 impl From<&Tenant> for TenantView {
@@ -100,12 +99,6 @@ struct UpdateTenant {
     asymmetric_jwt: Patch<bool>,
     #[serde(default)]
     jwks_url: Patch<String>,
-}
-
-#[derive(Deserialize)]
-struct ListParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -227,7 +220,7 @@ async fn create_tenant(
 async fn list_tenants(
     State(state): State<AppState>,
     _: Authorized<TenantsRead>,
-    Query(params): Query<ListParams>,
+    Query(params): Query<PageParams>,
 ) -> Result<axum::Json<TenantPage>> {
     let limit = page_size(params.limit)?;
     let after = params
@@ -254,13 +247,6 @@ async fn list_tenants(
     Ok(axum::Json(TenantPage { items, next_cursor }))
 }
 
-/// Parses a tenant id from the path; an id that cannot exist is simply not found.
-pub fn path_tenant_id(raw: &str) -> Result<TenantId> {
-    let id = TenantId::parse(raw).map_err(|_| tenant_not_found())?;
-    tracing::Span::current().record("tenant", id.as_str());
-    Ok(id)
-}
-
 async fn get_tenant(
     State(state): State<AppState>,
     _: Authorized<TenantsRead>,
@@ -271,7 +257,7 @@ async fn get_tenant(
         .store
         .get_tenant(&id)
         .await?
-        .ok_or_else(tenant_not_found)?;
+        .ok_or(ApiError::TenantNotFound)?;
     Ok(axum::Json(TenantView::from(&record)))
 }
 
@@ -291,7 +277,7 @@ async fn update_tenant(
             .store
             .get_tenant(&id)
             .await?
-            .ok_or_else(tenant_not_found)?;
+            .ok_or(ApiError::TenantNotFound)?;
         let (next, changed) = apply_patch(&state, &current, &patch)?;
         if changed.is_empty() {
             return Ok(axum::Json(TenantView::from(&current)));
@@ -437,6 +423,6 @@ async fn delete_tenant(
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(tenant_not_found())
+        Err(ApiError::TenantNotFound)
     }
 }

@@ -9,10 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::tenants::path_tenant_id;
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
 use crate::error::{ApiError, Result};
 use crate::extract::Path;
+use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::vending::TokenStatus;
 
@@ -83,7 +83,7 @@ async fn get_token_status(
         .vendor
         .status(&id)
         .map(Json)
-        .ok_or_else(super::tenant_not_found)
+        .ok_or(ApiError::TenantNotFound)
 }
 
 #[derive(Serialize)]

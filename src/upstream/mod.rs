@@ -103,15 +103,6 @@ impl UpstreamError {
         }
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Throttled { retry_after, .. } | Self::Unavailable { retry_after, .. } => {
-                *retry_after
-            }
-            _ => None,
-        }
-    }
-
     /// The metrics label of this failure class.
     pub fn outcome(&self) -> &'static str {
         match self {
@@ -523,7 +514,13 @@ mod tests {
             assert!(!err.to_string().contains("secret-ish"));
         }
         let throttled = classify(status(429), &headers(&[("retry-after", "17")]), b"").unwrap_err();
-        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(17)));
+        assert_eq!(
+            throttled,
+            UpstreamError::Throttled {
+                status: 429,
+                retry_after: Some(Duration::from_secs(17)),
+            }
+        );
     }
 
     #[test]

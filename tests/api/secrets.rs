@@ -1,6 +1,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokenvend::crypto::{CryptoError, MasterKey, Purpose, Sealed};
+use tokenvend::startup::StartupError;
 
 use crate::helpers::{captured_logs, contains, tenant_body, TestApp};
 
@@ -135,6 +136,9 @@ async fn start_up_refuses_a_master_key_that_did_not_seal_the_stored_secrets(app:
         .await
         .err()
         .expect("start-up refused");
+    let StartupError::Config(err) = err else {
+        panic!("a configuration error, not {err:?}")
+    };
     assert_eq!(err.variable, "TOKENVEND_MASTER_KEY");
     assert!(err
         .to_string()
