@@ -104,8 +104,8 @@ impl Application {
             policy: url_policy,
             metrics: Arc::new(Metrics::new()),
         };
-        let vendor = Vendor::new(parts, Arc::new(tokens))
-            .map_err(|e| StartupError::HttpClient(e.into()))?;
+        let vendor =
+            Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
         crate::fleet::load_tenants_and_tokens(&store, &vendor)
             .await
             .map_err(StartupError::store("tenants and tokens"))?;

@@ -5,118 +5,63 @@
 //! The token path: `Vendor::token` serves the held token (`slot.rs`) or joins the one
 //! fetch under way (`flight.rs`), which takes the fleet lock and asks edX (`obtain.rs`)
 //! through the `TokenSource` port; tokens are kept through the `TokenStore` port
-//! (`port.rs`, sealed into the real store by `sealed.rs`).
+//! (`port.rs`, sealed into the real store by `sealed.rs`). `registry.rs` keeps the
+//! tenants in step with the store, `status.rs` answers dashboards, `scheduler.rs`
+//! refreshes ahead.
 
 mod config;
+mod core;
+mod error;
 mod flight;
 mod jwks;
 #[cfg(test)]
 mod memory;
+mod need;
 mod obtain;
 mod port;
 mod registry;
 mod scheduler;
 mod sealed;
+mod settings;
 mod slot;
 mod status;
 mod token;
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use secrecy::ExposeSecret;
 
+pub use error::VendError;
 pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
 pub use sealed::SealedTokenStore;
+pub use settings::VendingSettings;
 pub use slot::LastError;
 pub use status::TokenStatus;
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 
+use self::core::Core;
 use crate::clock::Clock;
-use crate::domain::{TenantId, UrlPolicy};
+use crate::crypto::MasterKey;
+use crate::domain::{Tenant, TenantId, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
-use crate::upstream::{UpstreamClient, UpstreamError, UpstreamSettings};
-use flight::Need;
+use crate::store::TenantRow;
+use crate::upstream::UpstreamClient;
 use jwks::JwksCache;
-use slot::Slot;
-
-#[derive(Debug, Clone)]
-pub struct VendingSettings {
-    /// A token this close to expiry is never served (at most a third of its lifetime).
-    pub skew: Duration,
-    /// How long a request waits for a new token (retries included).
-    pub request_deadline: Duration,
-    /// How often the scheduler looks for tokens to refresh.
-    pub scheduler_interval: Duration,
-    /// A token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
-    pub min_refetch_interval: Duration,
-    /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
-    /// tenant before it asks edX itself (at most half the request deadline).
-    pub lock_wait: Duration,
-    pub upstream: UpstreamSettings,
-}
-
-impl Default for VendingSettings {
-    fn default() -> Self {
-        Self {
-            skew: Duration::from_secs(10),
-            request_deadline: Duration::from_secs(12),
-            scheduler_interval: Duration::from_secs(1),
-            min_refetch_interval: Duration::from_secs(5),
-            lock_wait: Duration::from_secs(6),
-            upstream: UpstreamSettings::default(),
-        }
-    }
-}
-
-/// Why no token could be served.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum VendError {
-    #[error("tenant not found")]
-    UnknownTenant,
-    #[error("{cause}")]
-    Upstream {
-        cause: UpstreamError,
-        /// When edX may be asked again for this tenant.
-        retry_after: Option<Duration>,
-    },
-    /// The tenant's stored settings cannot be used (an unreadable secret, a URL the
-    /// outbound rules refuse, an invalid row): nothing is sent anywhere.
-    #[error("the tenant cannot be asked a token for: {0}")]
-    Unusable(String),
-    #[error("the token fetch failed unexpectedly")]
-    Internal,
-}
-
-struct Inner {
-    slots: ArcSwap<HashMap<TenantId, Arc<Slot>>>,
-    /// Serialises changes to the slot map (reads never take it).
-    writes: Mutex<()>,
-    source: Arc<dyn TokenSource>,
-    tokens: Arc<dyn TokenStore>,
-    jwks: JwksCache,
-    master_key: Arc<crate::crypto::MasterKey>,
-    policy: UrlPolicy,
-    clock: Arc<dyn Clock>,
-    settings: VendingSettings,
-    metrics: Arc<Metrics>,
-    /// Until when refreshes skip the fleet lock because the store was found unreachable.
-    store_down_until: Mutex<Option<Instant>>,
-}
+use need::Need;
 
 /// The engine's handle: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Vendor {
-    inner: Arc<Inner>,
+    core: Arc<Core>,
 }
 
 /// What a `Vendor` is built from besides its ports.
 pub struct VendorParts {
-    pub master_key: Arc<crate::crypto::MasterKey>,
+    pub master_key: Arc<MasterKey>,
     pub clock: Arc<dyn Clock>,
     pub settings: VendingSettings,
     pub policy: UrlPolicy,
@@ -148,7 +93,7 @@ impl Vendor {
         jwks_client: UpstreamClient,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
+            core: Arc::new(Core {
                 slots: ArcSwap::default(),
                 writes: Mutex::new(()),
                 source,
@@ -165,11 +110,7 @@ impl Vendor {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
-    }
-
-    fn slot(&self, id: &TenantId) -> Option<Arc<Slot>> {
-        self.inner.slots.load().get(id).cloned()
+        self.core.now()
     }
 
     /// A servable token with at least `min_ttl` left if one can be had: from memory when
@@ -180,28 +121,33 @@ impl Vendor {
         id: &TenantId,
         min_ttl: Duration,
     ) -> Result<Arc<HeldToken>, VendError> {
-        let slot = self.slot(id).ok_or(VendError::UnknownTenant)?;
-        let now = self.now();
+        let core = &self.core;
+        let slot = core.slot(id).ok_or(VendError::UnknownTenant)?;
+        let now = core.now();
         slot.touch(now);
         let held_before = slot.token.load_full();
         if let Some(held) = held_before.clone() {
             if held.satisfies(now, min_ttl) {
                 if held.in_refresh_window(now) {
-                    drop(self.fetch(&slot, Need::Refresh { scheduled: false }));
-                    self.count(TokenResult::RefreshAhead);
+                    drop(flight::fetch(
+                        core,
+                        &slot,
+                        Need::Refresh { scheduled: false },
+                    ));
+                    core.count(TokenResult::RefreshAhead);
                 } else {
-                    self.count(TokenResult::Hit);
+                    core.count(TokenResult::Hit);
                 }
                 return Ok(held);
             }
         }
-        let outcome = self.fetch(&slot, Need::Serve(min_ttl)).await;
-        let now = self.now();
+        let outcome = flight::fetch(core, &slot, Need::Serve(min_ttl)).await;
+        let now = core.now();
         match outcome {
             Ok(fresh) if fresh.servable(now) => {
                 // The held token itself comes back when it was fetched moments ago.
                 let reused = held_before.is_some_and(|before| Arc::ptr_eq(&before, &fresh));
-                self.count(if reused {
+                core.count(if reused {
                     TokenResult::Hit
                 } else {
                     TokenResult::Miss
@@ -212,55 +158,97 @@ impl Vendor {
                 // A failed refresh (or an unmet min_ttl) still serves a valid held token,
                 // as long as the tenant is the one that was asked for.
                 if let Some(held) = slot.token.load_full().filter(|t| t.servable(now)) {
-                    if self.is_current(&slot) {
-                        self.count(TokenResult::Hit);
+                    if core.is_current(&slot) {
+                        core.count(TokenResult::Hit);
                         return Ok(held);
                     }
                 }
-                self.count(TokenResult::Error);
+                core.count(TokenResult::Error);
                 Err(other.err().unwrap_or(VendError::Internal))
             }
         }
     }
 
-    fn count(&self, result: TokenResult) {
-        self.inner.metrics.count_token_request(result);
-    }
-
     /// Fetches a new token now, whatever is held (joining a fetch already under way).
     pub async fn force_refresh(&self, id: &TenantId) -> Result<TokenStatus, VendError> {
-        let slot = self.slot(id).ok_or(VendError::UnknownTenant)?;
-        self.fetch(&slot, Need::Force).await?;
+        let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
+        flight::fetch(&self.core, &slot, Need::Force).await?;
         Ok(status::status_of(&slot, self.now()))
     }
 
-    /// Checks a JWT against the tenant's JWKS, if it has one, and records the result.
-    fn verify_in_background(&self, slot: &Arc<Slot>, token: Arc<HeldToken>) {
-        let Some(url) = slot.config.load().jwks_url.clone() else {
-            return;
-        };
-        if token.claims.is_none() {
-            return;
+    /// Adds a tenant or applies a change to it (see `registry::upsert_tenant`).
+    pub fn upsert_tenant(&self, tenant: &Tenant) {
+        registry::upsert_tenant(&self.core, tenant);
+    }
+
+    /// Adds or updates the tenant of a stored row, valid or not; returns its id.
+    pub fn upsert_row(&self, row: TenantRow) -> Option<TenantId> {
+        registry::upsert_row(&self.core, row)
+    }
+
+    /// Forgets a tenant and its token at once.
+    pub fn remove_tenant(&self, id: &TenantId) {
+        registry::remove_tenant(&self.core, id);
+    }
+
+    /// Serves exactly the tenants of `rows` (the whole store), forgetting the others.
+    pub fn replace_tenants(&self, rows: impl IntoIterator<Item = TenantRow>) {
+        registry::replace_tenants(&self.core, rows);
+    }
+
+    /// Serves every stored token newer than the one held (another replica's, or an
+    /// earlier run's).
+    pub async fn adopt_stored_tokens(&self) -> Result<(), StoreFault> {
+        registry::adopt_stored_tokens(&self.core).await
+    }
+
+    /// Serves the tenant's stored token if it is its own and newer than the one held.
+    pub async fn adopt_stored_token(&self, id: &TenantId) -> Result<bool, StoreFault> {
+        registry::adopt_stored_token(&self.core, id).await
+    }
+
+    /// Serves a stored token if it belongs to the tenant held under its id (the same
+    /// identity), is servable and is newer than the one held.
+    pub fn adopt(&self, stored: StoredToken) -> bool {
+        registry::adopt(&self.core, stored)
+    }
+
+    pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {
+        let slot = self.core.slot(id)?;
+        Some(status::status_of(&slot, self.now()))
+    }
+
+    /// Every tenant's token status, in tenant id order.
+    pub fn statuses(&self) -> Vec<TokenStatus> {
+        status::statuses(&self.core)
+    }
+
+    /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
+    pub fn render_metrics(&self) -> String {
+        status::render_metrics(&self.core)
+    }
+
+    /// One scheduler pass; returns how many refreshes it started.
+    pub fn run_due_refreshes(&self) -> usize {
+        scheduler::run_due_refreshes(&self.core)
+    }
+
+    /// Runs the scheduler until `stop` resolves.
+    pub async fn run_scheduler(self, stop: impl Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.core.settings.scheduler_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let started = self.run_due_refreshes();
+                    if started > 0 {
+                        tracing::debug!(started, "scheduled token refreshes");
+                    }
+                }
+                () = &mut stop => break,
+            }
         }
-        let vendor = self.clone();
-        let slot = slot.clone();
-        tokio::spawn(async move {
-            let signature = vendor
-                .inner
-                .jwks
-                .verify(&url, token.access_token.expose_secret())
-                .await;
-            if signature == SignatureState::Invalid {
-                tracing::warn!(tenant = %slot.id, "token signature does not verify against the JWKS");
-            }
-            let mut checked = HeldToken::clone(&token);
-            checked.signature = signature;
-            let current = slot.token.load();
-            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &token)) {
-                slot.token
-                    .compare_and_swap(&current, Some(Arc::new(checked)));
-            }
-        });
     }
 }
 

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::config::TenantConfig;
+use super::error::VendError;
 use super::token::HeldToken;
-use super::VendError;
 use crate::domain::{rfc3339, TenantId};
 use crate::upstream::UpstreamError;
 

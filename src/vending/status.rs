@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
+use super::core::Core;
 use super::slot::{LastError, Slot};
 use super::token::{HeldToken, SignatureState};
-use super::Vendor;
-use crate::domain::{rfc3339, TenantId};
+use crate::domain::rfc3339;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenStatus {
@@ -31,7 +31,7 @@ pub struct TokenStatus {
     pub upstream_failures: u64,
 }
 
-pub(super) fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
+pub fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
     let token = slot.token.load_full();
     let health = slot.health.lock();
     let state = match &token {
@@ -67,32 +67,25 @@ pub(super) fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
     }
 }
 
-impl Vendor {
-    pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {
-        let slot = self.slot(id)?;
-        Some(status_of(&slot, self.now()))
-    }
+/// Every tenant's token status, in tenant id order.
+pub fn statuses(core: &Core) -> Vec<TokenStatus> {
+    let now = core.now();
+    let slots = core.slots.load();
+    let mut items: Vec<TokenStatus> = slots.values().map(|s| status_of(s, now)).collect();
+    items.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    items
+}
 
-    /// Every tenant's token status, in tenant id order.
-    pub fn statuses(&self) -> Vec<TokenStatus> {
-        let now = self.now();
-        let slots = self.inner.slots.load();
-        let mut items: Vec<TokenStatus> = slots.values().map(|s| status_of(s, now)).collect();
-        items.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
-        items
-    }
-
-    /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
-    pub fn render_metrics(&self) -> String {
-        let now = self.now();
-        let slots = self.inner.slots.load();
-        self.inner.metrics.render(slots.iter().map(|(id, slot)| {
-            let left = slot
-                .token
-                .load()
-                .as_ref()
-                .map(|t| (t.expires_at - now).num_milliseconds() as f64 / 1000.0);
-            (id.as_str(), left)
-        }))
-    }
+/// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
+pub fn render_metrics(core: &Core) -> String {
+    let now = core.now();
+    let slots = core.slots.load();
+    core.metrics.render(slots.iter().map(|(id, slot)| {
+        let left = slot
+            .token
+            .load()
+            .as_ref()
+            .map(|t| (t.expires_at - now).num_milliseconds() as f64 / 1000.0);
+        (id.as_str(), left)
+    }))
 }

@@ -13,6 +13,8 @@ use crate::clock::ManualClock;
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{Tenant, TenantUid, TokenType};
 use crate::store::TenantRow;
+use crate::upstream::UpstreamError;
+use secrecy::ExposeSecret;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
 

@@ -1,0 +1,24 @@
+//! Why no token could be served.
+
+use std::time::Duration;
+
+use crate::upstream::UpstreamError;
+
+/// Why no token could be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VendError {
+    #[error("tenant not found")]
+    UnknownTenant,
+    #[error("{cause}")]
+    Upstream {
+        cause: UpstreamError,
+        /// When edX may be asked again for this tenant.
+        retry_after: Option<Duration>,
+    },
+    /// The tenant's stored settings cannot be used (an unreadable secret, a URL the
+    /// outbound rules refuse, an invalid row): nothing is sent anywhere.
+    #[error("the tenant cannot be asked a token for: {0}")]
+    Unusable(String),
+    #[error("the token fetch failed unexpectedly")]
+    Internal,
+}

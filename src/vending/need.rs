@@ -1,0 +1,52 @@
+//! What a caller of a fetch needs, and whether a token answers it; checked again under the
+//! flight lock and the fleet lock, so that a token fetched meanwhile is used instead of
+//! fetching another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::settings::VendingSettings;
+use super::slot::Slot;
+use super::token::HeldToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A servable token with at least this much time left.
+    Serve(Duration),
+    /// A token outside its (scheduled) refresh point.
+    Refresh { scheduled: bool },
+    /// A new token whatever is held (operators' forced refresh).
+    Force,
+}
+
+/// A new token, and whether it is already in the store.
+pub struct Obtained {
+    pub token: Arc<HeldToken>,
+    pub stored: bool,
+}
+
+impl Need {
+    /// Whether `token` answers this need; a forced refresh takes only a token fetched
+    /// since it `started`.
+    pub fn met_by(
+        self,
+        token: &HeldToken,
+        slot: &Slot,
+        settings: &VendingSettings,
+        now: DateTime<Utc>,
+        started: Option<DateTime<Utc>>,
+    ) -> bool {
+        match self {
+            Need::Serve(min_ttl) => {
+                let recently = now - token.fetched_at
+                    < chrono::Duration::from_std(settings.min_refetch_interval).unwrap_or_default();
+                token.satisfies(now, min_ttl) || (token.servable(now) && recently)
+            }
+            Need::Refresh { scheduled: true } => now < slot.scheduled_refresh(token),
+            Need::Refresh { scheduled: false } => !token.in_refresh_window(now),
+            Need::Force => started.is_some_and(|started| token.fetched_at >= started),
+        }
+    }
+}

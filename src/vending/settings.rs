@@ -1,0 +1,34 @@
+//! The engine's limits: serving margin, deadlines, scheduler pace, fleet lock wait.
+
+use std::time::Duration;
+
+use crate::upstream::UpstreamSettings;
+
+#[derive(Debug, Clone)]
+pub struct VendingSettings {
+    /// A token this close to expiry is never served (at most a third of its lifetime).
+    pub skew: Duration,
+    /// How long a request waits for a new token (retries included).
+    pub request_deadline: Duration,
+    /// How often the scheduler looks for tokens to refresh.
+    pub scheduler_interval: Duration,
+    /// A token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
+    pub min_refetch_interval: Duration,
+    /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
+    /// tenant before it asks edX itself (at most half the request deadline).
+    pub lock_wait: Duration,
+    pub upstream: UpstreamSettings,
+}
+
+impl Default for VendingSettings {
+    fn default() -> Self {
+        Self {
+            skew: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(12),
+            scheduler_interval: Duration::from_secs(1),
+            min_refetch_interval: Duration::from_secs(5),
+            lock_wait: Duration::from_secs(6),
+            upstream: UpstreamSettings::default(),
+        }
+    }
+}
