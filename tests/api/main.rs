@@ -12,6 +12,7 @@ mod errors;
 mod fleet;
 mod health;
 mod helpers;
+mod identity;
 mod interop;
 mod oauth;
 mod operator;
