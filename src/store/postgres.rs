@@ -16,13 +16,13 @@ pub async fn connect(url: &SecretString) -> Result<(PgPool, PgPool), sqlx::Error
         .log_statements(log::LevelFilter::Trace);
     let queries = PgPoolOptions::new()
         .max_connections(10)
-        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .acquire_timeout(super::limits::ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await?;
     let locks = PgPoolOptions::new()
         .max_connections(REFRESH_LOCK_CONNECTIONS)
         .min_connections(0)
-        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .acquire_timeout(super::limits::ACQUIRE_TIMEOUT)
         .connect_lazy_with(options);
     Ok((queries, locks))
 }

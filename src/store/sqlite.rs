@@ -18,7 +18,7 @@ pub async fn connect(url: &str) -> Result<SqlitePool, sqlx::Error> {
         .log_statements(log::LevelFilter::Trace);
     SqlitePoolOptions::new()
         .max_connections(4)
-        .acquire_timeout(super::ACQUIRE_TIMEOUT)
+        .acquire_timeout(super::limits::ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
 }

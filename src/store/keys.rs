@@ -1,0 +1,104 @@
+//! Caller keys (only their SHA-256 stored) and the audit trail of administrative changes.
+
+use chrono::{DateTime, Utc};
+
+use super::backend::{Backend, Store};
+
+/// A caller key row: only the SHA-256 of the key is stored.
+#[derive(Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One administrative change, written in the same transaction as the change itself.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub request_id: Option<String>,
+    /// Field names and non-secret facts only, never a secret's value.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+    #[serde(skip)]
+    pub details: String,
+}
+
+impl Store {
+    pub async fn insert_api_key(
+        &self,
+        k: &ApiKeyRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.scopes)
+            .bind(&k.key_hash)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(tx, audit)?;
+            tx.commit().await
+        })
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, name, scopes, key_hash, created_at FROM api_keys ORDER BY created_at, id"
+        )
+        .fetch_all(pool)
+        .await)
+    }
+
+    pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Up to `limit` audit events older than `before` (newest first).
+    pub async fn list_audit_events(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, at, actor, action, target, request_id, details FROM audit_events \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+    }
+}

@@ -1,0 +1,231 @@
+//! Tenant rows: the client secret only ever sealed; a row becomes a `Tenant` through
+//! `TryFrom`, which refuses a row that does not parse instead of guessing.
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use super::backend::{Backend, Store};
+use super::keys::AuditEntry;
+use crate::crypto::Sealed;
+use crate::domain::{Tenant, TenantId, TenantUid};
+
+const TENANT_COLUMNS: &str = "uid, id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
+     scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at";
+
+/// A tenant row as stored; it becomes a `Tenant` through `TryFrom`, which refuses a row
+/// that does not parse instead of guessing.
+#[derive(Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    pub uid: String,
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub secret_key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub token_url: Option<String>,
+    pub scope: Option<String>,
+    pub token_type: String,
+    pub asymmetric_jwt: bool,
+    pub jwks_url: Option<String>,
+    pub version: i64,
+    pub credentials_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored tenant row that does not parse: it is reported (and its tenant refused), never
+/// read with a default in place of the bad field.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("stored tenant {id} is invalid: {field} {problem}")]
+pub struct InvalidTenantRow {
+    pub id: String,
+    pub uid: Option<TenantUid>,
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl TryFrom<TenantRow> for Tenant {
+    type Error = InvalidTenantRow;
+
+    fn try_from(row: TenantRow) -> Result<Self, Self::Error> {
+        let uid = TenantUid::parse(&row.uid).ok();
+        let invalid = |field: &'static str, problem: String| InvalidTenantRow {
+            id: row.id.clone(),
+            uid,
+            field,
+            problem,
+        };
+        let url = |field: &'static str, raw: &Option<String>| {
+            raw.as_deref()
+                .map(|raw| {
+                    Url::parse(raw).map_err(|e| invalid(field, format!("is not a URL ({e})")))
+                })
+                .transpose()
+        };
+        Ok(Tenant {
+            uid: uid.ok_or_else(|| invalid("uid", "is not a UUID".to_owned()))?,
+            id: TenantId::parse(&row.id).map_err(|e| invalid("id", e))?,
+            token_url: url("token_url", &row.token_url)?,
+            jwks_url: url("jwks_url", &row.jwks_url)?,
+            token_type: row
+                .token_type
+                .parse()
+                .map_err(|e| invalid("token_type", e))?,
+            name: row.name,
+            client_id: row.client_id,
+            secret: Sealed {
+                key_id: row.secret_key_id,
+                bytes: row.secret_ciphertext,
+            },
+            scope: row.scope,
+            asymmetric_jwt: row.asymmetric_jwt,
+            version: row.version,
+            credentials_version: row.credentials_version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl Store {
+    pub async fn insert_tenant(&self, t: &Tenant, audit: &AuditEntry) -> Result<(), sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
+                 token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
+                 credentials_version, created_at, updated_at, uid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(t.id.as_str())
+            .bind(&t.name)
+            .bind(&t.client_id)
+            .bind(&t.secret.key_id)
+            .bind(&t.secret.bytes)
+            .bind(t.token_url.as_ref().map(Url::as_str))
+            .bind(&t.scope)
+            .bind(t.token_type.as_str())
+            .bind(t.asymmetric_jwt)
+            .bind(t.jwks_url.as_ref().map(Url::as_str))
+            .bind(t.version)
+            .bind(t.credentials_version)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .bind(t.uid.to_string())
+            .execute(&mut *tx)
+            .await?;
+            write_audit!(tx, audit)?;
+            tx.commit().await
+        })
+    }
+
+    /// A tenant; a stored row that does not parse is an error (a decode error naming the
+    /// tenant and the field).
+    pub async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+        self.get_tenant_row(id)
+            .await?
+            .map(|row| Tenant::try_from(row).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .transpose()
+    }
+
+    /// A tenant as stored, parsed or not.
+    pub async fn get_tenant_row(&self, id: &TenantId) -> Result<Option<TenantRow>, sqlx::Error> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Up to `limit` tenant rows with ids after `after`, in id order (keyset pagination).
+    /// Rows are returned as stored: callers turn them into tenants and decide what an
+    /// invalid one means for them.
+    pub async fn list_tenants(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<TenantRow>, sqlx::Error> {
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
+        on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)
+    }
+
+    /// Writes `t` if the row is still at `expected_version`; false if it changed or vanished.
+    pub async fn update_tenant(
+        &self,
+        t: &Tenant,
+        expected_version: i64,
+        drop_token: bool,
+        audit: &AuditEntry,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
+                 secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
+                 asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
+                 credentials_version = $14 WHERE id = $1 AND uid = $15 AND version = $13",
+            )
+            .bind(t.id.as_str())
+            .bind(&t.name)
+            .bind(&t.client_id)
+            .bind(&t.secret.key_id)
+            .bind(&t.secret.bytes)
+            .bind(t.token_url.as_ref().map(Url::as_str))
+            .bind(&t.scope)
+            .bind(t.token_type.as_str())
+            .bind(t.asymmetric_jwt)
+            .bind(t.jwks_url.as_ref().map(Url::as_str))
+            .bind(t.version)
+            .bind(t.updated_at)
+            .bind(expected_version)
+            .bind(t.credentials_version)
+            .bind(t.uid.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            if drop_token {
+                sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
+                    .bind(t.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn delete_tenant(
+        &self,
+        id: &TenantId,
+        audit: &AuditEntry,
+    ) -> Result<bool, sqlx::Error> {
+        let id = id.as_str();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+}
