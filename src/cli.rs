@@ -1,11 +1,12 @@
-//! The command line: `tokenvend [serve]`, `migrate`, `demo`, and the operator commands
-//! (`tenants`, `keys`, `token`) that talk to a running service.
+//! The command line: `tokenvend [serve]`, `migrate`, `demo` (only with the `demo` feature),
+//! and the operator commands (`tenants`, `keys`, `token`) that talk to a running service.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, SettingsArgs};
+#[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
 use crate::operator::{self, Connection, KeysCommand, TenantsCommand};
 use crate::startup::{self, Application};
@@ -32,6 +33,7 @@ pub enum Command {
     Migrate,
     /// Try tokenvend in a minute: the service on a fresh embedded store with a local
     /// edX-like issuer, demo tenants and a caller key. Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Manage tenants on a running service (TOKENVEND_URL, TOKENVEND_KEY).
     Tenants {
@@ -99,6 +101,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .await
             .map(|store| tracing::info!(backend = store.backend_name(), "migrations applied"))
             .map_err(anyhow::Error::from),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
         Command::Tenants { .. } | Command::Keys { .. } | Command::Token { .. } => Ok(()),
     };

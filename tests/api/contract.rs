@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenvend::upstream::issuer::Failure;
+use edx_issuer::Failure;
 use tokio::process::Command;
 
 use crate::cluster::Cluster;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use edx_issuer::Failure;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
-use tokenvend::upstream::issuer::Failure;
 
 use crate::binary::free_port;
 use crate::helpers::{spawn_app, Backend};

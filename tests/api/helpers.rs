@@ -5,18 +5,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use edx_issuer::{Issuer, RunningIssuer};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 use tempfile::TempDir;
-use tokenvend::clock::ManualClock;
+use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::Settings;
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::LogFormat;
-use tokenvend::upstream::issuer::{Issuer, RunningIssuer};
 use tokenvend::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
 use tokio::sync::oneshot;
@@ -238,7 +238,10 @@ async fn spawn(
         }
     };
     let clock = Arc::new(ManualClock::starting_now());
-    let issuer = Issuer::new(clock.clone());
+    let issuer = Issuer::new({
+        let clock = clock.clone();
+        move || clock.now()
+    });
     let issuer_server = issuer.start().await.expect("issuer starts");
     let mut app = TestApp {
         address: String::new(),

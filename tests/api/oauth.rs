@@ -2,9 +2,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use edx_issuer::Failure;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
-use tokenvend::upstream::issuer::Failure;
 
 use crate::helpers::{captured_logs, json_body, TestApp};
 

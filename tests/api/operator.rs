@@ -264,6 +264,7 @@ async fn every_operator_command_works_against_a_running_service() {
 }
 
 /// The commands `tokenvend demo` prints, run as printed.
+#[cfg(feature = "demo")]
 #[tokio::test]
 async fn the_demo_comes_up_and_its_printed_commands_work() {
     let dir = tempfile::tempdir().unwrap();

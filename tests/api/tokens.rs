@@ -1,8 +1,8 @@
 use std::time::Duration;
 
+use edx_issuer::{ExpiresInFormat, Failure};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tokenvend::upstream::issuer::{ExpiresInFormat, Failure};
 
 use crate::helpers::{assert_problem, captured_logs, eventually, json_body, TestApp};
 
