@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::cluster::Cluster;
+use super::cluster::Cluster;
 use crate::helpers::{assert_problem, spawn_app_on_postgres, tenant_body, TestApp};
 
 /// Requests a cached tenant's token from `workers` loops until `stop` is set; returns
