@@ -28,7 +28,8 @@ pub enum Backend {
 }
 
 /// Every test case in `$name` runs once on each backend, as `postgres::$name` and
-/// `sqlite::$name`. Each case is an `async fn(TestApp)`.
+/// `sqlite::$name`. Each case is an `async fn(TestApp)`. Cases about storage (what is
+/// kept, read back, changed, announced) belong here.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -41,6 +42,23 @@ macro_rules! on_both_backends {
             )*
         }
         mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await).await
+                }
+            )*
+        }
+    };
+}
+
+/// Every test case in `$name` runs on SQLite only, as `sqlite_only::$name`: cases about
+/// HTTP behaviour alone (validation, caller keys and scopes, error shapes) that the
+/// backend cannot change. Each case is an `async fn(TestApp)`.
+#[macro_export]
+macro_rules! on_sqlite_only {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_only {
             $(
                 #[tokio::test]
                 async fn $name() {

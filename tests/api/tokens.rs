@@ -714,9 +714,11 @@ crate::on_both_backends!(
     a_restart_with_a_valid_stored_token_makes_no_upstream_call,
     a_secret_rotated_by_patch_is_used_on_the_next_fetch,
     a_deleted_tenant_loses_its_token_at_once,
-    token_scopes_hide_other_tenants_and_forbid_keys_without_token_scope,
     token_status_shows_the_window_and_claims_but_never_the_token,
     a_jwks_url_gets_each_token_signature_checked,
     a_forced_refresh_fetches_a_new_token,
     metrics_count_requests_by_result_and_upstream_calls_by_outcome,
 );
+
+// HTTP behaviour alone: the backend cannot change these.
+crate::on_sqlite_only!(token_scopes_hide_other_tenants_and_forbid_keys_without_token_scope);
