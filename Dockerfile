@@ -5,16 +5,23 @@
 #   docker run --rm -p 8080:8080 -e TOKENVEND_DATABASE_URL=... -e TOKENVEND_MASTER_KEY=... tokenvend
 # Without TOKENVEND_DATABASE_URL the embedded SQLite store is kept under
 # /var/lib/tokenvend/data; mount a volume there to keep it, with master.key and admin.key.
+# The image is built without the `demo` feature: no `tokenvend demo`, no local issuer and
+# no issuer test key in it.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other member (the local edX-like issuer) must be present for Cargo to
+# read the workspace, though the production binary below is built without it.
+COPY crates ./crates
 # sqlx::migrate! embeds the migrations at compile time.
 COPY migrations ./migrations
+# The dashboard page is embedded at compile time too.
+COPY assets ./assets
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tokenvend \
+    cargo build --release --locked --no-default-features --bin tokenvend \
  && install -m 0755 target/release/tokenvend /usr/local/bin/tokenvend
 
 FROM debian:bookworm-slim

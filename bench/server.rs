@@ -6,21 +6,19 @@
 //! upstream calls they caused. `bench/run.sh` drives both; `bench/outage.sh` runs it on a
 //! PostgreSQL cluster it stops (`BENCH_DATABASE_URL`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::routing::get;
 use axum::Router;
+use edx_issuer::Issuer;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use tokenvend::clock::SystemClock;
 use tokenvend::config::Settings;
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::{self, LogFormat};
-use tokenvend::upstream::issuer::Issuer;
 use tokenvend::vending::VendingSettings;
 
 const CLIENT_ID: &str = "bench-client";
@@ -33,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     // Logs as deployed: info level, one line per request (run.sh sends them to /dev/null).
     telemetry::init(LogFormat::Text);
 
-    let issuer = Issuer::new(Arc::new(SystemClock));
+    let issuer = Issuer::new(chrono::Utc::now);
     let issuer_server = issuer.start().await?;
     issuer.register(CLIENT_ID, CLIENT_SECRET);
 

@@ -1,11 +1,12 @@
-//! The command line: `tokenvend [serve]`, `migrate`, `demo`, and the operator commands
-//! (`tenants`, `keys`, `token`) that talk to a running service.
+//! The command line: `tokenvend [serve]`, `migrate`, `demo` (only with the `demo` feature),
+//! and the operator commands (`tenants`, `keys`, `token`) that talk to a running service.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::config::{Settings, SettingsArgs};
+#[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
 use crate::operator::{self, Connection, KeysCommand, TenantsCommand};
 use crate::startup::{self, Application};
@@ -32,6 +33,7 @@ pub enum Command {
     Migrate,
     /// Try tokenvend in a minute: the service on a fresh embedded store with a local
     /// edX-like issuer, demo tenants and a caller key. Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Manage tenants on a running service (TOKENVEND_URL, TOKENVEND_KEY).
     Tenants {
@@ -62,6 +64,7 @@ pub enum Command {
 enum ServiceCommand {
     Serve,
     Migrate,
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
 
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let operated = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => return run_service(ServiceCommand::Serve, &cli.settings).await,
         Command::Migrate => return run_service(ServiceCommand::Migrate, &cli.settings).await,
+        #[cfg(feature = "demo")]
         Command::Demo(args) => return run_service(ServiceCommand::Demo(args), &cli.settings).await,
         Command::Tenants {
             command,
@@ -107,6 +111,7 @@ async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
             .await
             .map(|store| tracing::info!(backend = store.backend_name(), "migrations applied"))
             .map_err(anyhow::Error::from),
+        #[cfg(feature = "demo")]
         ServiceCommand::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
     };
     match outcome {

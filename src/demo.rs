@@ -3,18 +3,16 @@
 //! refuses it), a caller key, and ready-to-paste commands. No edX account needed.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use edx_issuer::{Failure, Issuer};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::crypto::MasterKey;
 use crate::startup::Application;
-use crate::upstream::issuer::{Failure, Issuer};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -46,7 +44,7 @@ pub async fn run(
             temp.path().to_owned()
         }
     };
-    let issuer = Issuer::new(Arc::new(SystemClock));
+    let issuer = Issuer::new(chrono::Utc::now);
     let edx = issuer
         .start()
         .await

@@ -10,7 +10,9 @@ pub mod clock;
 pub mod config;
 /// AES-256-GCM sealing of secrets and tokens at rest.
 pub mod crypto;
-/// `tokenvend demo`: the service with a local issuer and demo tenants.
+/// `tokenvend demo`: the service with the local edX-like issuer (`edx-issuer`) and demo
+/// tenants; only with the `demo` feature (on by default).
+#[cfg(feature = "demo")]
 pub mod demo;
 /// Parse-don't-validate types: tenant ids, scopes, token URLs, tenant fields.
 pub mod domain;
@@ -37,7 +39,7 @@ pub mod state;
 pub mod store;
 /// Tracing subscriber setup (text or JSON), request spans and request ids.
 pub mod telemetry;
-/// The edX token client and the local edX-like issuer.
+/// The edX token client.
 pub mod upstream;
 /// The token cache: single-flight fetches, refresh-ahead, the scheduler, token status.
 pub mod vending;

@@ -1,8 +1,6 @@
 //! The edX token client: the client-credentials request, strict-but-kind parsing of the
 //! answer, failure classes, and bounded retries with jittered backoff.
 
-pub mod issuer;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::helpers::eventually_within;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tokenvend");
 
 /// A command with no tokenvend setting from the environment of the test run.
@@ -32,18 +34,22 @@ pub fn free_port() -> u16 {
 }
 
 pub async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
-    for _ in 0..200 {
-        if let Ok(resp) = client.get(format!("{base}/healthz")).send().await {
-            if resp.status().is_success() {
-                return;
+    eventually_within(
+        Duration::from_secs(10),
+        "tokenvend to become healthy",
+        async || {
+            if let Ok(resp) = client.get(format!("{base}/healthz")).send().await {
+                if resp.status().is_success() {
+                    return true;
+                }
             }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("tokenvend exited early: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("tokenvend did not become healthy");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("tokenvend exited early: {status}");
+            }
+            false
+        },
+    )
+    .await;
 }
 
 pub fn terminate(child: &Child) {

@@ -5,18 +5,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use edx_issuer::{Issuer, RunningIssuer};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 use tempfile::TempDir;
-use tokenvend::clock::ManualClock;
+use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::Settings;
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::LogFormat;
-use tokenvend::upstream::issuer::{Issuer, RunningIssuer};
 use tokenvend::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
 use tokio::sync::oneshot;
@@ -28,7 +28,8 @@ pub enum Backend {
 }
 
 /// Every test case in `$name` runs once on each backend, as `postgres::$name` and
-/// `sqlite::$name`. Each case is an `async fn(TestApp)`.
+/// `sqlite::$name`. Each case is an `async fn(TestApp)`. Cases about storage (what is
+/// kept, read back, changed, announced) belong here.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -41,6 +42,23 @@ macro_rules! on_both_backends {
             )*
         }
         mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await).await
+                }
+            )*
+        }
+    };
+}
+
+/// Every test case in `$name` runs on SQLite only, as `sqlite_only::$name`: cases about
+/// HTTP behaviour alone (validation, caller keys and scopes, error shapes) that the
+/// backend cannot change. Each case is an `async fn(TestApp)`.
+#[macro_export]
+macro_rules! on_sqlite_only {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_only {
             $(
                 #[tokio::test]
                 async fn $name() {
@@ -238,7 +256,10 @@ async fn spawn(
         }
     };
     let clock = Arc::new(ManualClock::starting_now());
-    let issuer = Issuer::new(clock.clone());
+    let issuer = Issuer::new({
+        let clock = clock.clone();
+        move || clock.now()
+    });
     let issuer_server = issuer.start().await.expect("issuer starts");
     let mut app = TestApp {
         address: String::new(),
@@ -479,15 +500,45 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it holds (background work), failing after 5 s.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
+/// How long `eventually` waits for background work.
+const EVENTUALLY: Duration = Duration::from_secs(5);
+
+/// The pause between two checks of a poll.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls `check` until it holds (background work), failing after 5 s with `what` in the
+/// message: `eventually("the refresh", async || app.issuer.calls(&id) == 2).await`
+/// (`|| async { ... }` works too).
+pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    eventually_within(EVENTUALLY, what, check).await;
+}
+
+/// Like `eventually`, failing after `limit`; returns how long it took.
+pub async fn eventually_within(
+    limit: Duration,
+    what: &str,
+    check: impl AsyncFnMut() -> bool,
+) -> Duration {
+    poll_until(limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for: {what}"))
+}
+
+/// Polls `check` every 10 ms until it holds and returns how long that took, or `None`
+/// once `limit` has passed, for callers that say themselves what went wrong. A check
+/// begun in time may finish a little late (a loaded machine) and still count, but one
+/// that hangs is abandoned a further `limit` on.
+pub async fn poll_until(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + limit;
+    loop {
+        match tokio::time::timeout_at(deadline + limit, check()).await {
+            Ok(true) => return Some(started.elapsed()),
+            Ok(false) if tokio::time::Instant::now() < deadline => {}
+            Ok(false) | Err(_) => return None,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
-    panic!("timed out waiting for: {what}");
 }
 
 /// A valid tenant body with a unique secret.

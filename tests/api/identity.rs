@@ -58,7 +58,7 @@ async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token(mut app: T
             .bearer_auth(&app.admin_key);
         async move { request.send().await.unwrap() }
     });
-    eventually("client A's fetch to be under way", || {
+    eventually("client A's fetch to be under way", async || {
         app.issuer.calls(&client_a) == 1
     })
     .await;
@@ -91,13 +91,10 @@ async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token(mut app: T
 }
 
 async fn eventually_stored(app: &TestApp) {
-    for _ in 0..200 {
-        if own_stored_tokens(app).await == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the new tenant's token was not stored");
+    eventually("the new tenant's token to be stored", async || {
+        own_stored_tokens(app).await == 1
+    })
+    .await;
 }
 
 /// Lets edX take 1.5 s for one attempt without a retry or a timeout.
@@ -107,86 +104,89 @@ fn patient(settings: &mut Settings) {
     settings.vending.request_deadline = Duration::from_secs(10);
 }
 
-#[tokio::test]
-async fn on_postgres_a_recreated_tenant_is_never_served_the_deleted_tenants_token() {
-    a_recreated_tenant_is_never_served_the_deleted_tenants_token(
-        spawn_app_with(Backend::Postgres, patient).await,
-    )
-    .await;
-}
+mod sqlite {
+    use super::*;
 
-#[tokio::test]
-async fn on_sqlite_a_recreated_tenant_is_never_served_the_deleted_tenants_token() {
-    a_recreated_tenant_is_never_served_the_deleted_tenants_token(
-        spawn_app_with(Backend::Sqlite, patient).await,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_fetch_in_flight_on_one_replica_never_reaches_a_tenant_recreated_on_another() {
-    let app = spawn_app_with(Backend::Postgres, patient).await;
-    let (replica, _stop) = app.start_replica().await;
-    let client_a = slow_tenant(&app).await;
-    // The replica learns of the tenant through the database's announcement.
-    let mut known = false;
-    for _ in 0..200 {
-        let resp = app
-            .client
-            .get(format!("{replica}/tenants/t/token/status"))
-            .bearer_auth(&app.admin_key)
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == StatusCode::OK {
-            known = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    #[tokio::test]
+    async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token() {
+        super::a_recreated_tenant_is_never_served_the_deleted_tenants_token(
+            spawn_app_with(Backend::Sqlite, patient).await,
+        )
+        .await;
     }
-    assert!(known, "the replica knows tenant t");
-    // The fetch runs on the replica; the delete and re-create happen on the first app.
-    let in_flight = tokio::spawn({
-        let request = app
-            .client
-            .get(format!("{replica}/tenants/t/token"))
-            .bearer_auth(&app.admin_key);
-        async move { request.send().await.unwrap() }
-    });
-    eventually("client A's fetch to be under way", || {
-        app.issuer.calls(&client_a) == 1
-    })
-    .await;
-    let client_b = recreate(&app).await;
-    let first = in_flight.await.unwrap();
-    assert_ne!(
-        first.status(),
-        StatusCode::OK,
-        "the deleted tenant's token is not served"
-    );
+}
 
-    for address in [app.address.clone(), replica.clone()] {
-        for _ in 0..3 {
+mod postgres {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token() {
+        super::a_recreated_tenant_is_never_served_the_deleted_tenants_token(
+            spawn_app_with(Backend::Postgres, patient).await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_fetch_in_flight_on_one_replica_never_reaches_a_tenant_recreated_on_another() {
+        let app = spawn_app_with(Backend::Postgres, patient).await;
+        let (replica, _stop) = app.start_replica().await;
+        let client_a = slow_tenant(&app).await;
+        // The replica learns of the tenant through the database's announcement.
+        eventually("the replica to know tenant t", async || {
             let resp = app
                 .client
-                .get(format!("{address}/tenants/t/token"))
+                .get(format!("{replica}/tenants/t/token/status"))
                 .bearer_auth(&app.admin_key)
                 .send()
                 .await
                 .unwrap();
-            let token = json_body(resp, StatusCode::OK).await;
-            assert_eq!(
-                issued_to(&token),
-                client_b,
-                "{address} serves only client B's tokens"
-            );
+            resp.status() == StatusCode::OK
+        })
+        .await;
+        // The fetch runs on the replica; the delete and re-create happen on the first app.
+        let in_flight = tokio::spawn({
+            let request = app
+                .client
+                .get(format!("{replica}/tenants/t/token"))
+                .bearer_auth(&app.admin_key);
+            async move { request.send().await.unwrap() }
+        });
+        eventually("client A's fetch to be under way", async || {
+            app.issuer.calls(&client_a) == 1
+        })
+        .await;
+        let client_b = recreate(&app).await;
+        let first = in_flight.await.unwrap();
+        assert_ne!(
+            first.status(),
+            StatusCode::OK,
+            "the deleted tenant's token is not served"
+        );
+
+        for address in [app.address.clone(), replica.clone()] {
+            for _ in 0..3 {
+                let resp = app
+                    .client
+                    .get(format!("{address}/tenants/t/token"))
+                    .bearer_auth(&app.admin_key)
+                    .send()
+                    .await
+                    .unwrap();
+                let token = json_body(resp, StatusCode::OK).await;
+                assert_eq!(
+                    issued_to(&token),
+                    client_b,
+                    "{address} serves only client B's tokens"
+                );
+            }
         }
+        assert_eq!(app.issuer.calls(&client_b), 1, "one call for the fleet");
+        eventually_stored(&app).await;
+        assert_eq!(
+            app.raw_count("SELECT count(*) FROM tokens WHERE tenant_id = $1", &["t"])
+                .await,
+            1
+        );
     }
-    assert_eq!(app.issuer.calls(&client_b), 1, "one call for the fleet");
-    eventually_stored(&app).await;
-    assert_eq!(
-        app.raw_count("SELECT count(*) FROM tokens WHERE tenant_id = $1", &["t"])
-            .await,
-        1
-    );
 }

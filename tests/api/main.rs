@@ -1,23 +1,36 @@
-//! The API test suite: the real app over real HTTP, every case on PostgreSQL and SQLite.
+//! The API test suite: the real app over real HTTP. Storage cases run on PostgreSQL and
+//! SQLite (`postgres::` and `sqlite::`), HTTP-only cases on SQLite (`sqlite_only::`).
+//!
+//! Two tiers, told apart by test name: every test that needs something outside the
+//! repository is named `…postgres::…` (the PostgreSQL server on 127.0.0.1:5432) or
+//! `full::…` (throwaway PostgreSQL clusters, Python tools from PyPI, Chromium). `cargo
+//! fast` skips both; `scripts/test` prepares for and runs everything.
 
 #![allow(clippy::unwrap_used)]
 
 mod api_keys;
 mod auth;
 mod binary;
-mod cluster;
-mod contract;
-mod dashboard;
 mod errors;
-mod fleet;
 mod health;
 mod helpers;
 mod identity;
-mod interop;
 mod oauth;
 mod operator;
-mod outage;
-mod python;
 mod secrets;
 mod tenants;
 mod tokens;
+
+/// Tests that need more than the repository and a PostgreSQL server: clusters of their
+/// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and
+/// the fleet tests, which run on PostgreSQL only.
+mod full {
+    mod cluster;
+    mod contract;
+    mod dashboard;
+    mod demo;
+    mod fleet;
+    mod interop;
+    mod outage;
+    mod python;
+}

@@ -2,9 +2,9 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use edx_issuer::Failure;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
-use tokenvend::upstream::issuer::Failure;
 
 use crate::helpers::{captured_logs, json_body, TestApp};
 
@@ -227,9 +227,13 @@ async fn concurrent_edx_clients_on_a_cold_tenant_share_one_upstream_call(app: Te
 
 crate::on_both_backends!(
     answers_like_edx_from_the_same_cache,
+    upstream_trouble_is_a_502_or_a_503_with_retry_after,
+    concurrent_edx_clients_on_a_cold_tenant_share_one_upstream_call,
+);
+
+// HTTP behaviour alone: the backend cannot change these.
+crate::on_sqlite_only!(
     accepts_client_credentials_in_basic_auth,
     malformed_requests_get_rfc_6749_errors,
     a_key_without_token_scope_for_the_tenant_is_an_invalid_client,
-    upstream_trouble_is_a_502_or_a_503_with_retry_after,
-    concurrent_edx_clients_on_a_cold_tenant_share_one_upstream_call,
 );

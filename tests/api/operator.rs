@@ -1,12 +1,10 @@
-//! The real binary's operator commands (`tenants`, `keys`, `token`), `tokenvend demo`, and
-//! its JSON logs.
+//! The real binary's operator commands (`tenants`, `keys`, `token`) and its JSON logs.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
 use crate::helpers::{json_body, spawn_app, Backend, TestApp};
@@ -261,127 +259,6 @@ async fn every_operator_command_works_against_a_running_service() {
     assert_eq!(ran.stdout.trim(), "deleted tenant beta");
     let list = parse(&cli(&app, &admin, &["tenants", "list", "--json"], None, &[]).await);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-}
-
-/// The commands `tokenvend demo` prints, run as printed.
-#[tokio::test]
-async fn the_demo_comes_up_and_its_printed_commands_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = tokio::process::Command::from(tokenvend(dir.path()))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "demo"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    while let Some(line) =
-        tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the demo prints its commands within 30 s")
-            .unwrap()
-    {
-        let done = line.contains("Ctrl-C");
-        printed.push(line);
-        if done {
-            break;
-        }
-    }
-    let text = printed.join("\n");
-    assert!(
-        text.contains(&format!("http://127.0.0.1:{port}/dashboard")),
-        "{text}"
-    );
-    let curls: Vec<&str> = printed
-        .iter()
-        .map(|l| l.trim())
-        .filter(|l| l.starts_with("curl "))
-        .collect();
-    assert_eq!(curls.len(), 3, "{text}");
-    let mut answers = Vec::new();
-    for line in &curls {
-        let output = tokio::process::Command::new("sh")
-            .args(["-c", line])
-            .output()
-            .await
-            .unwrap();
-        assert!(output.status.success(), "{line}");
-        let body: Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{line}: {e}: {}", String::from_utf8_lossy(&output.stdout)));
-        answers.push(body);
-    }
-    assert!(answers[0]["access_token"].is_string(), "{}", answers[0]);
-    let states: Vec<(String, String)> = answers[1]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["tenant_id"].as_str().unwrap().to_owned(),
-                s["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        states,
-        [
-            ("acme".into(), "valid".into()),
-            ("globex".into(), "valid".into()),
-            ("initech".into(), "failing".into())
-        ]
-    );
-    assert_eq!(answers[2]["token_type"], "JWT");
-    assert_eq!(answers[2]["access_token"], answers[0]["access_token"]);
-
-    // The printed dashboard URL and key, in a real browser: the demo tenants, the failing
-    // one included.
-    let dashboard = format!("http://127.0.0.1:{port}/dashboard");
-    let key = text
-        .split("caller key:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the printed caller key");
-    let (_driver, browser) = crate::dashboard::browser().await;
-    browser.goto(&dashboard).await.unwrap();
-    crate::dashboard::type_key(&browser, key).await;
-    crate::dashboard::expect_rows(
-        &browser,
-        &[
-            ("acme", "valid"),
-            ("globex", "valid"),
-            ("initech", "failing"),
-        ],
-    )
-    .await;
-    let shot = crate::dashboard::artifact("demo-dashboard.png");
-    std::fs::write(&shot, browser.screenshot().await.unwrap()).unwrap();
-    eprintln!("demo dashboard screenshot: {}", shot.display());
-    browser.close().await.unwrap();
-
-    let pid = child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().await.unwrap();
-    assert!(exit.success(), "Ctrl-C stops the demo cleanly: {exit:?}");
-    let mut rest = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        rest.push_str(&line);
-    }
-    assert!(rest.contains("demo stopped"), "{rest}");
-    let store = text
-        .split("store in ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .unwrap();
-    assert!(
-        !Path::new(store).exists(),
-        "the temporary store {store} is deleted on exit"
-    );
 }
 
 /// JSON logs carry request id, route, tenant, status and latency; no line, at debug,

@@ -423,10 +423,14 @@ async fn every_change_is_in_the_audit_trail_without_secrets(app: TestApp) {
 crate::on_both_backends!(
     a_tenant_can_be_created_read_listed_updated_and_deleted,
     creating_an_existing_id_is_a_conflict_and_keeps_the_original,
-    invalid_tenant_fields_are_422_naming_the_field,
-    token_urls_must_be_public_https_unless_insecure_urls_are_allowed,
     the_tenant_list_pages_in_id_order_with_an_opaque_cursor,
     patch_rules_null_required_fields_unknown_ids_and_no_op_updates,
     changing_credentials_drops_the_stored_token_and_other_changes_keep_it,
     every_change_is_in_the_audit_trail_without_secrets,
+);
+
+// HTTP behaviour alone: the backend cannot change these.
+crate::on_sqlite_only!(
+    invalid_tenant_fields_are_422_naming_the_field,
+    token_urls_must_be_public_https_unless_insecure_urls_are_allowed,
 );

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
-const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
+const REQUIREMENTS: &str = include_str!("../../python/requirements.txt");
 
 static ENV: OnceCell<PathBuf> = OnceCell::const_new();
 

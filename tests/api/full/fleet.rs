@@ -7,7 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokenvend::store::REFRESH_LOCK_KEY;
 
-use crate::helpers::{spawn_app, spawn_app_with, Backend, RawDb, TestApp};
+use crate::helpers::{
+    eventually, eventually_within, poll_until, spawn_app, spawn_app_with, Backend, RawDb, TestApp,
+};
 
 /// How soon every replica must see a change made on another.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(1);
@@ -15,19 +17,21 @@ const PROPAGATION_LIMIT: Duration = Duration::from_secs(1);
 /// Polls `url` on another replica until it answers `expected`; returns how long it took,
 /// failing once that is longer than `PROPAGATION_LIMIT`.
 async fn until_status(app: &TestApp, url: &str, key: &str, expected: StatusCode) -> Duration {
-    let started = Instant::now();
-    loop {
-        let resp = app.client.get(url).bearer_auth(key).send().await.unwrap();
-        if resp.status() == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < PROPAGATION_LIMIT,
-            "{url} still answers {} instead of {expected}",
-            resp.status()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut answered = None;
+    let took = poll_until(PROPAGATION_LIMIT, async || {
+        let status = app
+            .client
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        answered = Some(status);
+        status == expected
+    })
+    .await;
+    took.unwrap_or_else(|| panic!("{url} still answers {answered:?} instead of {expected}"))
 }
 
 async fn get_json(app: &TestApp, url: &str) -> Value {
@@ -53,23 +57,25 @@ async fn fleet_token(app: &TestApp, replicas: &[String]) -> Value {
     tokens.remove(0)
 }
 
-/// Waits until every replica holds the token with `fingerprint`.
+/// Waits until every replica holds the token with `fingerprint`, failing once that takes
+/// longer than `PROPAGATION_LIMIT`.
 async fn until_all_hold(app: &TestApp, replicas: &[String], fingerprint: &Value) {
-    let started = Instant::now();
-    for replica in replicas {
-        loop {
+    let mut behind = None;
+    let held = poll_until(PROPAGATION_LIMIT, async || {
+        for replica in replicas {
             let status = get_json(app, &format!("{replica}/tenants/acme/token/status")).await;
-            if &status["fingerprint"] == fingerprint {
-                break;
+            if &status["fingerprint"] != fingerprint {
+                behind = Some((replica, status["fingerprint"].clone()));
+                return false;
             }
-            assert!(
-                started.elapsed() < PROPAGATION_LIMIT,
-                "{replica} still holds {} instead of {fingerprint}",
-                status["fingerprint"]
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
+        true
+    })
+    .await;
+    assert!(
+        held.is_some(),
+        "{behind:?} (replica, fingerprint) still holds another token than {fingerprint}"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +124,10 @@ async fn three_replicas_behave_as_one_service() {
     // Scheduled refreshes: every replica's scheduler finds the token due at once, and
     // the fleet still makes one call.
     app.advance(3300);
-    crate::helpers::eventually("the scheduled refresh", || app.issuer.calls(&client) == 3).await;
+    eventually("the scheduled refresh", async || {
+        app.issuer.calls(&client) == 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         app.issuer.calls(&client),
@@ -285,18 +294,12 @@ async fn a_credentials_change_on_one_replica_drops_the_token_on_another() {
         StatusCode::OK
     );
     let status_url = format!("{other}/tenants/acme/token/status");
-    let started = Instant::now();
-    loop {
-        let status = get_json(&app, &status_url).await;
-        if status["state"] == "missing" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the other replica still holds the old token"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_within(
+        Duration::from_secs(2),
+        "the other replica to drop the old token",
+        async || get_json(&app, &status_url).await["state"] == "missing",
+    )
+    .await;
     let after = get_json(&app, &url).await;
     assert_ne!(after["access_token"], before["access_token"]);
     let form = app.issuer.last_form(&client).unwrap();

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::cluster::Cluster;
-use crate::helpers::{assert_problem, spawn_app_on_postgres, tenant_body, TestApp};
+use super::cluster::Cluster;
+use crate::helpers::{
+    assert_problem, eventually_within, spawn_app_on_postgres, tenant_body, TestApp,
+};
 
 /// Requests a cached tenant's token from `workers` loops until `stop` is set; returns
 /// counters of answers that were 200 and that were not.
@@ -101,14 +103,10 @@ async fn the_service_rides_out_a_database_outage() {
     cluster.start().await;
 
     // Readiness and writes come back without a restart.
-    let started = Instant::now();
-    while status_of(&app, "/readyz").await != StatusCode::OK {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not ready again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_within(Duration::from_secs(10), "ready again", async || {
+        status_of(&app, "/readyz").await == StatusCode::OK
+    })
+    .await;
     let resp = app.create_tenant(&tenant_body("gamma")).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let resp = app

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use edx_issuer::Failure;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
-use tokenvend::upstream::issuer::Failure;
 
 use crate::binary::free_port;
-use crate::helpers::{spawn_app, Backend};
+use crate::helpers::{eventually, poll_until, spawn_app, Backend};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -47,20 +47,25 @@ pub async fn browser() -> (tokio::process::Child, Client) {
         }
     });
     let capabilities = capabilities.as_object().unwrap().clone();
+    let mut session = None;
     let mut last_error = None;
-    for _ in 0..100 {
+    let connected = poll_until(Duration::from_secs(10), async || {
         match ClientBuilder::rustls()
             .unwrap()
             .capabilities(capabilities.clone())
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(client) => return (driver, client),
+            Ok(client) => session = Some(client),
             Err(e) => last_error = Some(e),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        session.is_some()
+    })
+    .await;
+    match (connected, session) {
+        (Some(_), Some(client)) => (driver, client),
+        _ => panic!("cannot start a Chromium session: {last_error:?}"),
     }
-    panic!("cannot start a Chromium session: {last_error:?}");
 }
 
 pub async fn type_key(browser: &Client, key: &str) {
@@ -128,13 +133,11 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
         .await
         .unwrap();
     let mut message = String::new();
-    for _ in 0..100 {
+    eventually("the page to show an error", async || {
         message = error.text().await.unwrap();
-        if !message.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        !message.is_empty()
+    })
+    .await;
     assert!(
         message.contains("not accepted") && message.contains("401"),
         "{message:?}"

@@ -5,12 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenvend::upstream::issuer::Failure;
+use edx_issuer::Failure;
 use tokio::process::Command;
 
-use crate::cluster::Cluster;
+use super::cluster::Cluster;
+use super::python;
 use crate::helpers::{spawn_app_on_postgres, TestApp};
-use crate::python;
 
 /// The caller key in openapi.yaml's examples of the edX-compatible endpoint.
 const EXAMPLE_CALLER_KEY: &str = "tv_k3v9q2m8x1ab_Q2xvY2tUb3dlckJyaWRnZUNpcmNsZVN0YXJzMTIz";

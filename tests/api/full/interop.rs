@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::process::Command;
 
+use super::python;
 use crate::helpers::{json_body, spawn_app, Backend};
-use crate::python;
 
 #[tokio::test]
 async fn edx_rest_api_client_gets_its_tokens_from_tokenvend() {
