@@ -310,8 +310,9 @@ async fn changing_credentials_drops_the_stored_token_and_other_changes_keep_it(a
         app.create_tenant(&tenant_body("acme")).await.status(),
         StatusCode::CREATED
     );
-    let insert_token = "INSERT INTO tokens (tenant_id, key_id, ciphertext, token_type, scope, \
-         fetched_at, expires_at) VALUES ($1, 'k', 'x', 'jwt', NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)";
+    let insert_token = "INSERT INTO tokens (tenant_id, tenant_uid, key_id, ciphertext, \
+         token_type, scope, fetched_at, expires_at) SELECT id, uid, 'k', 'x', 'jwt', NULL, \
+         CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM tenants WHERE id = $1";
     let count = "SELECT COUNT(*) FROM tokens WHERE tenant_id = $1";
 
     app.raw_execute(insert_token, &["acme"]).await;
