@@ -1,11 +1,12 @@
 //! Signature checks of fetched JWTs against a tenant's JWKS, with the key sets cached.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
 use serde_json::Value;
 use url::Url;
 
@@ -75,12 +76,7 @@ impl JwksCache {
     }
 
     async fn key_set(&self, url: &Url, refetch: bool) -> Option<Arc<JwkSet>> {
-        let cached = self
-            .sets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(url.as_str())
-            .cloned();
+        let cached = self.sets.lock().get(url.as_str()).cloned();
         if let Some((fetched, set)) = &cached {
             let age = fetched.elapsed();
             if age < JWKS_TTL && !(refetch && age >= REFETCH_AFTER) {
@@ -98,7 +94,6 @@ impl JwksCache {
                 let set = Arc::new(set);
                 self.sets
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .insert(url.to_string(), (Instant::now(), set.clone()));
                 Some(set)
             }
