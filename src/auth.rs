@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::{Scope, ScopeSet, TenantAccess};
+use crate::domain::{Scope, ScopeSet, TenantAccess, TenantUid};
 use crate::error::ApiError;
 use crate::store::ApiKeyRecord;
 
@@ -181,8 +181,13 @@ impl Caller {
 
     /// 403 for a key without token scope, 404 (as for an unknown tenant) for a key whose
     /// token scope covers other tenants only.
-    pub fn require_token_access(&self, tenant: &str) -> Result<(), ApiError> {
-        match self.0.scopes.token_access(tenant) {
+    /// `current` is the identity of the tenant holding the id now, if any.
+    pub fn require_token_access(
+        &self,
+        tenant: &str,
+        current: Option<TenantUid>,
+    ) -> Result<(), ApiError> {
+        match self.0.scopes.token_access(tenant, current) {
             TenantAccess::Granted => Ok(()),
             TenantAccess::Hidden => Err(ApiError::TenantNotFound),
             TenantAccess::Forbidden => Err(ApiError::Forbidden {
@@ -215,6 +220,7 @@ required_scopes! {
     Admin => Scope::Admin,
     TenantsRead => Scope::TenantsRead,
     TenantsWrite => Scope::TenantsWrite,
+    MetricsRead => Scope::Metrics,
 }
 
 /// A caller holding scope `R`: 401 without a valid key, 403 without the scope, before any

@@ -85,7 +85,7 @@ pub enum KeysCommand {
         #[arg(long)]
         name: String,
         /// A scope (repeat for several): admin, tenants:read, tenants:write, token:*,
-        /// token:<tenant id>.
+        /// token:<tenant id> (an existing tenant), metrics.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
     },

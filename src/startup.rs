@@ -83,6 +83,10 @@ impl Application {
         let admin_key = resolve_admin_key(&settings)?;
 
         let keys = KeyRing::new(&admin_key);
+        store
+            .bind_legacy_token_scopes()
+            .await
+            .map_err(StartupError::store("caller keys"))?;
         let records = store
             .list_api_keys()
             .await

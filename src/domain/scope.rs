@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::TenantId;
+use super::{TenantId, TenantUid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -11,7 +11,12 @@ pub enum Scope {
     TenantsRead,
     TenantsWrite,
     TokenAll,
-    Token(TenantId),
+    /// One tenant's token, bound to the tenant that held the id when the key was created
+    /// (`None` until bound: such a scope grants nothing). A tenant created later under the
+    /// same id is another tenant, which the scope does not cover.
+    Token(TenantId, Option<TenantUid>),
+    /// `/metrics` (Prometheus scrapes).
+    Metrics,
 }
 
 impl FromStr for Scope {
@@ -23,12 +28,21 @@ impl FromStr for Scope {
             "tenants:read" => Ok(Scope::TenantsRead),
             "tenants:write" => Ok(Scope::TenantsWrite),
             "token:*" => Ok(Scope::TokenAll),
+            "metrics" => Ok(Scope::Metrics),
             other => match other.strip_prefix("token:") {
-                Some(id) => TenantId::parse(id)
-                    .map(Scope::Token)
-                    .map_err(|e| format!("{s:?}: tenant id {e}")),
+                // The stored form carries the binding: `token:<id>@<tenant uid>`.
+                Some(bound) => {
+                    let (id, uid) = match bound.split_once('@') {
+                        Some((id, uid)) => (id, Some(TenantUid::parse(uid)?)),
+                        None => (bound, None),
+                    };
+                    TenantId::parse(id)
+                        .map(|id| Scope::Token(id, uid))
+                        .map_err(|e| format!("{s:?}: tenant id {e}"))
+                }
                 None => Err(format!(
-                    "{s:?} is not a scope (admin, tenants:read, tenants:write, token:*, token:<tenant id>)"
+                    "{s:?} is not a scope (admin, tenants:read, tenants:write, token:*, \
+                     token:<tenant id>, metrics)"
                 )),
             },
         }
@@ -42,7 +56,8 @@ impl fmt::Display for Scope {
             Scope::TenantsRead => f.write_str("tenants:read"),
             Scope::TenantsWrite => f.write_str("tenants:write"),
             Scope::TokenAll => f.write_str("token:*"),
-            Scope::Token(id) => write!(f, "token:{id}"),
+            Scope::Token(id, _) => write!(f, "token:{id}"),
+            Scope::Metrics => f.write_str("metrics"),
         }
     }
 }
@@ -72,6 +87,39 @@ impl ScopeSet {
         Self(out)
     }
 
+    /// Binds every unbound tenant scope to the identity `current` gives its tenant now;
+    /// `Err` with the first id that names no tenant.
+    pub fn bind(self, current: impl Fn(&TenantId) -> Option<TenantUid>) -> Result<Self, TenantId> {
+        self.0
+            .into_iter()
+            .map(|scope| match scope {
+                Scope::Token(id, None) => match current(&id) {
+                    Some(uid) => Ok(Scope::Token(id, Some(uid))),
+                    None => Err(id),
+                },
+                other => Ok(other),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::new)
+    }
+
+    /// Binds the tenant scopes whose tenant `current` knows, and leaves the others unbound
+    /// (granting nothing).
+    pub fn bind_known(self, current: impl Fn(&TenantId) -> Option<TenantUid>) -> Self {
+        Self::new(self.0.into_iter().map(|scope| match scope {
+            Scope::Token(id, None) => {
+                let uid = current(&id);
+                Scope::Token(id, uid)
+            }
+            other => other,
+        }))
+    }
+
+    /// Whether some tenant scope is not bound yet.
+    pub fn has_unbound(&self) -> bool {
+        self.0.iter().any(|s| matches!(s, Scope::Token(_, None)))
+    }
+
     /// Parses the space-separated form kept in the store.
     pub fn parse_stored(stored: &str) -> Result<Self, String> {
         stored
@@ -81,11 +129,20 @@ impl ScopeSet {
             .map(Self::new)
     }
 
+    /// The form kept in the store: tenant scopes with their binding.
     pub fn to_stored(&self) -> String {
         self.iter()
-            .map(ToString::to_string)
+            .map(|scope| match scope {
+                Scope::Token(id, Some(uid)) => format!("token:{id}@{uid}"),
+                other => other.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// The form callers see: tenant ids without their binding.
+    pub fn to_public(&self) -> Vec<String> {
+        self.iter().map(ToString::to_string).collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
@@ -102,14 +159,20 @@ impl ScopeSet {
     }
 
     /// What the key may do with `tenant`'s token (a raw id: one that cannot exist is
-    /// hidden from token-scoped keys like any other they do not cover).
-    pub fn token_access(&self, tenant: &str) -> TenantAccess {
+    /// hidden from token-scoped keys like any other they do not cover). `current` is the
+    /// identity of the tenant holding that id now, if any: a scope bound to a deleted
+    /// tenant does not cover a tenant re-created under its id.
+    pub fn token_access(&self, tenant: &str, current: Option<TenantUid>) -> TenantAccess {
         let mut has_token_scope = false;
         for scope in &self.0 {
             match scope {
                 Scope::Admin | Scope::TokenAll => return TenantAccess::Granted,
-                Scope::Token(id) if id.as_str() == tenant => return TenantAccess::Granted,
-                Scope::Token(_) => has_token_scope = true,
+                Scope::Token(id, Some(bound))
+                    if id.as_str() == tenant && current == Some(*bound) =>
+                {
+                    return TenantAccess::Granted
+                }
+                Scope::Token(..) => has_token_scope = true,
                 _ => {}
             }
         }
@@ -137,6 +200,7 @@ mod tests {
             "tenants:write",
             "token:*",
             "token:acme",
+            "metrics",
         ] {
             assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
         }
@@ -155,13 +219,44 @@ mod tests {
 
     #[test]
     fn token_access_hides_other_tenants_and_forbids_keys_without_token_scope() {
-        assert_eq!(set("token:a").token_access("a"), TenantAccess::Granted);
-        assert_eq!(set("token:a").token_access("b"), TenantAccess::Hidden);
-        assert_eq!(set("token:*").token_access("b"), TenantAccess::Granted);
-        assert_eq!(set("admin").token_access("b"), TenantAccess::Granted);
+        let a = TenantUid::generate();
+        let bound = set(&format!("token:a@{a}"));
+        assert_eq!(bound.token_access("a", Some(a)), TenantAccess::Granted);
+        assert_eq!(bound.token_access("b", None), TenantAccess::Hidden);
         assert_eq!(
-            set("tenants:read tenants:write").token_access("a"),
+            set("token:*").token_access("b", None),
+            TenantAccess::Granted
+        );
+        assert_eq!(set("admin").token_access("b", None), TenantAccess::Granted);
+        assert_eq!(
+            set("tenants:read tenants:write").token_access("a", Some(a)),
             TenantAccess::Forbidden
+        );
+    }
+
+    #[test]
+    fn a_tenant_scope_covers_only_the_tenant_it_was_bound_to() {
+        let (old, new) = (TenantUid::generate(), TenantUid::generate());
+        let bound = set("token:a").bind(|_| Some(old)).unwrap();
+        assert_eq!(bound.to_stored(), format!("token:a@{old}"));
+        assert_eq!(bound.to_public(), ["token:a"]);
+        assert_eq!(ScopeSet::parse_stored(&bound.to_stored()).unwrap(), bound);
+        assert_eq!(bound.token_access("a", Some(old)), TenantAccess::Granted);
+        assert_eq!(
+            bound.token_access("a", Some(new)),
+            TenantAccess::Hidden,
+            "a tenant re-created under the id is another tenant"
+        );
+        assert_eq!(bound.token_access("a", None), TenantAccess::Hidden);
+        assert_eq!(
+            set("token:a").token_access("a", Some(old)),
+            TenantAccess::Hidden,
+            "an unbound scope grants nothing"
+        );
+        assert_eq!(
+            set("token:a token:b").bind(|id| (id.as_str() == "a").then_some(old)),
+            Err(TenantId::parse("b").unwrap()),
+            "binding fails on an unknown tenant"
         );
     }
 

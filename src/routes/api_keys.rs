@@ -1,5 +1,7 @@
 //! Caller keys: create (the key is shown once), list (never the key) and revoke.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -45,7 +47,11 @@ impl From<&ApiKeyRecord> for ApiKeyView {
         Self {
             id: k.id.clone(),
             name: k.name.clone(),
-            scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
+            // Tenant scopes without their binding (the tenant identity is internal).
+            scopes: ScopeSet::parse_stored(&k.scopes).map_or_else(
+                |_| k.scopes.split_whitespace().map(str::to_owned).collect(),
+                |set| set.to_public(),
+            ),
             created_at: rfc3339(k.created_at),
         }
     }
@@ -81,6 +87,26 @@ fn parse_scopes(raw: Option<Vec<String>>) -> Result<ScopeSet, FieldError> {
     Ok(set)
 }
 
+/// Binds each `token:<id>` scope to the tenant that holds the id now; `422` naming the
+/// scope when no tenant does.
+async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
+    let mut current = HashMap::new();
+    for scope in scopes.iter() {
+        if let Scope::Token(id, None) = scope {
+            if let Some(tenant) = state.store.get_tenant(id).await? {
+                current.insert(id.clone(), tenant.uid);
+            }
+        }
+    }
+    scopes.bind(|id| current.get(id).copied()).map_err(|id| {
+        FieldError::new(
+            "scopes",
+            format!("token:{id} names no tenant; create the tenant first"),
+        )
+        .into()
+    })
+}
+
 async fn create_api_key(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<Admin>,
@@ -91,7 +117,7 @@ async fn create_api_key(
         .name
         .ok_or_else(|| FieldError::new("name", "is required"))
         .and_then(|n| validate_name(&n).map_err(|m| FieldError::new("name", m)))?;
-    let scopes = parse_scopes(body.scopes)?;
+    let scopes = bind_scopes(&state, parse_scopes(body.scopes)?).await?;
     let generated = generate_key();
     let record = ApiKeyRecord {
         id: generated.id.clone(),

@@ -1,4 +1,4 @@
-//! Liveness and readiness probes and metrics (no authentication).
+//! Liveness and readiness probes (no authentication) and metrics (the `metrics` scope).
 
 use std::time::Duration;
 
@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::auth::{Authorized, MetricsRead};
 use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
@@ -21,8 +22,13 @@ async fn get_health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Prometheus text (OpenMetrics); no authentication, no secrets, tenant ids as labels.
-async fn get_metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+/// Prometheus text (OpenMetrics): no secrets, but tenant ids as labels, so only for keys
+/// with the `metrics` scope (a hidden tenant must look exactly like an unknown one).
+/// `TOKENVEND_METRICS_LISTEN` serves it without a key on a private address.
+async fn get_metrics(
+    State(state): State<AppState>,
+    _: Authorized<MetricsRead>,
+) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,

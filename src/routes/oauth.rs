@@ -248,7 +248,8 @@ async fn access_token(
         .ok_or_else(OAuthError::invalid_client)?;
     let tenant = TenantId::parse(&client_id).map_err(|_| OAuthError::invalid_client())?;
     tracing::Span::current().record("tenant", tenant.as_str());
-    if caller.scopes.token_access(tenant.as_str()) != TenantAccess::Granted {
+    let current = state.vendor.uid_of(&tenant);
+    if caller.scopes.token_access(tenant.as_str(), current) != TenantAccess::Granted {
         return Err(OAuthError::invalid_client());
     }
     let token = state.vendor.token(&tenant, Duration::ZERO).await?;

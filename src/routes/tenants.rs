@@ -288,7 +288,7 @@ async fn update_tenant(
             &request_id,
             "tenant.update",
             id.as_str(),
-            json!({ "changed": changed }),
+            change_details(&current, &next, &changed),
         );
         if state
             .store
@@ -397,11 +397,35 @@ fn apply_patch(
     if changed.iter().any(|f| TOKEN_FIELDS.contains(f)) {
         next.credentials_version = current.credentials_version + 1;
     }
+    // A stored secret is never sent somewhere new: whoever moves the token endpoint must
+    // also give the secret for it (otherwise a `tenants:write` key could post any
+    // tenant's secret to a host of its choosing).
+    if changed.contains(&"token_url") && !changed.contains(&"client_secret") {
+        return Err(FieldError::new(
+            "client_secret",
+            "is required in the same request when token_url changes (a stored secret is \
+             never sent to a new URL)",
+        ));
+    }
     if !changed.is_empty() {
         next.version = current.version + 1;
         next.updated_at = now();
     }
     Ok((next, changed))
+}
+
+/// The audit details of an update: the names of the changed fields, and where the token
+/// endpoint moved from and to (URLs are not secret; secrets never appear).
+fn change_details(current: &Tenant, next: &Tenant, changed: &[&str]) -> serde_json::Value {
+    let mut details = json!({ "changed": changed });
+    if changed.contains(&"token_url") {
+        let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
+        details["token_url"] = json!({
+            "from": shown(&current.token_url),
+            "to": shown(&next.token_url),
+        });
+    }
+    details
 }
 
 async fn delete_tenant(

@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
+use crate::domain::TenantId;
 use crate::error::{ApiError, Result};
 use crate::extract::Path;
 use crate::routes::tenant_path::path_tenant_id;
@@ -38,7 +39,10 @@ async fn get_token(
     Path(raw_id): Path<String>,
     uri: Uri,
 ) -> Result<impl IntoResponse> {
-    caller.require_token_access(&raw_id)?;
+    let current = TenantId::parse(&raw_id)
+        .ok()
+        .and_then(|id| state.vendor.uid_of(&id));
+    caller.require_token_access(&raw_id, current)?;
     let id = path_tenant_id(&raw_id)?;
     // The query is read only now, so that a key without scope gets 403 whatever it sends.
     let params: TokenParams = axum::extract::Query::try_from_uri(&uri)

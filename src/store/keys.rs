@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
+use std::collections::HashMap;
+
 use super::backend::{Backend, Store};
+use crate::domain::{Scope, ScopeSet};
 
 /// A caller key row: only the SHA-256 of the key is stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -38,6 +41,44 @@ pub struct AuditEvent {
 }
 
 impl Store {
+    /// Binds the `token:<id>` scopes of keys stored before scopes were bound to tenant
+    /// identities, to the tenant holding that id now (a scope whose tenant is gone stays
+    /// unbound and grants nothing). Returns how many keys changed; running it again
+    /// changes nothing.
+    pub async fn bind_legacy_token_scopes(&self) -> Result<usize, sqlx::Error> {
+        let mut changed = 0;
+        for key in self.list_api_keys().await? {
+            let Ok(scopes) = ScopeSet::parse_stored(&key.scopes) else {
+                continue;
+            };
+            if !scopes.has_unbound() {
+                continue;
+            }
+            let mut current = HashMap::new();
+            for scope in scopes.iter() {
+                if let Scope::Token(id, None) = scope {
+                    if let Some(tenant) = self.get_tenant(id).await? {
+                        current.insert(id.clone(), tenant.uid);
+                    }
+                }
+            }
+            let bound = scopes.bind_known(|id| current.get(id).copied()).to_stored();
+            if bound != key.scopes {
+                on_pool!(self, |pool| sqlx::query(
+                    "UPDATE api_keys SET scopes = $2 WHERE id = $1 AND scopes = $3"
+                )
+                .bind(&key.id)
+                .bind(&bound)
+                .bind(&key.scopes)
+                .execute(pool)
+                .await
+                .map(drop))?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     pub async fn insert_api_key(
         &self,
         k: &ApiKeyRecord,

@@ -46,7 +46,7 @@ pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 use self::core::Core;
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
-use crate::domain::{Tenant, TenantId, UrlPolicy};
+use crate::domain::{Tenant, TenantId, TenantUid, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
 use crate::store::TenantRow;
 use crate::upstream::UpstreamClient;
@@ -211,6 +211,11 @@ impl Vendor {
     /// identity), is servable and is newer than the one held.
     pub fn adopt(&self, stored: StoredToken) -> bool {
         registry::adopt(&self.core, stored)
+    }
+
+    /// The identity of the tenant that holds `id` now, if any.
+    pub fn uid_of(&self, id: &TenantId) -> Option<TenantUid> {
+        Some(self.core.slot(id)?.config.load().key.uid)
     }
 
     pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {

@@ -4,6 +4,8 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_problem, json_body, TestApp};
 
 async fn a_created_key_is_shown_once_and_never_listed(app: TestApp) {
+    app.create_tenant(&crate::helpers::tenant_body("acme"))
+        .await;
     let body =
         json!({"name": "billing service", "scopes": ["token:acme", "tenants:read", "token:acme"]});
     let resp = app.admin(Method::POST, "/api-keys", Some(&body)).await;

@@ -457,6 +457,26 @@ impl TestApp {
             }
         }
     }
+
+    /// The first column of every row `sql` returns, as text.
+    pub async fn raw_strings(&self, sql: &str, args: &[&str]) -> Vec<String> {
+        match &self.raw {
+            RawDb::Postgres(pool) => {
+                let mut q = sqlx::query_scalar::<_, String>(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.fetch_all(pool).await.expect("raw strings")
+            }
+            RawDb::Sqlite(pool) => {
+                let mut q = sqlx::query_scalar::<_, String>(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.fetch_all(pool).await.expect("raw strings")
+            }
+        }
+    }
 }
 
 impl TestApp {

@@ -36,6 +36,7 @@ async fn a_tenant_can_be_created_read_listed_updated_and_deleted(app: TestApp) {
     let patch = json!({
         "name": "Acme Corp",
         "token_url": "https://lms.example.com/oauth2/access_token",
+        "client_secret": "the-secret-for-the-new-url",
         "token_type": "bearer",
         "scope": null,
     });
@@ -335,7 +336,10 @@ async fn changing_credentials_drops_the_stored_token_and_other_changes_keep_it(a
         json!({"client_id": "new-client"}),
         json!({"scope": "read"}),
         json!({"token_type": "bearer"}),
-        json!({"token_url": "https://lms.example.com/oauth2/access_token"}),
+        json!({
+            "token_url": "https://lms.example.com/oauth2/access_token",
+            "client_secret": "secret-for-the-new-url",
+        }),
         json!({"asymmetric_jwt": true}),
     ] {
         if app.raw_count(count, &["acme"]).await == 0 {

@@ -238,7 +238,7 @@ async fn min_ttl_fetches_a_fresher_token_at_most_once_per_request(app: TestApp) 
     assert_ne!(refetched["access_token"], fresher["access_token"]);
     assert_eq!(app.issuer.calls(&client), 3, "one fetch for that request");
     let metrics = app
-        .request(Method::GET, "/metrics", None, None)
+        .request(Method::GET, "/metrics", Some(&app.admin_key), None)
         .await
         .text()
         .await
@@ -608,7 +608,7 @@ async fn token_status_shows_the_window_and_claims_but_never_the_token(app: TestA
     .await;
     assert_eq!(list["items"][0]["tenant_id"], "acme");
     let metrics = app
-        .request(Method::GET, "/metrics", None, None)
+        .request(Method::GET, "/metrics", Some(&app.admin_key), None)
         .await
         .text()
         .await
@@ -677,7 +677,9 @@ async fn metrics_count_requests_by_result_and_upstream_calls_by_outcome(app: Tes
     app.issuer
         .configure(&bad, |b| b.failure = Some(Failure::InvalidClient));
     app.get_token("bad").await;
-    let resp = app.request(Method::GET, "/metrics", None, None).await;
+    let resp = app
+        .request(Method::GET, "/metrics", Some(&app.admin_key), None)
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
     for line in [

@@ -139,6 +139,7 @@ def phase_up():
         ("POST", "/api-keys", None),
         ("DELETE", "/api-keys/{id}", {"id": "k3v9q2m8x1ab"}),
         ("GET", "/audit-events", None),
+        ("GET", "/metrics", None),
     ]:
         body = {
             ("POST", "/api-keys"): {"name": "n", "scopes": ["token:acme"]},
@@ -148,6 +149,7 @@ def phase_up():
         reached.add(expect("403", method, path, key=TOKEN_ONLY, path_parameters=params,
                            body=body, media_type=merge if method == "PATCH" else None))
     reached.add(expect("403", "GET", "/tenants/{id}/token", key=READ_ONLY, path_parameters=acme))
+    reached.add(expect("401", "GET", "/metrics", key=None))
 
     # Malformed and oversized bodies.
     reached.add(expect("400", "POST", "/tenants", raw=b"{", media_type="application/json"))
