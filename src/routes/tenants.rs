@@ -13,11 +13,11 @@ use serde_json::json;
 use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
-    parse_outbound_url, rfc3339, validate_client_id, validate_client_secret, validate_name,
-    validate_scope, FieldError, Tenant, TenantId, TenantUid, TokenType,
+    drops_token, parse_outbound_url, rfc3339, validate_client_id, validate_client_secret,
+    validate_name, validate_scope, FieldError, Tenant, TenantId, TenantPatch, TenantUid, TokenType,
 };
 use crate::error::{ApiError, OnConflict, Result};
-use crate::extract::{Json, Patch, Path, Query};
+use crate::extract::{Json, Path, Query};
 use crate::routes::audit_entry::audit;
 use crate::routes::pagination::{decode_cursor, encode_cursor, page_size, PageParams};
 use crate::routes::tenant_path::path_tenant_id;
@@ -80,42 +80,11 @@ struct CreateTenant {
     jwks_url: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateTenant {
-    #[serde(default)]
-    name: Patch<String>,
-    #[serde(default)]
-    client_id: Patch<String>,
-    #[serde(default)]
-    client_secret: Patch<SecretString>,
-    #[serde(default)]
-    token_url: Patch<String>,
-    #[serde(default)]
-    scope: Patch<String>,
-    #[serde(default)]
-    token_type: Patch<String>,
-    #[serde(default)]
-    asymmetric_jwt: Patch<bool>,
-    #[serde(default)]
-    jwks_url: Patch<String>,
-}
-
 #[derive(Serialize)]
 struct TenantPage {
     items: Vec<TenantView>,
     next_cursor: Option<String>,
 }
-
-/// Fields whose change makes a held token stale (it was issued for other credentials).
-const TOKEN_FIELDS: &[&str] = &[
-    "client_id",
-    "client_secret",
-    "token_url",
-    "scope",
-    "token_type",
-    "asymmetric_jwt",
-];
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, FieldError> {
     value.ok_or_else(|| FieldError::new(field, "is required"))
@@ -269,7 +238,7 @@ async fn update_tenant(
     Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
-    Json(patch): Json<UpdateTenant>,
+    Json(patch): Json<TenantPatch>,
 ) -> Result<axum::Json<TenantView>> {
     let id = path_tenant_id(&raw_id)?;
     for _ in 0..UPDATE_ATTEMPTS {
@@ -278,11 +247,18 @@ async fn update_tenant(
             .get_tenant(&id)
             .await?
             .ok_or(ApiError::TenantNotFound)?;
-        let (next, changed) = apply_patch(&state, &current, &patch)?;
+        let seal = |secret: &SecretString| {
+            state.master_key.seal(
+                Purpose::ClientSecret,
+                current.id.as_str(),
+                secret.expose_secret().as_bytes(),
+            )
+        };
+        let (next, changed) = current.patched(&patch, state.url_policy, seal, now())?;
         if changed.is_empty() {
             return Ok(axum::Json(TenantView::from(&current)));
         }
-        let drop_token = changed.iter().any(|f| TOKEN_FIELDS.contains(f));
+        let drop_token = drops_token(&changed);
         let entry = audit(
             &caller,
             &request_id,
@@ -303,115 +279,6 @@ async fn update_tenant(
     Err(ApiError::Conflict(
         "the tenant was changed concurrently; retry the update".to_owned(),
     ))
-}
-
-/// The tenant after `patch`, and the names of the fields that changed.
-fn apply_patch(
-    state: &AppState,
-    current: &Tenant,
-    patch: &UpdateTenant,
-) -> Result<(Tenant, Vec<&'static str>), FieldError> {
-    fn not_null<T: Clone>(name: &str, p: &Patch<T>) -> Result<Option<T>, FieldError> {
-        match p {
-            Patch::Absent => Ok(None),
-            Patch::Null => Err(FieldError::new(name, "must not be null")),
-            Patch::Value(v) => Ok(Some(v.clone())),
-        }
-    }
-    fn nullable<T>(
-        name: &str,
-        p: &Patch<String>,
-        check: impl FnOnce(&str) -> Result<T, FieldError>,
-    ) -> Result<Option<Option<T>>, FieldError> {
-        match p {
-            Patch::Absent => Ok(None),
-            Patch::Null => Ok(Some(None)),
-            Patch::Value(v) => check(v).map(|v| Some(Some(v))).map_err(|mut e| {
-                e.field = name.to_owned();
-                e
-            }),
-        }
-    }
-
-    let mut next = current.clone();
-    let mut changed = Vec::new();
-
-    if let Some(name) = not_null("name", &patch.name)? {
-        let name = field("name", validate_name(&name))?;
-        if name != next.name {
-            next.name = name;
-            changed.push("name");
-        }
-    }
-    if let Some(client_id) = not_null("client_id", &patch.client_id)? {
-        field("client_id", validate_client_id(&client_id))?;
-        if client_id != next.client_id {
-            next.client_id = client_id;
-            changed.push("client_id");
-        }
-    }
-    if let Some(secret) = not_null("client_secret", &patch.client_secret)? {
-        check_secret(&secret)?;
-        next.secret = state.master_key.seal(
-            Purpose::ClientSecret,
-            current.id.as_str(),
-            secret.expose_secret().as_bytes(),
-        );
-        changed.push("client_secret");
-    }
-    if let Some(url) = nullable("token_url", &patch.token_url, |raw| {
-        state.outbound_url("token_url", raw)
-    })? {
-        if url != next.token_url {
-            next.token_url = url;
-            changed.push("token_url");
-        }
-    }
-    if let Some(scope) = nullable("scope", &patch.scope, |s| field("scope", validate_scope(s)))? {
-        if scope != next.scope {
-            next.scope = scope;
-            changed.push("scope");
-        }
-    }
-    if let Some(raw) = not_null("token_type", &patch.token_type)? {
-        let token_type: TokenType = field("token_type", raw.parse())?;
-        if token_type != next.token_type {
-            next.token_type = token_type;
-            changed.push("token_type");
-        }
-    }
-    if let Some(asymmetric) = not_null("asymmetric_jwt", &patch.asymmetric_jwt)? {
-        if asymmetric != next.asymmetric_jwt {
-            next.asymmetric_jwt = asymmetric;
-            changed.push("asymmetric_jwt");
-        }
-    }
-    if let Some(url) = nullable("jwks_url", &patch.jwks_url, |raw| {
-        state.outbound_url("jwks_url", raw)
-    })? {
-        if url != next.jwks_url {
-            next.jwks_url = url;
-            changed.push("jwks_url");
-        }
-    }
-    if changed.iter().any(|f| TOKEN_FIELDS.contains(f)) {
-        next.credentials_version = current.credentials_version + 1;
-    }
-    // A stored secret is never sent somewhere new: whoever moves the token endpoint must
-    // also give the secret for it (otherwise a `tenants:write` key could post any
-    // tenant's secret to a host of its choosing).
-    if changed.contains(&"token_url") && !changed.contains(&"client_secret") {
-        return Err(FieldError::new(
-            "client_secret",
-            "is required in the same request when token_url changes (a stored secret is \
-             never sent to a new URL)",
-        ));
-    }
-    if !changed.is_empty() {
-        next.version = current.version + 1;
-        next.updated_at = now();
-    }
-    Ok((next, changed))
 }
 
 /// The audit details of an update: the names of the changed fields, and where the token
