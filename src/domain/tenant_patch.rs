@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use super::field_error::FieldError;
+use super::patch::Patch;
 use super::tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TokenType,
 };
 use super::token_url::{parse_outbound_url, UrlPolicy};
-use super::{FieldError, Patch};
 use crate::crypto::Sealed;
 
 /// A `PATCH /tenants/{id}` body.
