@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         database_url: Some(DatabaseUrl::parse(&database_url).map_err(anyhow::Error::msg)?),
         data_dir: dir.clone(),
         master_key: Some(MasterKey::generate().0),
+        old_master_keys: Vec::new(),
         admin_key: Some(SecretString::from(admin_key.clone())),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,

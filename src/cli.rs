@@ -1,14 +1,15 @@
-//! The command line: `tokenvend [serve]`, `migrate`, `demo` (only with the `demo` feature),
-//! and the operator commands (`tenants`, `keys`, `token`) that talk to a running service.
+//! The command line: `tokenvend [serve]`, `migrate`, `rekey`, `demo` (only with the `demo`
+//! feature), and the operator commands (`tenants`, `keys`, `token`) that talk to a running service.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Settings, SettingsArgs};
+use crate::config::{ConfigError, Settings, SettingsArgs, MASTER_KEY_VAR};
 #[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
 use crate::operator::{self, Connection, KeysCommand, TenantsCommand};
+use crate::rekey;
 use crate::startup::{self, Application};
 use crate::telemetry;
 
@@ -31,6 +32,11 @@ pub enum Command {
     Serve,
     /// Apply database migrations, then exit.
     Migrate,
+    /// Re-seal every stored client secret and token under the current master key, while
+    /// the service runs. After a rotation: TOKENVEND_MASTER_KEY is the new key,
+    /// TOKENVEND_OLD_MASTER_KEYS the old ones (restart every replica with both first).
+    /// Prints the counts; exits 1 if a stored value cannot be opened.
+    Rekey,
     /// Try tokenvend in a minute: the service on a fresh embedded store with a local
     /// edX-like issuer, demo tenants and a caller key. Ctrl-C stops it.
     #[cfg(feature = "demo")]
@@ -74,6 +80,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let operated = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => return run_service(ServiceCommand::Serve, &cli.settings).await,
         Command::Migrate => return run_service(ServiceCommand::Migrate, &cli.settings).await,
+        Command::Rekey => return run_rekey(&cli.settings).await,
         #[cfg(feature = "demo")]
         Command::Demo(args) => return run_service(ServiceCommand::Demo(args), &cli.settings).await,
         Command::Tenants {
@@ -117,6 +124,54 @@ async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
+    }
+}
+
+/// `tokenvend rekey`: a setting that is wrong exits 2 (as for `serve`); a value that
+/// cannot be opened, or a store that fails midway, exits 1.
+async fn run_rekey(args: &SettingsArgs) -> ExitCode {
+    let settings = match Settings::from_args(args, std::env::var("DATABASE_URL").ok()) {
+        Ok(settings) => settings,
+        Err(err) => return fail(&err),
+    };
+    telemetry::init(settings.log_format);
+    let key_file = settings.data_dir.join(startup::MASTER_KEY_FILE);
+    if settings.master_key.is_none() && !key_file.exists() {
+        // Never generate a key here: nothing sealed under it could be read back.
+        return fail(&ConfigError::new(
+            MASTER_KEY_VAR,
+            format!(
+                "is not set and {} does not exist; rekey re-seals under the key the service uses",
+                key_file.display()
+            ),
+        ));
+    }
+    let key = match startup::master_key_ring(&settings) {
+        Ok(key) => key,
+        Err(err) => return fail(&err),
+    };
+    let store = match startup::open_store(&settings).await {
+        Ok(store) => store,
+        Err(err) => return fail(&err),
+    };
+    let outcome = rekey::rekey(&store, &key).await;
+    store.close().await;
+    match outcome {
+        Ok(report) => {
+            println!("{}", report.summary());
+            for failure in &report.failures {
+                eprintln!("tokenvend: {failure}");
+            }
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => {
+            eprintln!("tokenvend: rekey stopped: {err}; values not yet re-sealed keep their old key, run it again");
+            ExitCode::from(1)
+        }
     }
 }
 

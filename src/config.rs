@@ -15,6 +15,7 @@ pub const LISTEN_VAR: &str = "TOKENVEND_LISTEN";
 pub const DATABASE_URL_VAR: &str = "TOKENVEND_DATABASE_URL";
 pub const DATA_DIR_VAR: &str = "TOKENVEND_DATA_DIR";
 pub const MASTER_KEY_VAR: &str = "TOKENVEND_MASTER_KEY";
+pub const OLD_MASTER_KEYS_VAR: &str = "TOKENVEND_OLD_MASTER_KEYS";
 pub const ADMIN_KEY_VAR: &str = "TOKENVEND_ADMIN_KEY";
 pub const INSECURE_URLS_VAR: &str = "TOKENVEND_ALLOW_INSECURE_TOKEN_URLS";
 pub const LOG_FORMAT_VAR: &str = "TOKENVEND_LOG_FORMAT";
@@ -52,6 +53,9 @@ pub struct SettingsArgs {
     /// Base64 of 32 random bytes; encrypts secrets and tokens at rest.
     #[arg(long, env = MASTER_KEY_VAR, hide_env_values = true, global = true)]
     pub master_key: Option<String>,
+    /// Comma-separated earlier master keys, accepted for opening only (rotation).
+    #[arg(long, env = OLD_MASTER_KEYS_VAR, hide_env_values = true, global = true)]
+    pub old_master_keys: Option<String>,
     /// A bootstrap caller key with scope admin (at least 32 characters).
     #[arg(long, env = ADMIN_KEY_VAR, hide_env_values = true, global = true)]
     pub admin_key: Option<String>,
@@ -72,6 +76,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `None` means: read or generate `master.key` in the data dir (SQLite only).
     pub master_key: Option<MasterKey>,
+    /// Earlier master keys: they open values sealed before a rotation, never seal.
+    pub old_master_keys: Vec<MasterKey>,
     /// `None` means: read or generate `admin.key` in the data dir.
     pub admin_key: Option<SecretString>,
     pub allow_insecure_token_urls: bool,
@@ -119,6 +125,7 @@ impl Settings {
                     .map_err(|e| ConfigError::new(MASTER_KEY_VAR, e.to_string()))
             })
             .transpose()?;
+        let old_master_keys = parse_old_master_keys(non_empty(&args.old_master_keys))?;
         if master_key.is_none() && database_url.as_ref().is_some_and(DatabaseUrl::is_postgres) {
             return Err(ConfigError::new(
                 MASTER_KEY_VAR,
@@ -169,6 +176,7 @@ impl Settings {
             database_url,
             data_dir: args.data_dir.clone(),
             master_key,
+            old_master_keys,
             admin_key,
             allow_insecure_token_urls,
             log_format,
@@ -187,6 +195,21 @@ impl Settings {
     }
 }
 
+/// `TOKENVEND_OLD_MASTER_KEYS`: comma-separated keys, each validated as the master key
+/// is; a bad one is named by its position, never shown.
+fn parse_old_master_keys(raw: Option<&str>) -> Result<Vec<MasterKey>, ConfigError> {
+    raw.into_iter()
+        .flat_map(|raw| raw.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(i, entry)| {
+            MasterKey::from_base64(entry)
+                .map_err(|e| ConfigError::new(OLD_MASTER_KEYS_VAR, format!("key {} {e}", i + 1)))
+        })
+        .collect()
+}
+
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -194,6 +217,14 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &self.database_url)
             .field("data_dir", &self.data_dir)
             .field("master_key", &self.master_key.as_ref().map(MasterKey::id))
+            .field(
+                "old_master_keys",
+                &self
+                    .old_master_keys
+                    .iter()
+                    .map(MasterKey::id)
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "admin_key",
                 &self.admin_key.as_ref().map(|k| {
@@ -249,6 +280,11 @@ mod tests {
             ),
             (&[key], MASTER_KEY_VAR),
             (&["--master-key", "short"], MASTER_KEY_VAR),
+            (&["--old-master-keys", "short"], OLD_MASTER_KEYS_VAR),
+            (
+                &["--old-master-keys=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+                OLD_MASTER_KEYS_VAR,
+            ),
             (&["--admin-key", "too-short"], ADMIN_KEY_VAR),
             (&["--allow-insecure-token-urls", "yes"], INSECURE_URLS_VAR),
             (&["--log-format", "xml"], LOG_FORMAT_VAR),
@@ -271,13 +307,37 @@ mod tests {
     }
 
     #[test]
+    fn old_master_keys_are_a_comma_separated_list_and_a_bad_one_is_named_not_shown() {
+        let (a, a64) = MasterKey::generate();
+        let (b, b64) = MasterKey::generate();
+        let settings = parse(&["--old-master-keys", &format!(" {a64} ,{b64},")]).unwrap();
+        let ids: Vec<&str> = settings.old_master_keys.iter().map(MasterKey::id).collect();
+        assert_eq!(ids, [a.id(), b.id()]);
+        assert!(parse(&[]).unwrap().old_master_keys.is_empty());
+
+        let err = parse(&["--old-master-keys", &format!("{a64},{b64}x")]).unwrap_err();
+        assert_eq!(err.variable, OLD_MASTER_KEYS_VAR);
+        assert!(err.message.starts_with("key 2 must be"), "{err}");
+        assert!(!err.to_string().contains(&b64), "{err}");
+    }
+
+    #[test]
     fn debug_never_shows_keys() {
         let (_, encoded) = MasterKey::generate();
+        let (_, old) = MasterKey::generate();
         let admin = "an-admin-key-that-is-long-enough-1234567";
-        let settings = parse(&["--master-key", &encoded, "--admin-key", admin]).unwrap();
+        let settings = parse(&[
+            "--master-key",
+            &encoded,
+            "--old-master-keys",
+            &old,
+            "--admin-key",
+            admin,
+        ])
+        .unwrap();
         let shown = format!("{settings:?}");
         assert!(
-            !shown.contains(&encoded) && !shown.contains(admin),
+            !shown.contains(&encoded) && !shown.contains(&old) && !shown.contains(admin),
             "{shown}"
         );
     }

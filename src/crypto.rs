@@ -3,6 +3,10 @@
 //! Each sealed value is `version (1 byte) || nonce (12 bytes) || ciphertext+tag`, stored
 //! next to the id of the master key that sealed it, so that the key can be rotated later
 //! and a wrong key is reported as such instead of as corruption.
+//!
+//! A `MasterKey` is a key ring: the current key, which seals, and any earlier keys
+//! (`TOKENVEND_OLD_MASTER_KEYS`), which only open. Opening picks the key by the id stored
+//! with the value, so a rotation needs no change anywhere else.
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{AeadCore, Aes256Gcm, Key, Nonce};
@@ -59,8 +63,11 @@ pub enum KeyError {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
+    /// The value was sealed under a key the ring does not hold (`expected` is the
+    /// current key's id).
     #[error(
-        "value was sealed with master key {found}, but the configured master key is {expected}"
+        "value was sealed with master key {found}, which is neither the configured master \
+         key {expected} nor one of the old master keys"
     )]
     WrongKey { expected: String, found: String },
     #[error("sealed value is malformed")]
@@ -69,21 +76,35 @@ pub enum CryptoError {
     Tampered,
 }
 
-/// The master key that seals every secret and token at rest.
+/// The master key ring: the current key seals every secret and token at rest; earlier
+/// keys are held for opening values sealed before a rotation.
 #[derive(Clone)]
 pub struct MasterKey {
+    current: RingKey,
+    /// Earlier keys, for opening only; never the current key's id.
+    old: Vec<RingKey>,
+}
+
+/// One AES-256-GCM key of the ring and its public id.
+#[derive(Clone)]
+struct RingKey {
     cipher: Aes256Gcm,
     id: String,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MasterKey {{ id: {}, key: [redacted] }}", self.id)
+        write!(f, "MasterKey {{ id: {}, ", self.current.id)?;
+        if !self.old.is_empty() {
+            let old: Vec<&str> = self.old.iter().map(|k| k.id.as_str()).collect();
+            write!(f, "old: [{}], ", old.join(", "))?;
+        }
+        write!(f, "key: [redacted] }}")
     }
 }
 
 impl MasterKey {
-    /// Parses the base64 form of `TOKENVEND_MASTER_KEY`.
+    /// Parses the base64 form of `TOKENVEND_MASTER_KEY` (or of one old key).
     pub fn from_base64(encoded: &str) -> Result<Self, KeyError> {
         let bytes = BASE64
             .decode(encoded.trim())
@@ -100,8 +121,11 @@ impl MasterKey {
             .chain_update(bytes)
             .finalize();
         Ok(Self {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
-            id: hex::encode(&digest[..4]),
+            current: RingKey {
+                cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+                id: hex::encode(&digest[..4]),
+            },
+            old: Vec::new(),
         })
     }
 
@@ -115,15 +139,42 @@ impl MasterKey {
         (key, encoded)
     }
 
-    /// A short public identifier of this key, stored next to each ciphertext.
-    pub fn id(&self) -> &str {
-        &self.id
+    /// This ring with `old` keys added for opening (each one's current key; the old
+    /// keys of a ring passed in are added too). A key already held is not added again.
+    pub fn with_old_keys(mut self, old: impl IntoIterator<Item = MasterKey>) -> Self {
+        for ring in old {
+            for key in std::iter::once(ring.current).chain(ring.old) {
+                if !self.holds(&key.id) {
+                    self.old.push(key);
+                }
+            }
+        }
+        self
     }
 
+    /// The id of the current key: the one that seals, stored next to each ciphertext.
+    pub fn id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// The ids of every key the ring holds, the current key's first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.current)
+            .chain(&self.old)
+            .map(|k| k.id.as_str())
+    }
+
+    /// Whether the ring can open a value sealed under the key `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.key_ids().any(|held| held == id)
+    }
+
+    /// Seals under the current key.
     pub fn seal(&self, purpose: Purpose, tenant_id: &str, plaintext: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = associated_data(purpose, tenant_id);
         let ciphertext = self
+            .current
             .cipher
             .encrypt(
                 &nonce,
@@ -139,30 +190,32 @@ impl MasterKey {
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&ciphertext);
         Sealed {
-            key_id: self.id.clone(),
+            key_id: self.current.id.clone(),
             bytes,
         }
     }
 
+    /// Opens a value with the key of the ring that sealed it (named by its key id).
     pub fn open(
         &self,
         purpose: Purpose,
         tenant_id: &str,
         sealed: &Sealed,
     ) -> Result<Vec<u8>, CryptoError> {
-        if sealed.key_id != self.id {
-            return Err(CryptoError::WrongKey {
-                expected: self.id.clone(),
+        let key = std::iter::once(&self.current)
+            .chain(&self.old)
+            .find(|k| k.id == sealed.key_id)
+            .ok_or_else(|| CryptoError::WrongKey {
+                expected: self.current.id.clone(),
                 found: sealed.key_id.clone(),
-            });
-        }
+            })?;
         let (version, rest) = sealed.bytes.split_first().ok_or(CryptoError::Malformed)?;
         if *version != ENVELOPE_VERSION || rest.len() < NONCE_LEN + 16 {
             return Err(CryptoError::Malformed);
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let aad = associated_data(purpose, tenant_id);
-        self.cipher
+        key.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -271,6 +324,65 @@ mod tests {
             other.open(Purpose::ClientSecret, "acme", &sealed),
             Err(CryptoError::WrongKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_value_sealed_under_an_old_key_opens_with_the_ring_and_new_values_use_the_new_key() {
+        let k1 = key();
+        let sealed = k1.seal(Purpose::ClientSecret, "acme", b"s3cret");
+        let k2 = key();
+        let ring = k2.clone().with_old_keys([k1.clone()]);
+        assert_eq!(ring.id(), k2.id());
+        assert_eq!(
+            ring.open(Purpose::ClientSecret, "acme", &sealed).unwrap(),
+            b"s3cret"
+        );
+        let resealed = ring.seal(Purpose::ClientSecret, "acme", b"s3cret");
+        assert_eq!(resealed.key_id, k2.id());
+        assert_eq!(
+            k2.open(Purpose::ClientSecret, "acme", &resealed).unwrap(),
+            b"s3cret"
+        );
+        assert!(ring.holds(k1.id()) && ring.holds(k2.id()));
+        assert_eq!(ring.key_ids().collect::<Vec<_>>(), [k2.id(), k1.id()]);
+        // The old key still binds the value to its tenant and purpose.
+        assert_eq!(
+            ring.open(Purpose::AccessToken, "acme", &sealed),
+            Err(CryptoError::Tampered)
+        );
+    }
+
+    #[test]
+    fn a_value_under_a_key_the_ring_lacks_fails_naming_that_key() {
+        let k1 = key();
+        let sealed = k1.seal(Purpose::ClientSecret, "acme", b"s3cret");
+        let ring = key().with_old_keys([key()]);
+        let err = ring
+            .open(Purpose::ClientSecret, "acme", &sealed)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CryptoError::WrongKey {
+                expected: ring.id().to_owned(),
+                found: k1.id().to_owned(),
+            }
+        );
+        assert!(err.to_string().contains(k1.id()), "{err}");
+    }
+
+    #[test]
+    fn adding_a_key_the_ring_holds_changes_nothing() {
+        let k = key();
+        let ring = k.clone().with_old_keys([k.clone(), k.clone()]);
+        assert_eq!(ring.key_ids().count(), 1);
+        let old = key();
+        let ring = k.clone().with_old_keys([old.clone(), old.clone()]);
+        assert_eq!(ring.key_ids().count(), 2);
+        let shown = format!("{ring:?}");
+        assert!(
+            shown.contains(old.id()) && shown.contains("[redacted]"),
+            "{shown}"
+        );
     }
 
     #[test]

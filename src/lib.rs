@@ -29,6 +29,8 @@ mod layering;
 pub mod metrics;
 /// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
 pub mod operator;
+/// `tokenvend rekey`: re-seals every stored secret and token under the current master key.
+pub mod rekey;
 /// HTTP routes, one module per resource.
 pub mod routes;
 /// Application start-up: storage, keys, listener, graceful shutdown.

@@ -14,7 +14,7 @@ use crate::auth::{generate_bootstrap_key, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, LISTEN_VAR,
-    MASTER_KEY_VAR,
+    MASTER_KEY_VAR, OLD_MASTER_KEYS_VAR,
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
@@ -78,7 +78,7 @@ impl Application {
             ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
         })?;
         let store = open_store(&settings).await?;
-        let master_key = resolve_master_key(&settings)?;
+        let master_key = master_key_ring(&settings)?;
         check_sealed_key_ids(&store, &master_key).await?;
         let admin_key = resolve_admin_key(&settings)?;
 
@@ -213,24 +213,38 @@ fn resolve_admin_key(settings: &Settings) -> Result<SecretString, ConfigError> {
     .map_err(|e| ConfigError::new(ADMIN_KEY_VAR, e))
 }
 
-/// Refuses to start when stored secrets were sealed under another master key: serving
-/// would only fail later, one tenant at a time.
+/// The master key ring: the configured (or generated) key seals, the old keys
+/// (`TOKENVEND_OLD_MASTER_KEYS`) only open.
+pub fn master_key_ring(settings: &Settings) -> Result<MasterKey, ConfigError> {
+    Ok(resolve_master_key(settings)?.with_old_keys(settings.old_master_keys.iter().cloned()))
+}
+
+/// Refuses to start when stored secrets or tokens were sealed under a key the ring does
+/// not hold: serving would only fail later, one tenant at a time.
 async fn check_sealed_key_ids(store: &Store, key: &MasterKey) -> Result<(), StartupError> {
     let ids = store
         .sealed_key_ids()
         .await
         .map_err(StartupError::store("the master key ids of stored secrets"))?;
-    match ids.iter().find(|id| id.as_str() != key.id()) {
-        Some(other) => Err(StartupError::from(ConfigError::new(
-            MASTER_KEY_VAR,
-            format!(
-                "the database holds secrets sealed with master key id {other}, but the \
-                 configured key has id {}; start with the key that sealed them",
-                key.id()
-            ),
-        ))),
-        None => Ok(()),
+    let missing: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !key.holds(id))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
+    let held: Vec<&str> = key.key_ids().collect();
+    Err(StartupError::from(ConfigError::new(
+        MASTER_KEY_VAR,
+        format!(
+            "the database holds secrets sealed with master key id {}, but the configured \
+             keys have id {}; start with the key that sealed them (during a rotation, the \
+             old one in {OLD_MASTER_KEYS_VAR})",
+            missing.join(", "),
+            held.join(", "),
+        ),
+    )))
 }
 
 fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {

@@ -4,7 +4,8 @@
 //! written once and `on_pool!` expands it for the backend in use. What differs between them
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
-//! `keys.rs` (caller keys and the audit trail).
+//! `keys.rs` (caller keys and the audit trail), and `rekey.rs` re-seals all of them under
+//! a new master key.
 
 /// Runs the same block against whichever pool the store holds.
 macro_rules! on_pool {
@@ -39,6 +40,7 @@ mod database_url;
 mod keys;
 mod limits;
 mod postgres;
+mod rekey;
 mod sqlite;
 mod tenants;
 mod tokens;
@@ -48,6 +50,7 @@ pub use database_url::DatabaseUrl;
 pub use keys::{ApiKeyRecord, AuditEntry, AuditEvent};
 pub use limits::ACQUIRE_TIMEOUT;
 pub use postgres::REFRESH_LOCK_KEY;
+pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow};
 pub use tokens::{RefreshLock, TokenRecord};
 

@@ -240,6 +240,7 @@ async fn spawn(
         database_url: Some(DatabaseUrl::parse(&database_url).expect("database url")),
         data_dir: dir.path().join("data"),
         master_key: Some(MasterKey::generate().0),
+        old_master_keys: Vec::new(),
         admin_key: Some(SecretString::from(admin_key.clone())),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
