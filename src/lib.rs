@@ -29,6 +29,9 @@ mod layering;
 pub mod metrics;
 /// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
 pub mod operator;
+/// The one outbound HTTP policy: no environment proxies, no redirects, timeouts, public
+/// addresses only.
+pub mod outbound;
 /// HTTP routes, one module per resource.
 pub mod routes;
 /// Application start-up: storage, keys, listener, graceful shutdown.
