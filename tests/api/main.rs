@@ -17,6 +17,7 @@ mod helpers;
 mod identity;
 mod oauth;
 mod operator;
+mod outbound;
 mod secrets;
 mod tenants;
 mod tokens;
