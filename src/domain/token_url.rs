@@ -141,9 +141,9 @@ fn is_public_ipv6(ip: Ipv6Addr) -> bool {
     if (s[0] & 0xe000) != 0x2000 {
         return false;
     }
-    !((s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments: Teredo, benchmarking, ORCHID
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] & 0xfff0) == 0x3ff0) // documentation (RFC 9637, 3fff::/20)
+    let ietf = s[0] == 0x2001 && s[1] < 0x0200; // protocol assignments: Teredo, benchmarking, ORCHID
+    let documentation = (s[0] == 0x2001 && s[1] == 0x0db8) || (s[0] & 0xfff0) == 0x3ff0; // 2001:db8::/32, 3fff::/20
+    !(ietf || documentation)
 }
 
 #[cfg(test)]
