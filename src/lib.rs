@@ -29,6 +29,9 @@ mod layering;
 pub mod metrics;
 /// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
 pub mod operator;
+/// The one outbound HTTP policy: no environment proxies, no redirects, timeouts, public
+/// addresses only.
+pub mod outbound;
 /// `tokenvend rekey`: re-seals every stored secret and token under the current master key.
 pub mod rekey;
 /// HTTP routes, one module per resource.

@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 use crate::auth::{generate_bootstrap_key, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, LISTEN_VAR,
-    MASTER_KEY_VAR, OLD_MASTER_KEYS_VAR,
+    ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, INSECURE_URLS_VAR,
+    LISTEN_VAR, MASTER_KEY_VAR, OLD_MASTER_KEYS_VAR,
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
@@ -94,6 +94,11 @@ impl Application {
         keys.replace_all(&records);
 
         let url_policy = if settings.allow_insecure_token_urls {
+            tracing::warn!(
+                "{INSECURE_URLS_VAR}=1: token and JWKS URLs may use plain http and name \
+                 loopback and private addresses; tenant secrets can be sent unencrypted. \
+                 For tests and local issuers only"
+            );
             UrlPolicy::AllowInsecure
         } else {
             UrlPolicy::PublicHttpsOnly

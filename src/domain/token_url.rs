@@ -1,9 +1,11 @@
 //! Outbound URLs (token and JWKS endpoints) and the server-side request forgery guard.
 //!
-//! Unless insecure URLs are allowed, an outbound URL must be `https://` and must not name
-//! a loopback, private, link-local, shared or metadata address, nor a host name that only
-//! resolves inside a private network. This checks the URL as written; the upstream client
-//! also checks the addresses a name resolves to before it connects.
+//! Unless insecure URLs are allowed, an outbound URL must be `https://` on port 443 and
+//! must not name a loopback, private, link-local, shared, metadata or otherwise non-public
+//! address (IPv6 forms that embed an IPv4 address are judged by that address), nor a host
+//! name that only resolves inside a private network. This checks the URL as written; the
+//! outbound client (`crate::outbound`) checks the addresses a name resolves to with the
+//! same [`is_public_ip`] before it connects.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -43,6 +45,12 @@ pub fn parse_outbound_url(raw: &str, policy: UrlPolicy) -> Result<Url, String> {
     let host = url.host().ok_or_else(|| "must name a host".to_owned())?;
     if policy == UrlPolicy::PublicHttpsOnly {
         check_public_host(&host)?;
+        // `Url` drops the default port, so an explicit `:443` reads as none.
+        if let Some(port) = url.port() {
+            return Err(format!(
+                "must use the https port 443, not {port} (set TOKENVEND_ALLOW_INSECURE_TOKEN_URLS=1 for local issuers)"
+            ));
+        }
     }
     Ok(url)
 }
@@ -88,7 +96,7 @@ pub fn is_public_ip(ip: IpAddr) -> bool {
 }
 
 fn is_public_ipv4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local() // includes 169.254.169.254, the cloud metadata address
@@ -98,23 +106,44 @@ fn is_public_ipv4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240) // reserved
 }
 
+/// An IPv6 address is public when it is global unicast (`2000::/3`) outside the special
+/// ranges, or when it stands for a public IPv4 address (IPv4-mapped, NAT64, 6to4). Every
+/// form that embeds an IPv4 address is judged by that address, so that `::ffff:127.0.0.1`,
+/// `64:ff9b::a00:1` or `2002:7f00:1::` cannot reach what `127.0.0.1` or `10.0.0.1` cannot.
 fn is_public_ipv6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_ipv4(v4);
     }
-    let first = ip.segments()[0];
-    !(ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link-local
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b)) // NAT64 can reach private IPv4
+    // IPv4-compatible (`::a.b.c.d`, deprecated by RFC 4291, never a real destination),
+    // `::1` and `::` are all in `::/96`.
+    if s[..6] == [0; 6] {
+        return false;
+    }
+    // NAT64 well-known prefix (RFC 6052): the last 32 bits are the IPv4 address.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_ipv4(embedded(s[6], s[7]));
+    }
+    // 6to4 (RFC 3056): bits 16..48 are the IPv4 address.
+    if s[0] == 0x2002 {
+        return is_public_ipv4(embedded(s[1], s[2]));
+    }
+    // Everything else outside global unicast: site-local (fec0::/10), unique local
+    // (fc00::/7), link-local, multicast, discard-only (100::/64), the local-use NAT64
+    // prefix (64:ff9b:1::/48) and the unassigned ranges.
+    if (s[0] & 0xe000) != 0x2000 {
+        return false;
+    }
+    let ietf = s[0] == 0x2001 && s[1] < 0x0200; // protocol assignments: Teredo, benchmarking, ORCHID
+    let documentation = (s[0] == 0x2001 && s[1] == 0x0db8) || (s[0] & 0xfff0) == 0x3ff0; // 2001:db8::/32, 3fff::/20
+    !(ietf || documentation)
 }
 
 #[cfg(test)]
@@ -145,6 +174,34 @@ mod tests {
             ("https://[fd00::1]/x", "IPv6 unique local"),
             ("https://[fe80::1]/x", "IPv6 link-local"),
             ("https://[::ffff:127.0.0.1]/x", "IPv4-mapped loopback"),
+            ("https://[::ffff:10.0.0.1]/x", "IPv4-mapped private"),
+            ("https://[::7f00:1]/x", "IPv4-compatible loopback"),
+            ("https://[::a00:1]/x", "IPv4-compatible private"),
+            (
+                "https://[::808:808]/x",
+                "IPv4-compatible, deprecated even when public",
+            ),
+            ("https://[2002:7f00:1::]/x", "6to4 of loopback"),
+            ("https://[2002:c0a8:101::1]/x", "6to4 of 192.168.1.1"),
+            (
+                "https://[2002:a9fe:a9fe::]/x",
+                "6to4 of the metadata address",
+            ),
+            ("https://[64:ff9b::a00:1]/x", "NAT64 of 10.0.0.1"),
+            ("https://[64:ff9b::7f00:1]/x", "NAT64 of loopback"),
+            ("https://[64:ff9b:1::808:808]/x", "local-use NAT64 prefix"),
+            ("https://[fec0::1]/x", "IPv6 site-local"),
+            ("https://[feff::1]/x", "IPv6 site-local, top of the range"),
+            ("https://[2001::1]/x", "Teredo"),
+            ("https://[2001:db8::1]/x", "IPv6 documentation"),
+            ("https://[3fff::1]/x", "IPv6 documentation (RFC 9637)"),
+            ("https://[100::1]/x", "IPv6 discard-only"),
+            ("https://[ff02::1]/x", "IPv6 multicast"),
+            ("https://[::]/x", "IPv6 unspecified"),
+            ("https://[4000::1]/x", "outside global unicast"),
+            ("https://api.edx.org:8443/x", "a port other than 443"),
+            ("https://api.edx.org:80/x", "port 80 over https"),
+            ("https://93.184.216.34:22/x", "a port on a public address"),
             ("https://metadata.google.internal/x", "*.internal"),
             ("https://printer.local/x", "*.local"),
             ("https://intranet/x", "single-label host"),
@@ -168,7 +225,10 @@ mod tests {
             "https://courses.example.com/oauth2/access_token",
             "https://93.184.216.34/oauth2/access_token",
             "https://[2606:4700::1111]/oauth2/access_token",
-            "https://lms.example.org:8443/oauth2/access_token",
+            "https://lms.example.org:443/oauth2/access_token",
+            "https://[::ffff:93.184.216.34]/oauth2/access_token",
+            "https://[64:ff9b::5db8:d822]/oauth2/access_token",
+            "https://[2002:5db8:d822::1]/oauth2/access_token",
         ] {
             assert!(
                 parse_outbound_url(url, UrlPolicy::PublicHttpsOnly).is_ok(),
@@ -201,6 +261,42 @@ mod tests {
             if ip.is_private() || ip.is_loopback() || ip.is_link_local() {
                 prop_assert!(!accepted);
             }
+        }
+
+        #[test]
+        fn every_ipv6_form_of_an_ipv4_address_is_judged_by_that_address(v4: u32) {
+            let v4 = Ipv4Addr::from(v4);
+            let [a, b, c, d] = v4.octets();
+            let (high, low) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+            let public = is_public_ipv4(v4);
+            let mapped = v4.to_ipv6_mapped();
+            let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, high, low);
+            let six_to_four = Ipv6Addr::new(0x2002, high, low, 0, 0, 0, 0, 1);
+            for form in [mapped, nat64, six_to_four] {
+                prop_assert_eq!(is_public_ip(IpAddr::V6(form)), public, "{}", form);
+                let url = format!("https://[{form}]/oauth2/access_token");
+                prop_assert_eq!(parse_outbound_url(&url, UrlPolicy::PublicHttpsOnly).is_ok(), public);
+            }
+            // IPv4-compatible addresses are deprecated: refused whatever they embed.
+            prop_assert!(!is_public_ip(IpAddr::V6(v4.to_ipv6_compatible())));
+        }
+
+        #[test]
+        fn no_ipv6_outside_global_unicast_passes(ip: u128) {
+            let ip = Ipv6Addr::from(ip);
+            let global_unicast = (ip.segments()[0] & 0xe000) == 0x2000;
+            let embeds_ipv4 = ip.to_ipv4_mapped().is_some() || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            if !global_unicast && !embeds_ipv4 {
+                prop_assert!(!is_public_ip(IpAddr::V6(ip)), "{}", ip);
+            }
+        }
+
+        #[test]
+        fn only_port_443_passes_the_default_policy(port in 1u16..) {
+            let url = format!("https://api.edx.org:{port}/oauth2/v1/access_token");
+            prop_assert_eq!(parse_outbound_url(&url, UrlPolicy::PublicHttpsOnly).is_ok(), port == 443);
+            let insecure = format!("http://127.0.0.1:{port}/oauth2/access_token");
+            prop_assert!(parse_outbound_url(&insecure, UrlPolicy::AllowInsecure).is_ok());
         }
 
         #[test]

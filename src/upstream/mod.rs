@@ -1,7 +1,7 @@
 //! The edX token client: the client-credentials request, strict-but-kind parsing of the
-//! answer, failure classes, and bounded retries with jittered backoff.
+//! answer, failure classes, and bounded retries with jittered backoff. Its HTTP client
+//! follows the outbound policy of `crate::outbound`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use url::Url;
 
-use crate::domain::{is_public_ip, parse_expires_in, TokenType, UrlPolicy};
+use crate::domain::{parse_expires_in, TokenType, UrlPolicy};
 use crate::metrics::Metrics;
+use crate::outbound;
 
 /// The edX token endpoint used when a tenant names none.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.edx.org/oauth2/v1/access_token";
@@ -126,17 +127,12 @@ impl UpstreamClient {
         policy: UrlPolicy,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.attempt_timeout)
-            .user_agent(concat!("tokenvend/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(60));
-        if policy == UrlPolicy::PublicHttpsOnly {
-            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
-        }
+        let timeouts = outbound::Timeouts {
+            connect: settings.connect_timeout,
+            total: settings.attempt_timeout,
+        };
         Ok(Self {
-            http: builder.build()?,
+            http: outbound::client(policy, timeouts)?,
             settings,
             metrics,
         })
@@ -375,27 +371,6 @@ fn parse_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, Upstream
             .and_then(Value::as_str)
             .map(str::to_owned),
     })
-}
-
-/// Resolves names like the system does, but only to public addresses: a token URL whose
-/// name points into the private network is refused at connect time too.
-struct PublicOnlyResolver;
-
-impl reqwest::dns::Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|addr| is_public_ip(addr.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
-        })
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod helpers;
 mod identity;
 mod oauth;
 mod operator;
+mod outbound;
 mod rekey;
 mod secrets;
 mod tenants;

@@ -27,6 +27,24 @@ pub(crate) const JWK_N: &str = "1VkJ_H2ZTajzdbVYyAnCQ_KTcAWSTAnsh-tWkckkw5-Yyelw
 /// RSA public exponent of [`SIGNING_KEY_PEM`] (65537), base64url without padding.
 pub(crate) const JWK_E: &str = "AQAB";
 
+/// The `kid` of the decoy key, published before the signing key when
+/// [`KeyPublishing::decoy_key_first`] is on.
+pub const DECOY_KEY_ID: &str = "tokenvend-local-issuer-retired";
+
+/// RSA modulus of a 2048-bit key that signs nothing (its private half was thrown away):
+/// the retired key a JWKS still lists during a rotation.
+const DECOY_JWK_N: &str = "piXGfAgdDhhXUupCGiGTI5q_mrUipzLteNW6TOShbu3Xkfifw5RExdCGcO8M8hg5yW_3_XhGe9cO7JQljk2H2dGZCzDAErDX8_mHuj9JzDJcmeJddUoWUsJSXHVzQyDvodrLrvQKuG8lPoUtALrciaU5s7PLhlgYm3KTHuKsjlllS6aOlo9GVMAxKsJK6qie2rUCKTULM8LLGOg6e57FSfSRKt_k7BpU4EhiEmDJobRKmcoAlBD0i66HSzft_Gcg9z7DwwJZoNerBuQoUtcrFJcOm-4Dizmz0FwVJAId8N2eVux4erYqfKTwKajofCkucdVEISue_FXQ_Be5iyyJ0w";
+
+/// How the issuer publishes its key and names it in the JWTs it signs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyPublishing {
+    /// The JWKS lists a decoy RSA key before the signing key, as edX's does while a key is
+    /// being rotated.
+    pub decoy_key_first: bool,
+    /// JWT headers carry no `kid`, as edX's do unless the LMS turns it on.
+    pub omit_kid: bool,
+}
+
 /// The JWT `version` claim edX currently sends.
 const JWT_VERSION: &str = "1.2.0";
 
@@ -40,17 +58,14 @@ pub(crate) fn signing_key() -> EncodingKey {
 }
 
 /// The JWKS document published at `GET /oauth2/jwks.json`.
-pub(crate) fn jwks() -> Value {
-    json!({
-        "keys": [{
-            "kty": "RSA",
-            "use": "sig",
-            "alg": "RS256",
-            "kid": KEY_ID,
-            "n": JWK_N,
-            "e": JWK_E,
-        }]
-    })
+pub(crate) fn jwks(publishing: KeyPublishing) -> Value {
+    let key = |kid: &str, n: &str| json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": JWK_E});
+    let mut keys = Vec::new();
+    if publishing.decoy_key_first {
+        keys.push(key(DECOY_KEY_ID, DECOY_JWK_N));
+    }
+    keys.push(key(KEY_ID, JWK_N));
+    json!({ "keys": keys })
 }
 
 /// The JWT claims edX puts in a client-credentials token.
@@ -89,8 +104,13 @@ pub(crate) struct Grant<'a> {
     pub lifetime: Duration,
 }
 
-/// An RS256 JWT with edX's claims for `grant`, `kid` set to [`KEY_ID`].
-pub(crate) fn sign(key: &EncodingKey, grant: &Grant<'_>) -> jsonwebtoken::errors::Result<String> {
+/// An RS256 JWT with edX's claims for `grant`, `kid` set to [`KEY_ID`] unless
+/// `publishing` omits it.
+pub(crate) fn sign(
+    key: &EncodingKey,
+    publishing: KeyPublishing,
+    grant: &Grant<'_>,
+) -> jsonwebtoken::errors::Result<String> {
     let Grant {
         client_id,
         host,
@@ -121,7 +141,7 @@ pub(crate) fn sign(key: &EncodingKey, grant: &Grant<'_>) -> jsonwebtoken::errors
         preferred_username: username,
     };
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(KEY_ID.to_owned());
+    header.kid = (!publishing.omit_kid).then(|| KEY_ID.to_owned());
     jsonwebtoken::encode(&header, &claims, key)
 }
 

@@ -13,7 +13,9 @@
 //!   a float, or left out, per client.
 //! - Every edX failure mode tokenvend must survive can be switched on per client
 //!   ([`Failure`]), plus an artificial latency.
-//! - `GET /oauth2/jwks.json` publishes the public half of the signing key.
+//! - `GET /oauth2/jwks.json` publishes the public half of the signing key; with
+//!   [`KeyPublishing`] it imitates a key rotation (a retired key listed first) and edX's
+//!   default of JWTs without `kid`.
 //!
 //! Every token request is counted and its form recorded before anything else happens, so
 //! tests can assert how frugal tokenvend is with upstream calls, failures included.
@@ -40,7 +42,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use behaviour::{ClientBehaviour, ExpiresInFormat, Failure};
-pub use jwt::{AUDIENCE, KEY_ID};
+pub use jwt::{KeyPublishing, AUDIENCE, DECOY_KEY_ID, KEY_ID};
 
 /// Where the issuer reads the current time: `iat` and `exp` of the JWTs it signs.
 pub type Now = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -55,6 +57,7 @@ pub struct Issuer {
 struct IssuerCore {
     now: Now,
     key: EncodingKey,
+    publishing: Mutex<KeyPublishing>,
     registry: Mutex<Registry>,
 }
 
@@ -94,6 +97,7 @@ impl Issuer {
             core: Arc::new(IssuerCore {
                 now: Arc::new(now),
                 key: jwt::signing_key(),
+                publishing: Mutex::new(KeyPublishing::default()),
                 registry: Mutex::new(Registry::default()),
             }),
         }
@@ -188,7 +192,13 @@ impl Issuer {
 
     /// The JWKS document published at `GET /oauth2/jwks.json`.
     pub fn jwks(&self) -> Value {
-        jwt::jwks()
+        jwt::jwks(*self.core.publishing.lock())
+    }
+
+    /// Changes how the key is published and named in JWTs signed from now on (default:
+    /// the signing key alone, `kid` in every header).
+    pub fn set_key_publishing(&self, publishing: KeyPublishing) {
+        *self.core.publishing.lock() = publishing;
     }
 }
 

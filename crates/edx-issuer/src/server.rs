@@ -61,8 +61,8 @@ pub(crate) fn router(core: Arc<IssuerCore>, shutdown: Option<watch::Receiver<()>
         .with_state(IssuerState { core, shutdown })
 }
 
-async fn jwks_endpoint() -> Response {
-    Json(jwt::jwks()).into_response()
+async fn jwks_endpoint(State(app): State<IssuerState>) -> Response {
+    Json(jwt::jwks(*app.core.publishing.lock())).into_response()
 }
 
 async fn token_endpoint(
@@ -174,7 +174,7 @@ async fn token_endpoint(
             iat: (app.core.now)().timestamp(),
             lifetime: behaviour.lifetime,
         };
-        match jwt::sign(&app.core.key, &grant) {
+        match jwt::sign(&app.core.key, *app.core.publishing.lock(), &grant) {
             Ok(jwt) => (jwt, "JWT"),
             Err(error) => {
                 tracing::error!(%error, "local issuer could not sign a JWT");

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{client, creds, decoding_key, post_json, setup, validation, ID};
 use crate::jwt::{stable_subject, stable_user_id, JWK_E, JWK_N};
-use crate::{Issuer, KEY_ID};
+use crate::{Issuer, KeyPublishing, DECOY_KEY_ID, KEY_ID};
 
 #[tokio::test]
 async fn issues_verifiable_jwts_at_both_paths() {
@@ -112,6 +112,44 @@ async fn jwks_endpoint_serves_the_document() {
         .expect("JSON");
     assert_eq!(body, issuer.jwks());
     assert_eq!(issuer.total_calls(), 0, "JWKS fetches are not token calls");
+}
+
+#[tokio::test]
+async fn a_rotation_publishes_a_decoy_key_first_and_jwts_can_go_without_kid() {
+    let (issuer, running, _) = setup().await;
+    issuer.set_key_publishing(KeyPublishing {
+        decoy_key_first: true,
+        omit_kid: true,
+    });
+    let body: Value = client()
+        .get(running.jwks_url())
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    let kids: Vec<&str> = body["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(kids, [DECOY_KEY_ID, KEY_ID]);
+    assert_ne!(body["keys"][0]["n"], body["keys"][1]["n"]);
+
+    let (status, body) = post_json(&running.token_url(), &creds(&[("token_type", "jwt")])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let jwt = body["access_token"].as_str().expect("token");
+    let header = jsonwebtoken::decode_header(jwt).expect("header");
+    assert_eq!(header.kid, None);
+    // The signing key, second in the set, verifies it; the decoy does not.
+    let data =
+        jsonwebtoken::decode::<Value>(jwt, &decoding_key(&running).await, &validation(&running));
+    assert!(data.is_ok(), "{data:?}");
+    let decoy: Jwk = serde_json::from_value(issuer.jwks()["keys"][0].clone()).expect("jwk");
+    let decoy = jsonwebtoken::DecodingKey::from_jwk(&decoy).expect("usable jwk");
+    assert!(jsonwebtoken::decode::<Value>(jwt, &decoy, &validation(&running)).is_err());
 }
 
 #[tokio::test]

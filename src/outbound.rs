@@ -1,0 +1,107 @@
+//! The one outbound HTTP policy: every call tokenvend makes to another service (token and
+//! JWKS requests now; the proxy and webhooks later) goes through a client built here.
+//!
+//! The policy: environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored,
+//! since a proxy would resolve and connect in our place, past the address check; redirects
+//! are not followed; every call has a connect and a total timeout; and unless insecure URLs
+//! are allowed, only `https` is spoken and a host name is only ever connected to at the
+//! public addresses it resolves to ([`is_public_ip`], the predicate that also checks URLs
+//! when they are stored and loaded).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{is_public_ip, UrlPolicy};
+
+/// How long one outbound call may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// For a whole call, connection included.
+    pub total: Duration,
+}
+
+/// A client that follows the outbound policy under `policy`.
+pub fn client(policy: UrlPolicy, timeouts: Timeouts) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.total)
+        .user_agent(concat!("tokenvend/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(60));
+    let builder = match policy {
+        UrlPolicy::PublicHttpsOnly => builder
+            .https_only(true)
+            .dns_resolver(Arc::new(PublicOnlyResolver)),
+        UrlPolicy::AllowInsecure => builder,
+    };
+    builder.build()
+}
+
+/// Resolves names like the system does, but only to public addresses: a URL whose name
+/// points into the private network is refused at connect time too (DNS rebinding included).
+struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs = public_addrs(tokio::net::lookup_host((host.as_str(), 0)).await?);
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+fn public_addrs(resolved: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    resolved.filter(|addr| is_public_ip(addr.ip())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resolver_keeps_only_public_addresses() {
+        let resolved = [
+            "127.0.0.1:0",
+            "[::7f00:1]:0",
+            "[2002:7f00:1::]:0",
+            "[fec0::1]:0",
+            "[::ffff:10.0.0.1]:0",
+            "[64:ff9b::a9fe:a9fe]:0",
+            "93.184.216.34:0",
+            "[2606:4700::1111]:0",
+        ]
+        .map(|a| a.parse::<SocketAddr>().unwrap());
+        let kept: Vec<String> = public_addrs(resolved.into_iter())
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect();
+        assert_eq!(kept, ["93.184.216.34", "2606:4700::1111"]);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_only_to_loopback_is_refused_at_connect_time() {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            total: Duration::from_secs(2),
+        };
+        let client = client(UrlPolicy::PublicHttpsOnly, timeouts).unwrap();
+        // `localhost` resolves without DNS; the URL check would refuse it, the resolver
+        // refuses it again.
+        let error = client
+            .get("https://localhost/oauth2/jwks.json")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+        let text = format!("{error:?}");
+        assert!(text.contains("no public address"), "{text}");
+    }
+}
