@@ -170,7 +170,7 @@ async fn create_tenant(
         &request_id,
         "tenant.create",
         id.as_str(),
-        json!({}),
+        json!({ "uid": record.uid.to_string() }),
     );
     state
         .store
@@ -284,7 +284,7 @@ async fn update_tenant(
 /// The audit details of an update: the names of the changed fields, and where the token
 /// endpoint moved from and to (URLs are not secret; secrets never appear).
 fn change_details(current: &Tenant, next: &Tenant, changed: &[&str]) -> serde_json::Value {
-    let mut details = json!({ "changed": changed });
+    let mut details = json!({ "changed": changed, "uid": current.uid.to_string() });
     if changed.contains(&"token_url") {
         let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
         details["token_url"] = json!({
@@ -307,7 +307,8 @@ async fn delete_tenant(
         &request_id,
         "tenant.delete",
         id.as_str(),
-        json!({}),
+        // Which tenant under this id: a later one re-created under it is another.
+        json!({ "uid": state.vendor.uid_of(&id).map(|uid| uid.to_string()) }),
     );
     if state.store.delete_tenant(&id, &entry).await? {
         state.vendor.remove_tenant(&id);

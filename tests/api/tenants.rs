@@ -416,7 +416,16 @@ async fn every_change_is_in_the_audit_trail_without_secrets(app: TestApp) {
     );
     assert!(events.iter().all(|e| e["actor"] == "bootstrap"));
     assert!(events.iter().all(|e| e["request_id"].is_string()));
-    assert_eq!(events[3]["details"], json!({"changed": ["client_secret"]}));
+    // Tenant events name the tenant row's identity, the same through its life.
+    let uid = events[4]["details"]["uid"]
+        .as_str()
+        .expect("a uid")
+        .to_owned();
+    assert_eq!(
+        events[3]["details"],
+        json!({"changed": ["client_secret"], "uid": uid})
+    );
+    assert_eq!(events[2]["details"], json!({ "uid": uid }));
     assert_eq!(events[0]["target"], key_id);
     let text = serde_json::to_string(&events).unwrap();
     assert!(
