@@ -29,7 +29,7 @@ OUT=$(mktemp)
 BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/postgres" "$BIN" serve >"$OUT" 2>/dev/null &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; pg -m immediate stop 2>/dev/null || true; rm -rf "$PGDIR" "$OUT"*' EXIT
-for _ in $(seq 1 100); do grep -q '^METRICS_URL=' "$OUT" && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q '^ADMIN_KEY=' "$OUT" && break; sleep 0.1; done
 # shellcheck disable=SC1090
 source "$OUT"
 READY_URL=${METRICS_URL%/metrics}/readyz
@@ -60,4 +60,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 paste "$OUT.rps.down" "$OUT.rps.up" | awk '{ d += $1; u += $2 } END {
   printf "\nmean requests/s: database down %.0f, up %.0f; down / up: %.0f%%\n", d / NR, u / NR, 100 * d / u }'
-curl -s "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
+curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true

@@ -19,7 +19,7 @@ OUT=$(mktemp)
 "$BIN" serve >"$OUT" 2>/dev/null &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$OUT"' EXIT
-for _ in $(seq 1 100); do grep -q '^METRICS_URL=' "$OUT" && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q '^ADMIN_KEY=' "$OUT" && break; sleep 0.1; done
 # shellcheck disable=SC1090
 source "$OUT"
 
@@ -47,7 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 paste "$OUT.rps.tokenvend" "$OUT.rps.bare" | awk '{ t += $1; b += $2 } END {
   printf "\nmean requests/s: tokenvend %.0f, bare %.0f; tokenvend / bare throughput: %.0f%%\n", t / NR, b / NR, 100 * t / b }'
-curl -s "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
+curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
 kill $PID 2>/dev/null || true
 rm -f "$OUT".*
 

@@ -130,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
             println!("BARE_URL={bare_url}");
             println!("KEY={key}");
             println!("METRICS_URL={base}/metrics");
+            // /metrics needs the metrics scope; the admin key holds every scope.
+            println!("ADMIN_KEY={admin_key}");
             tokio::signal::ctrl_c().await?;
         }
     }
