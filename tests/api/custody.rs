@@ -192,7 +192,30 @@ async fn keys_stored_before_scopes_were_bound_are_bound_at_start_up(mut app: Tes
     );
 }
 
+async fn a_url_stored_under_the_insecure_flag_is_not_called_after_a_restart_without_it(
+    mut app: TestApp,
+) {
+    // The local issuer is plain HTTP on loopback: allowed only with the insecure flag.
+    assert!(app.settings.allow_insecure_token_urls);
+    let client = app.issuer_tenant("acme").await;
+    app.settings.allow_insecure_token_urls = false;
+    app.restart().await;
+    // Nothing is sent, and callers are told why in plain words (without the URL).
+    let problem = assert_problem(app.get_token("acme").await, StatusCode::BAD_GATEWAY).await;
+    assert_eq!(problem["type"], "urn:tokenvend:problem:tenant-unusable");
+    assert!(
+        !problem["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "the reason is for operators: {problem}"
+    );
+    let status = app.token_status("acme").await;
+    assert_eq!(status["state"], "failing");
+    let message = status["last_error"]["message"].as_str().unwrap();
+    assert!(message.contains("token_url"), "{message}");
+    assert_eq!(app.issuer.calls(&client), 0, "the secret was never sent");
+}
+
 crate::on_both_backends!(
+    a_url_stored_under_the_insecure_flag_is_not_called_after_a_restart_without_it,
     a_write_key_cannot_send_a_stored_secret_to_a_new_url,
     a_tenant_scope_covers_only_the_tenant_it_was_created_for,
     keys_stored_before_scopes_were_bound_are_bound_at_start_up,
