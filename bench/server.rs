@@ -14,7 +14,7 @@ use axum::Router;
 use edx_issuer::Issuer;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use tokenvend::config::Settings;
+use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
@@ -46,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
         data_dir: dir.clone(),
         master_key: Some(MasterKey::generate().0),
         admin_key: Some(SecretString::from(admin_key.clone())),
+        bootstrap_admin: true,
+        serving: ServingSettings::default(),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
         vending: VendingSettings::default(),

@@ -18,6 +18,7 @@ mod identity;
 mod oauth;
 mod operator;
 mod secrets;
+mod serving;
 mod tenants;
 mod tokens;
 
