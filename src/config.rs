@@ -22,6 +22,7 @@ pub const MASTER_KEY_VAR: &str = "TOKENVEND_MASTER_KEY";
 pub const ADMIN_KEY_VAR: &str = "TOKENVEND_ADMIN_KEY";
 pub const INSECURE_URLS_VAR: &str = "TOKENVEND_ALLOW_INSECURE_TOKEN_URLS";
 pub const LOG_FORMAT_VAR: &str = "TOKENVEND_LOG_FORMAT";
+pub const DATABASE_URL_FILE_VAR: &str = "TOKENVEND_DATABASE_URL_FILE";
 pub const MASTER_KEY_FILE_VAR: &str = "TOKENVEND_MASTER_KEY_FILE";
 pub const ADMIN_KEY_FILE_VAR: &str = "TOKENVEND_ADMIN_KEY_FILE";
 pub const BOOTSTRAP_ADMIN_VAR: &str = "TOKENVEND_BOOTSTRAP_ADMIN";
@@ -56,6 +57,9 @@ pub struct SettingsArgs {
     /// DATABASE_URL is read when this is unset.
     #[arg(long, env = DATABASE_URL_VAR, hide_env_values = true, global = true)]
     pub database_url: Option<String>,
+    /// Read the database URL (which may hold a password) from this file instead.
+    #[arg(long, env = DATABASE_URL_FILE_VAR, global = true)]
+    pub database_url_file: Option<PathBuf>,
     /// Where the embedded default keeps its files.
     #[arg(long, env = DATA_DIR_VAR, default_value = "./data", global = true)]
     pub data_dir: PathBuf,
@@ -219,10 +223,17 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let listen = check_address(LISTEN_VAR, &args.listen)?;
 
-        let database_url = match non_empty(&args.database_url) {
-            Some(raw) => {
-                Some(DatabaseUrl::parse(raw).map_err(|m| ConfigError::new(DATABASE_URL_VAR, m))?)
-            }
+        let given_url = secret_setting(
+            &args.database_url,
+            &args.database_url_file,
+            DATABASE_URL_VAR,
+            DATABASE_URL_FILE_VAR,
+        )?;
+        let database_url = match given_url {
+            Some((raw, variable)) => Some(
+                DatabaseUrl::parse(raw.expose_secret())
+                    .map_err(|m| ConfigError::new(variable, m))?,
+            ),
             None => match non_empty(&fallback_database_url) {
                 Some(raw) => {
                     Some(DatabaseUrl::parse(raw).map_err(|m| ConfigError::new("DATABASE_URL", m))?)

@@ -111,6 +111,17 @@ fn keys_are_read_from_their_files_trimmed() {
         from_env.master_key.as_ref().map(MasterKey::id)
     );
     assert_eq!(settings.admin_key.unwrap().expose_secret(), admin);
+
+    let url_path = dir.path().join("url");
+    std::fs::write(&url_path, "postgres://tokenvend:pw@db:5432/tokenvend\n").unwrap();
+    let settings = parse(&[
+        "--database-url-file",
+        url_path.to_str().unwrap(),
+        "--master-key",
+        &master,
+    ])
+    .expect("database URL from a file");
+    assert!(settings.database_url.is_some_and(|url| url.is_postgres()));
 }
 
 #[test]

@@ -11,6 +11,7 @@
 mod api_keys;
 mod auth;
 mod binary;
+mod binary_custody;
 mod errors;
 mod health;
 mod helpers;
