@@ -2,7 +2,11 @@
 #
 # tokenvend container image.
 #   docker build -t tokenvend .
-#   docker run --rm -p 8080:8080 -e TOKENVEND_DATABASE_URL=... -e TOKENVEND_MASTER_KEY=... tokenvend
+#   docker run --rm -p 127.0.0.1:8080:8080 --read-only --cap-drop ALL \
+#     -v "$PWD/secrets:/run/secrets:ro" -e TOKENVEND_DATABASE_URL_FILE=/run/secrets/database_url \
+#     -e TOKENVEND_MASTER_KEY_FILE=/run/secrets/master_key \
+#     -e TOKENVEND_ADMIN_KEY_FILE=/run/secrets/admin_key tokenvend
+# (keys and passwords as files, read through the *_FILE variables, not as plain variables).
 # Without TOKENVEND_DATABASE_URL the embedded SQLite store is kept under
 # /var/lib/tokenvend/data; mount a volume there to keep it, with master.key and admin.key.
 # The image is built without the `demo` feature: no `tokenvend demo`, no local issuer and

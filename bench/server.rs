@@ -14,7 +14,7 @@ use axum::Router;
 use edx_issuer::Issuer;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use tokenvend::config::Settings;
+use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
@@ -47,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
         master_key: Some(MasterKey::generate().0),
         old_master_keys: Vec::new(),
         admin_key: Some(SecretString::from(admin_key.clone())),
+        bootstrap_admin: true,
+        serving: ServingSettings::default(),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
         vending: VendingSettings::default(),

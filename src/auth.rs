@@ -101,18 +101,26 @@ impl KeyEntry {
 /// Reads are lock-free; the rare writes swap in a new map.
 pub struct KeyRing {
     keys: ArcSwap<HashMap<String, Arc<KeyEntry>>>,
-    bootstrap: Arc<KeyEntry>,
+    bootstrap: Option<Arc<KeyEntry>>,
 }
 
 impl KeyRing {
     pub fn new(bootstrap_key: &SecretString) -> Self {
         Self {
             keys: ArcSwap::default(),
-            bootstrap: Arc::new(KeyEntry::new(
+            bootstrap: Some(Arc::new(KeyEntry::new(
                 BOOTSTRAP_KEY_ID.to_owned(),
                 ScopeSet::new([Scope::Admin]),
                 hash_key(bootstrap_key.expose_secret()),
-            )),
+            ))),
+        }
+    }
+
+    /// A ring of stored keys only (`TOKENVEND_BOOTSTRAP_ADMIN=disabled`).
+    pub fn without_bootstrap() -> Self {
+        Self {
+            keys: ArcSwap::default(),
+            bootstrap: None,
         }
     }
 
@@ -154,7 +162,7 @@ impl KeyRing {
         let keys = self.keys.load();
         let candidate = key_id_of(presented)
             .and_then(|id| keys.get(id))
-            .unwrap_or(&self.bootstrap);
+            .or(self.bootstrap.as_ref())?;
         bool::from(candidate.hash.ct_eq(&hash)).then(|| candidate.clone())
     }
 }

@@ -1,10 +1,12 @@
 //! Start-up: open and migrate the store, resolve the master and admin keys, load caller
-//! keys into memory, bind the listener (port 0 allowed) and serve until shutdown.
+//! keys into memory, bind the listeners (port 0 allowed) and serve until shutdown.
+
+mod files;
+mod serve;
 
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -13,8 +15,9 @@ use tokio::net::TcpListener;
 use crate::auth::{generate_bootstrap_key, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    ConfigError, Settings, ADMIN_KEY_VAR, DATABASE_URL_VAR, DATA_DIR_VAR, INSECURE_URLS_VAR,
-    LISTEN_VAR, MASTER_KEY_VAR, OLD_MASTER_KEYS_VAR,
+    check_admin_key, ConfigError, ServingSettings, Settings, ADMIN_KEY_VAR, BOOTSTRAP_ADMIN_VAR,
+    DATABASE_URL_VAR, DATA_DIR_VAR, INSECURE_URLS_VAR, LISTEN_VAR, MASTER_KEY_VAR,
+    METRICS_LISTEN_VAR, OLD_MASTER_KEYS_VAR,
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
@@ -23,6 +26,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
 use crate::vending::{SealedTokenStore, Vendor, VendorParts};
+use files::{ensure_private_dir, prepare_sqlite_files, read_or_create_secret};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -60,6 +64,9 @@ impl StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    /// `TOKENVEND_METRICS_LISTEN`: `/metrics` without a key.
+    metrics_listener: Option<TcpListener>,
+    serving: ServingSettings,
     state: AppState,
 }
 
@@ -74,15 +81,19 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         // Bind first: a taken port is the commonest start-up error and needs no files.
-        let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
-            ConfigError::new(LISTEN_VAR, format!("cannot bind {}: {e}", settings.listen))
-        })?;
+        let listener = bind(LISTEN_VAR, &settings.listen).await?;
+        let metrics_listener = match &settings.serving.metrics_listen {
+            Some(address) => Some(bind(METRICS_LISTEN_VAR, address).await?),
+            None => None,
+        };
         let store = open_store(&settings).await?;
         let master_key = master_key_ring(&settings)?;
         check_sealed_key_ids(&store, &master_key).await?;
-        let admin_key = resolve_admin_key(&settings)?;
 
-        let keys = KeyRing::new(&admin_key);
+        let keys = match resolve_admin_key(&settings)? {
+            Some(admin_key) => KeyRing::new(&admin_key),
+            None => KeyRing::without_bootstrap(),
+        };
         store
             .bind_legacy_token_scopes()
             .await
@@ -126,7 +137,12 @@ impl Application {
             url_policy,
             vendor,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            serving: settings.serving.clone(),
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -135,11 +151,21 @@ impl Application {
             .expect("a bound listener has a local address")
     }
 
+    /// The address serving `/metrics` without a key, when `TOKENVEND_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has a local address")
+        })
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then stops accepting, closes idle connections and
+    /// lets in-flight requests finish.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -147,6 +173,9 @@ impl Application {
         let addr = self.local_addr();
         let store = self.state.store.clone();
         tracing::info!(%addr, backend = store.backend_name(), "tokenvend listening");
+        if let Some(addr) = self.metrics_addr() {
+            tracing::info!(%addr, "serving /metrics without a key");
+        }
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = tokio::spawn(self.state.vendor.clone().run_scheduler(async {
             let _ = scheduler_stopped.await;
@@ -155,10 +184,29 @@ impl Application {
         let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
             let _ = follower_stopped.await;
         }));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics = self.metrics_listener.map(|listener| {
+            (
+                listener,
+                routes::metrics_only::router().with_state(self.state.clone()),
+            )
+        });
         let router = routes::router(self.state);
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let main = serve::serve(self.listener, router, &self.serving, stopped.clone());
+        let metrics = async {
+            match metrics {
+                Some((listener, router)) => {
+                    serve::serve(listener, router, &self.serving, stopped).await
+                }
+                None => Ok(()),
+            }
+        };
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (served, metrics_served, ()) = tokio::join!(main, metrics, signal);
+        let served = served.and(metrics_served);
         let _ = stop_scheduler.send(());
         let _ = stop_follower.send(());
         let _ = scheduler.await;
@@ -180,6 +228,9 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     } else {
         DATA_DIR_VAR
     };
+    if let DatabaseUrl::Sqlite(sqlite) = &url {
+        prepare_sqlite_files(sqlite).map_err(|e| ConfigError::new(variable, e))?;
+    }
     let store = Store::connect(&url)
         .await
         .map_err(|e| ConfigError::new(variable, format!("cannot open {}: {e}", url.redacted())))?;
@@ -199,6 +250,7 @@ fn resolve_master_key(settings: &Settings) -> Result<MasterKey, ConfigError> {
             "is required with a PostgreSQL database",
         ));
     }
+    ensure_data_dir(&settings.data_dir)?;
     let path = settings.data_dir.join(MASTER_KEY_FILE);
     let encoded = read_or_create_secret(&path, || MasterKey::generate().1)
         .map_err(|e| ConfigError::new(MASTER_KEY_VAR, e))?;
@@ -206,16 +258,36 @@ fn resolve_master_key(settings: &Settings) -> Result<MasterKey, ConfigError> {
         .map_err(|e| ConfigError::new(MASTER_KEY_VAR, format!("{} {e}", path.display())))
 }
 
-fn resolve_admin_key(settings: &Settings) -> Result<SecretString, ConfigError> {
+/// The bootstrap admin key: the configured one, or `admin.key` in the data dir (made on
+/// first start); none at all when `TOKENVEND_BOOTSTRAP_ADMIN=disabled`.
+fn resolve_admin_key(settings: &Settings) -> Result<Option<SecretString>, ConfigError> {
+    if !settings.bootstrap_admin {
+        if settings.admin_key.is_some() {
+            tracing::warn!(
+                "{ADMIN_KEY_VAR} is set but ignored: {BOOTSTRAP_ADMIN_VAR}=disabled, so only \
+                 stored caller keys are accepted"
+            );
+        }
+        return Ok(None);
+    }
     if let Some(key) = &settings.admin_key {
-        return Ok(key.clone());
+        return Ok(Some(key.clone()));
     }
     ensure_data_dir(&settings.data_dir)?;
     let path = settings.data_dir.join(ADMIN_KEY_FILE);
-    read_or_create_secret(&path, || {
+    let key = read_or_create_secret(&path, || {
         generate_bootstrap_key().expose_secret().to_owned()
     })
-    .map_err(|e| ConfigError::new(ADMIN_KEY_VAR, e))
+    .map_err(|e| ConfigError::new(ADMIN_KEY_VAR, e))?;
+    check_admin_key(key.expose_secret())
+        .map_err(|e| ConfigError::new(ADMIN_KEY_VAR, format!("{}: {e}", path.display())))?;
+    Ok(Some(key))
+}
+
+async fn bind(variable: &'static str, address: &str) -> Result<TcpListener, ConfigError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| ConfigError::new(variable, format!("cannot bind {address}: {e}")))
 }
 
 /// The master key ring: the configured (or generated) key seals, the old keys
@@ -253,48 +325,7 @@ async fn check_sealed_key_ids(store: &Store, key: &MasterKey) -> Result<(), Star
 }
 
 fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| {
-        ConfigError::new(
-            DATA_DIR_VAR,
-            format!("cannot create {}: {e}", dir.display()),
-        )
-    })
-}
-
-/// Reads a one-line secret file, or creates it (mode 0600) with a generated value. The
-/// path is logged; the value never is.
-fn read_or_create_secret(
-    path: &PathBuf,
-    generate: impl FnOnce() -> String,
-) -> Result<SecretString, String> {
-    match std::fs::read_to_string(path) {
-        Ok(content) => {
-            let value = content.trim();
-            if value.is_empty() {
-                return Err(format!("{} is empty", path.display()));
-            }
-            return Ok(SecretString::from(value.to_owned()));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    }
-    let value = generate();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    writeln!(file, "{value}")
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    tracing::warn!(path = %path.display(), "generated a new secret file; keep it safe and back it up");
-    Ok(SecretString::from(value))
+    ensure_private_dir(dir).map_err(|e| ConfigError::new(DATA_DIR_VAR, e))
 }
 
 #[cfg(test)]

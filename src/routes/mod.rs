@@ -9,6 +9,7 @@ mod audit;
 mod audit_entry;
 mod dashboard;
 mod health;
+pub mod metrics_only;
 mod oauth;
 mod pagination;
 mod tenant_path;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection, PgPool, SqlitePool};
 use tempfile::TempDir;
 use tokenvend::clock::{Clock, ManualClock};
-use tokenvend::config::Settings;
+use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
@@ -184,6 +184,8 @@ pub fn test_vending_settings() -> VendingSettings {
 
 pub struct TestApp {
     pub address: String,
+    /// Where `/metrics` is served without a key, when `serving.metrics_listen` is set.
+    pub metrics_address: Option<String>,
     /// The clock both the app and the issuer read; tests move it instead of sleeping.
     pub clock: Arc<ManualClock>,
     /// The local edX-like issuer standing in for edX.
@@ -242,6 +244,8 @@ async fn spawn(
         master_key: Some(MasterKey::generate().0),
         old_master_keys: Vec::new(),
         admin_key: Some(SecretString::from(admin_key.clone())),
+        bootstrap_admin: true,
+        serving: ServingSettings::default(),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
         vending: test_vending_settings(),
@@ -264,6 +268,7 @@ async fn spawn(
     let issuer_server = issuer.start().await.expect("issuer starts");
     let mut app = TestApp {
         address: String::new(),
+        metrics_address: None,
         clock,
         issuer,
         issuer_server,
@@ -290,6 +295,7 @@ impl TestApp {
             .await
             .expect("app builds");
         self.address = format!("http://{}", app.local_addr());
+        self.metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
         self.server = Some(tokio::spawn(async move {

@@ -11,6 +11,7 @@
 mod api_keys;
 mod auth;
 mod binary;
+mod binary_custody;
 mod custody;
 mod errors;
 mod health;
@@ -21,6 +22,7 @@ mod operator;
 mod outbound;
 mod rekey;
 mod secrets;
+mod serving;
 mod tenants;
 mod tokens;
 

@@ -1,0 +1,223 @@
+//! The settings' validation: every bad value names its variable, key files are read.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    args: SettingsArgs,
+}
+
+fn parse(flags: &[&str]) -> Result<Settings, ConfigError> {
+    let mut argv = vec!["tokenvend"];
+    argv.extend_from_slice(flags);
+    let wrapper = Wrapper::try_parse_from(argv).expect("flags parse");
+    Settings::from_args(&wrapper.args, None)
+}
+
+#[test]
+fn defaults_are_valid() {
+    let settings = parse(&[]).expect("defaults");
+    assert_eq!(settings.listen, "127.0.0.1:8080");
+    assert!(settings.database_url.is_none());
+    assert!(!settings.allow_insecure_token_urls);
+    assert!(matches!(
+        settings.effective_database_url(),
+        DatabaseUrl::Sqlite(url) if url.ends_with("data/tokenvend.db")
+    ));
+}
+
+#[test]
+fn each_bad_setting_names_its_variable() {
+    let key = "--master-key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let weak = "a".repeat(40);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--listen", "8080"], LISTEN_VAR),
+        (&["--database-url", "mysql://x"], DATABASE_URL_VAR),
+        (
+            &["--database-url", "postgres://postgres@127.0.0.1/x"],
+            MASTER_KEY_VAR,
+        ),
+        (&[key], MASTER_KEY_VAR),
+        (&["--master-key", "short"], MASTER_KEY_VAR),
+        (&["--old-master-keys", "short"], OLD_MASTER_KEYS_VAR),
+        (
+            &["--old-master-keys=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
+            OLD_MASTER_KEYS_VAR,
+        ),
+        (&["--admin-key", "too-short"], ADMIN_KEY_VAR),
+        (&["--admin-key", &weak], ADMIN_KEY_VAR),
+        (&["--bootstrap-admin", "off"], BOOTSTRAP_ADMIN_VAR),
+        (&["--header-timeout", "0"], HEADER_TIMEOUT_VAR),
+        (&["--header-timeout", "1.5"], HEADER_TIMEOUT_VAR),
+        (&["--max-connections", "0"], MAX_CONNECTIONS_VAR),
+        (&["--max-connections", "many"], MAX_CONNECTIONS_VAR),
+        (&["--metrics-listen", "9090"], METRICS_LISTEN_VAR),
+        (
+            &["--master-key-file", "/nonexistent/master.key"],
+            MASTER_KEY_FILE_VAR,
+        ),
+        (
+            &["--admin-key-file", "/nonexistent/admin.key"],
+            ADMIN_KEY_FILE_VAR,
+        ),
+        (&["--allow-insecure-token-urls", "yes"], INSECURE_URLS_VAR),
+        (&["--log-format", "xml"], LOG_FORMAT_VAR),
+    ];
+    for (flags, variable) in cases {
+        let err = parse(flags).expect_err("should be refused");
+        assert_eq!(err.variable, *variable, "{flags:?}");
+        assert!(err.to_string().starts_with(variable));
+    }
+}
+
+#[test]
+fn database_url_falls_back_to_the_plain_variable() {
+    let wrapper = Wrapper::try_parse_from(["tokenvend"]).expect("flags parse");
+    let settings =
+        Settings::from_args(&wrapper.args, Some("sqlite://elsewhere.db".to_owned())).unwrap();
+    assert!(
+        matches!(settings.database_url, Some(DatabaseUrl::Sqlite(u)) if u == "sqlite://elsewhere.db")
+    );
+}
+
+#[test]
+fn old_master_keys_are_a_comma_separated_list_and_a_bad_one_is_named_not_shown() {
+    let (a, a64) = MasterKey::generate();
+    let (b, b64) = MasterKey::generate();
+    let settings = parse(&["--old-master-keys", &format!(" {a64} ,{b64},")]).unwrap();
+    let ids: Vec<&str> = settings.old_master_keys.iter().map(MasterKey::id).collect();
+    assert_eq!(ids, [a.id(), b.id()]);
+    assert!(parse(&[]).unwrap().old_master_keys.is_empty());
+
+    let err = parse(&["--old-master-keys", &format!("{a64},{b64}x")]).unwrap_err();
+    assert_eq!(err.variable, OLD_MASTER_KEYS_VAR);
+    assert!(err.message.starts_with("key 2 must be"), "{err}");
+    assert!(!err.to_string().contains(&b64), "{err}");
+}
+
+#[test]
+fn debug_never_shows_keys() {
+    let (_, encoded) = MasterKey::generate();
+    let (_, old) = MasterKey::generate();
+    let admin = "9Vq2LrXe7TzKwPa4sYhN3mBdFgJ6cU8x";
+    let settings = parse(&[
+        "--master-key",
+        &encoded,
+        "--old-master-keys",
+        &old,
+        "--admin-key",
+        admin,
+    ])
+    .unwrap();
+    let shown = format!("{settings:?}");
+    assert!(
+        !shown.contains(&encoded) && !shown.contains(&old) && !shown.contains(admin),
+        "{shown}"
+    );
+}
+
+#[test]
+fn keys_are_read_from_their_files_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, master) = MasterKey::generate();
+    let admin = "tv_bootstrap_Zr8Qm2XkP4wLs9TfVb7nHc3JyGd6Ea5U";
+    let master_path = dir.path().join("master");
+    let admin_path = dir.path().join("admin");
+    std::fs::write(&master_path, format!("{master}\n")).unwrap();
+    std::fs::write(&admin_path, format!("  {admin}\n")).unwrap();
+    let settings = parse(&[
+        "--master-key-file",
+        master_path.to_str().unwrap(),
+        "--admin-key-file",
+        admin_path.to_str().unwrap(),
+    ])
+    .expect("keys from files");
+    let from_env = parse(&["--master-key", &master]).unwrap();
+    assert_eq!(
+        settings.master_key.as_ref().map(MasterKey::id),
+        from_env.master_key.as_ref().map(MasterKey::id)
+    );
+    assert_eq!(settings.admin_key.unwrap().expose_secret(), admin);
+
+    let url_path = dir.path().join("url");
+    std::fs::write(&url_path, "postgres://tokenvend:pw@db:5432/tokenvend\n").unwrap();
+    let settings = parse(&[
+        "--database-url-file",
+        url_path.to_str().unwrap(),
+        "--master-key",
+        &master,
+    ])
+    .expect("database URL from a file");
+    assert!(settings.database_url.is_some_and(|url| url.is_postgres()));
+}
+
+#[test]
+fn a_key_and_its_file_together_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    let (_, master) = MasterKey::generate();
+    std::fs::write(&path, &master).unwrap();
+    let path = path.to_str().unwrap();
+    let admin = "Zr8Qm2XkP4wLs9TfVb7nHc3JyGd6Ea5U";
+    for (flags, variable, file_variable) in [
+        (
+            ["--master-key", master.as_str(), "--master-key-file", path],
+            MASTER_KEY_VAR,
+            MASTER_KEY_FILE_VAR,
+        ),
+        (
+            ["--admin-key", admin, "--admin-key-file", path],
+            ADMIN_KEY_VAR,
+            ADMIN_KEY_FILE_VAR,
+        ),
+    ] {
+        let shown = parse(&flags).expect_err("both set").to_string();
+        assert!(
+            shown.starts_with(variable) && shown.contains(file_variable),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(&master) && !shown.contains(admin),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn a_weak_key_in_a_file_is_refused_naming_the_file_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin");
+    std::fs::write(&path, "a".repeat(48)).unwrap();
+    let err = parse(&["--admin-key-file", path.to_str().unwrap()]).unwrap_err();
+    assert_eq!(err.variable, ADMIN_KEY_FILE_VAR);
+    assert!(!err.to_string().contains("aaaa"), "{err}");
+}
+
+#[test]
+fn serving_limits_default_as_documented() {
+    let settings = parse(&[]).unwrap();
+    assert_eq!(settings.serving.header_timeout, Duration::from_secs(10));
+    assert_eq!(settings.serving.max_connections, 10_000);
+    assert!(settings.serving.metrics_listen.is_none());
+    assert!(settings.bootstrap_admin);
+    let settings = parse(&[
+        "--header-timeout",
+        "3",
+        "--max-connections",
+        "2",
+        "--metrics-listen",
+        "127.0.0.1:9090",
+        "--bootstrap-admin",
+        "disabled",
+    ])
+    .unwrap();
+    assert_eq!(settings.serving.header_timeout, Duration::from_secs(3));
+    assert_eq!(settings.serving.max_connections, 2);
+    assert_eq!(
+        settings.serving.metrics_listen.as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert!(!settings.bootstrap_admin);
+}
