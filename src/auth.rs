@@ -30,8 +30,6 @@ const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 40;
 /// The id under which the bootstrap admin key acts (and appears in the audit trail).
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
-/// The shortest `TOKENVEND_ADMIN_KEY` accepted.
-pub const MIN_ADMIN_KEY_LEN: usize = 32;
 
 pub type KeyHash = [u8; 32];
 

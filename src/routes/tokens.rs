@@ -8,13 +8,16 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
 use crate::domain::TenantId;
 use crate::error::{ApiError, Result};
 use crate::extract::Path;
+use crate::routes::audit_entry::audit;
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
+use crate::telemetry::RequestId;
 use crate::vending::TokenStatus;
 
 pub fn router() -> Router<AppState> {
@@ -70,11 +73,29 @@ async fn get_token(
 
 async fn refresh_token(
     State(state): State<AppState>,
-    _: Authorized<TenantsWrite>,
+    Authorized(caller, _): Authorized<TenantsWrite>,
+    request_id: RequestId,
     Path(raw_id): Path<String>,
 ) -> Result<Json<TokenStatus>> {
     let id = path_tenant_id(&raw_id)?;
-    Ok(Json(state.vendor.force_refresh(&id).await?))
+    let uid = state.vendor.uid_of(&id);
+    let refreshed = state.vendor.force_refresh(&id).await;
+    if uid.is_some() {
+        // Forced refreshes reach edX on a caller's word: each is on the record, failed or
+        // not (an unknown tenant is not). The refresh stands even if the record cannot be
+        // written; that is logged.
+        let outcome = match &refreshed {
+            Ok(status) => {
+                json!({ "uid": uid.map(|u| u.to_string()), "fingerprint": status.fingerprint })
+            }
+            Err(error) => json!({ "uid": uid.map(|u| u.to_string()), "error": error.to_string() }),
+        };
+        let entry = audit(&caller, &request_id, "token.refresh", id.as_str(), outcome);
+        if let Err(error) = state.store.record_audit(&entry).await {
+            tracing::warn!(tenant = %id, %error, "could not record the forced refresh in the audit trail");
+        }
+    }
+    Ok(Json(refreshed?))
 }
 
 async fn get_token_status(
