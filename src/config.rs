@@ -28,6 +28,7 @@ pub const MASTER_KEY_FILE_VAR: &str = "TOKENVEND_MASTER_KEY_FILE";
 pub const ADMIN_KEY_FILE_VAR: &str = "TOKENVEND_ADMIN_KEY_FILE";
 pub const BOOTSTRAP_ADMIN_VAR: &str = "TOKENVEND_BOOTSTRAP_ADMIN";
 pub const HEADER_TIMEOUT_VAR: &str = "TOKENVEND_HEADER_TIMEOUT";
+pub const MIN_REFRESH_INTERVAL_VAR: &str = "TOKENVEND_MIN_REFRESH_INTERVAL";
 pub const MAX_CONNECTIONS_VAR: &str = "TOKENVEND_MAX_CONNECTIONS";
 pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
 
@@ -86,6 +87,10 @@ pub struct SettingsArgs {
     /// request on a kept-alive connection).
     #[arg(long, env = HEADER_TIMEOUT_VAR, default_value = "10", global = true)]
     pub header_timeout: String,
+    /// Seconds between two caller-triggered token fetches for one tenant (forced
+    /// refresh, min_ttl) at the least.
+    #[arg(long, env = MIN_REFRESH_INTERVAL_VAR, default_value = "30", global = true)]
+    pub min_refresh_interval: String,
     /// Open client connections at most (per listener); further ones wait to be accepted.
     #[arg(long, env = MAX_CONNECTIONS_VAR, default_value = "10000", global = true)]
     pub max_connections: String,
@@ -340,7 +345,14 @@ impl Settings {
             serving,
             allow_insecure_token_urls,
             log_format,
-            vending: VendingSettings::default(),
+            vending: VendingSettings {
+                min_refresh_interval: Duration::from_secs(parse_count(
+                    MIN_REFRESH_INTERVAL_VAR,
+                    &args.min_refresh_interval,
+                    1..=86_400,
+                )?),
+                ..VendingSettings::default()
+            },
         })
     }
 

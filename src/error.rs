@@ -48,6 +48,9 @@ pub enum ApiError {
         failure: UpstreamFailure,
         detail: String,
     },
+    /// A forced refresh too soon after the last fetch, or during a failure cool-down.
+    #[error("a refresh was asked for too soon after the last one (or while edX is left alone after a failure); try again after Retry-After")]
+    RefreshTooSoon { retry_after: Duration },
     /// The tenant's stored settings cannot be used (see `VendError::Unusable`). The
     /// reason is for operators: it is in the token status and the log, not in the answer.
     #[error("the tenant's stored settings cannot be used; its token status says why")]
@@ -117,6 +120,7 @@ impl From<VendError> for ApiError {
             VendError::UnknownTenant => ApiError::TenantNotFound,
             VendError::Internal => ApiError::Internal(anyhow::Error::new(err)),
             VendError::Unusable(problem) => ApiError::TenantUnusable(problem),
+            VendError::TooSoon { retry_after } => ApiError::RefreshTooSoon { retry_after },
             VendError::Upstream { cause, retry_after } => ApiError::Upstream {
                 failure: UpstreamFailure::new(&cause, retry_after),
                 detail: cause.to_string(),
@@ -169,6 +173,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream { failure, .. } => failure.status,
             ApiError::TenantUnusable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::RefreshTooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -188,6 +193,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method-not-allowed",
             ApiError::Upstream { failure, .. } => failure.slug,
             ApiError::TenantUnusable(_) => "tenant-unusable",
+            ApiError::RefreshTooSoon { .. } => "refresh-too-soon",
             ApiError::StoreUnavailable(_) => "store-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -210,6 +216,7 @@ impl ApiError {
                 _ => "Service Unavailable",
             },
             ApiError::TenantUnusable(_) => "Bad Gateway",
+            ApiError::RefreshTooSoon { .. } => "Too Many Requests",
             ApiError::StoreUnavailable(_) => "Service Unavailable",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -265,14 +272,21 @@ impl IntoResponse for ApiError {
             ApiError::Upstream { failure, .. }
                 if failure.status == StatusCode::SERVICE_UNAVAILABLE =>
             {
-                let after = failure.retry_after;
-                let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                headers.insert(header::RETRY_AFTER, retry_after_value(failure.retry_after));
+            }
+            ApiError::RefreshTooSoon { retry_after } => {
+                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
             }
             _ => {}
         }
         response
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_value(after: Duration) -> HeaderValue {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }
 
 /// Serialises a problem with the problem+json content type.

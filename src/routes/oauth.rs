@@ -106,6 +106,16 @@ impl From<VendError> for OAuthError {
                     Self::new(failure.status, "server_error", description)
                 }
             }
+            // Not reachable from a token request (only forced refreshes are refused so),
+            // but answered in kind: come back later.
+            VendError::TooSoon { retry_after } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "try again later",
+                )
+            },
             VendError::Unusable(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "server_error",

@@ -19,6 +19,10 @@ pub enum VendError {
     /// outbound rules refuse, an invalid row): nothing is sent anywhere.
     #[error("the tenant cannot be asked a token for: {0}")]
     Unusable(String),
+    /// A caller-triggered fetch (a forced refresh) asked for too soon after the last one,
+    /// or during a failure cool-down: refused without calling edX.
+    #[error("a refresh was asked for too soon; edX is not asked again yet")]
+    TooSoon { retry_after: Duration },
     #[error("the token fetch failed unexpectedly")]
     Internal,
 }

@@ -6,6 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, FutureExt};
@@ -17,7 +18,6 @@ use super::obtain::obtain;
 use super::port::TenantKey;
 use super::slot::{Outcome, Slot};
 use super::token::HeldToken;
-use crate::upstream::UpstreamError;
 
 /// Joins the fetch under way for this tenant, or starts one.
 pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'static, Outcome> {
@@ -32,15 +32,18 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         }
     }
     if let Some(cooling) = slot.cooling_down(now) {
-        let throttled = matches!(
-            cooling,
-            VendError::Upstream {
-                cause: UpstreamError::Throttled { .. },
-                ..
-            }
-        );
-        if need != Need::Force || throttled {
-            return futures::future::ready(Err(cooling)).boxed();
+        // A forced refresh during a cool-down is refused as too soon: edX is left alone.
+        let refused = match (&cooling, need) {
+            (VendError::Upstream { retry_after, .. }, Need::Force) => VendError::TooSoon {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            },
+            _ => cooling,
+        };
+        return futures::future::ready(Err(refused)).boxed();
+    }
+    if need == Need::Force {
+        if let Some(wait) = too_soon(core, slot, now) {
+            return futures::future::ready(Err(VendError::TooSoon { retry_after: wait })).boxed();
         }
     }
     let epoch = slot.epoch.load(Ordering::SeqCst);
@@ -50,6 +53,20 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         .shared();
     *inflight = Some(fetch.clone());
     fetch.boxed()
+}
+
+/// How long until a caller may trigger another fetch for `slot`: the held token was
+/// fetched less than the minimum refresh interval ago.
+fn too_soon(core: &Core, slot: &Slot, now: DateTime<Utc>) -> Option<Duration> {
+    let token = slot.token.load_full()?;
+    let interval = chrono::Duration::from_std(core.settings.min_refresh_interval).ok()?;
+    let next = token.fetched_at + interval;
+    (now < next).then(|| {
+        (next - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(Duration::from_secs(1))
+    })
 }
 
 async fn fetch_task(

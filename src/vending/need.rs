@@ -41,7 +41,7 @@ impl Need {
         match self {
             Need::Serve(min_ttl) => {
                 let recently = now - token.fetched_at
-                    < chrono::Duration::from_std(settings.min_refetch_interval).unwrap_or_default();
+                    < chrono::Duration::from_std(settings.min_refresh_interval).unwrap_or_default();
                 token.satisfies(now, min_ttl) || (token.servable(now) && recently)
             }
             Need::Refresh { scheduled: true } => now < slot.scheduled_refresh(token),

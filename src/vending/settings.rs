@@ -12,8 +12,10 @@ pub struct VendingSettings {
     pub request_deadline: Duration,
     /// How often the scheduler looks for tokens to refresh.
     pub scheduler_interval: Duration,
-    /// A token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
-    pub min_refetch_interval: Duration,
+    /// The least time between two caller-triggered fetches for one tenant
+    /// (`TOKENVEND_MIN_REFRESH_INTERVAL`): a forced refresh sooner is refused, and a
+    /// token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
+    pub min_refresh_interval: Duration,
     /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
     /// tenant before it asks edX itself (at most half the request deadline).
     pub lock_wait: Duration,
@@ -26,7 +28,7 @@ impl Default for VendingSettings {
             skew: Duration::from_secs(10),
             request_deadline: Duration::from_secs(12),
             scheduler_interval: Duration::from_secs(1),
-            min_refetch_interval: Duration::from_secs(5),
+            min_refresh_interval: Duration::from_secs(30),
             lock_wait: Duration::from_secs(6),
             upstream: UpstreamSettings::default(),
         }

@@ -216,7 +216,7 @@ async fn a_token_inside_the_skew_is_never_served() {
 }
 
 #[tokio::test]
-async fn an_unmet_min_ttl_fetches_at_most_once_per_refetch_interval() {
+async fn an_unmet_min_ttl_fetches_at_most_once_per_refresh_interval() {
     let e = engine(FakeEdx::new(Duration::from_secs(100)));
     let acme = e.tenant("acme", "client-a");
     e.add(&acme);
@@ -234,7 +234,8 @@ async fn an_unmet_min_ttl_fetches_at_most_once_per_refetch_interval() {
         1,
         "a token fetched moments ago is not fetched again"
     );
-    e.clock.advance(Duration::from_secs(6));
+    e.clock
+        .advance(VendingSettings::default().min_refresh_interval);
     e.vendor.token(&acme.id, day).await.unwrap();
     assert_eq!(e.edx.calls(), 2);
     // A min_ttl the held token meets needs no call at all.
@@ -246,40 +247,72 @@ async fn an_unmet_min_ttl_fetches_at_most_once_per_refetch_interval() {
 }
 
 #[tokio::test]
-async fn a_forced_refresh_fetches_a_new_token_but_not_during_a_throttle() {
+async fn a_forced_refresh_fetches_a_new_token_at_most_once_per_interval() {
     let e = engine(FakeEdx::new(LIFETIME));
     let acme = e.tenant("acme", "client-a");
     e.add(&acme);
     let first = e.token(&acme.id).await.unwrap();
+    let interval = VendingSettings::default().min_refresh_interval;
+
+    // Moments after the last fetch: refused, and edX is not asked.
+    let refused = e
+        .vendor
+        .force_refresh(&acme.id)
+        .await
+        .expect_err("too soon");
+    let VendError::TooSoon { retry_after } = refused else {
+        panic!("too soon, got {refused:?}");
+    };
+    assert!(retry_after > Duration::ZERO && retry_after <= interval);
+    assert_eq!(e.edx.calls(), 1);
+
+    e.clock.advance(interval);
     let status = e.vendor.force_refresh(&acme.id).await.unwrap();
     assert_eq!(e.edx.calls(), 2);
     assert_ne!(
         status.fingerprint.as_deref(),
         Some(first.fingerprint.as_str())
     );
+    e.vendor
+        .force_refresh(&acme.id)
+        .await
+        .expect_err("too soon again");
+    assert_eq!(e.edx.calls(), 2);
+}
 
-    e.edx.fail_next(UpstreamError::Throttled {
-        status: 429,
-        retry_after: Some(Duration::from_secs(60)),
-    });
-    e.vendor
-        .force_refresh(&acme.id)
-        .await
-        .expect_err("throttled");
-    e.vendor
-        .force_refresh(&acme.id)
-        .await
-        .expect_err("still throttled");
-    assert_eq!(
-        e.edx.calls(),
-        3,
-        "edX's throttle is honoured even when forced"
-    );
-    let served = e
-        .token(&acme.id)
-        .await
-        .expect("the held token is still served");
-    assert_eq!(served.fingerprint, status.fingerprint.unwrap());
+#[tokio::test]
+async fn a_forced_refresh_during_a_cool_down_is_refused_without_a_call() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let acme = e.tenant("acme", "client-a");
+    e.add(&acme);
+    let held = e.token(&acme.id).await.unwrap();
+    e.clock
+        .advance(VendingSettings::default().min_refresh_interval);
+    for failure in [
+        rejected(),
+        UpstreamError::Throttled {
+            status: 429,
+            retry_after: Some(Duration::from_secs(60)),
+        },
+    ] {
+        e.edx.fail_next(failure);
+        e.vendor
+            .force_refresh(&acme.id)
+            .await
+            .expect_err("edX refused");
+        let calls = e.edx.calls();
+        for _ in 0..3 {
+            let refused = e.vendor.force_refresh(&acme.id).await.expect_err("cooling");
+            assert!(matches!(refused, VendError::TooSoon { .. }), "{refused:?}");
+        }
+        assert_eq!(e.edx.calls(), calls, "no call during the cool-down");
+        let served = e
+            .token(&acme.id)
+            .await
+            .expect("the held token is still served");
+        assert_eq!(served.fingerprint, held.fingerprint);
+        e.clock.advance(Duration::from_secs(600));
+    }
 }
 
 #[tokio::test]

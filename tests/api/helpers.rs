@@ -171,7 +171,7 @@ pub fn test_vending_settings() -> VendingSettings {
         skew: Duration::from_secs(10),
         request_deadline: Duration::from_secs(3),
         scheduler_interval: Duration::from_millis(20),
-        min_refetch_interval: Duration::from_secs(5),
+        min_refresh_interval: Duration::from_secs(5),
         lock_wait: Duration::from_secs(1),
         upstream: UpstreamSettings {
             connect_timeout: Duration::from_secs(1),

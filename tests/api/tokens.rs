@@ -644,6 +644,8 @@ async fn a_jwks_url_gets_each_token_signature_checked(app: TestApp) {
 async fn a_forced_refresh_fetches_a_new_token(app: TestApp) {
     let client = app.issuer_tenant("acme").await;
     let first = token_json(&app, "acme").await;
+    // Forced refreshes are at most one per TOKENVEND_MIN_REFRESH_INTERVAL (5 s here).
+    app.advance(6);
     let resp = app
         .admin(Method::POST, "/tenants/acme/token/refresh", None)
         .await;
@@ -658,6 +660,7 @@ async fn a_forced_refresh_fetches_a_new_token(app: TestApp) {
 
     app.issuer
         .configure(&client, |b| b.failure = Some(Failure::InvalidClient));
+    app.advance(6);
     let resp = app
         .admin(Method::POST, "/tenants/acme/token/refresh", None)
         .await;
@@ -718,4 +721,51 @@ crate::on_both_backends!(
 );
 
 // HTTP behaviour alone: the backend cannot change these.
-crate::on_sqlite_only!(token_scopes_hide_other_tenants_and_forbid_keys_without_token_scope);
+
+async fn caller_triggered_fetches_are_limited_to_one_per_interval(app: TestApp) {
+    let client = app.issuer_tenant("acme").await;
+    token_json(&app, "acme").await;
+    app.advance(6);
+    let refresh = || app.admin(Method::POST, "/tenants/acme/token/refresh", None);
+    assert_eq!(refresh().await.status(), StatusCode::OK);
+    // A second forced refresh inside the interval: 429 with Retry-After, no edX call.
+    let resp = refresh().await;
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    let problem = assert_problem(resp, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(problem["type"], "urn:tokenvend:problem:refresh-too-soon");
+    assert_eq!(app.issuer.calls(&client), 2);
+
+    // During a failure cool-down: 429 as well, and edX is left alone.
+    app.issuer
+        .configure(&client, |b| b.failure = Some(Failure::InvalidClient));
+    app.advance(6);
+    assert_problem(refresh().await, StatusCode::BAD_GATEWAY).await;
+    let calls = app.issuer.calls(&client);
+    app.advance(6);
+    assert_problem(refresh().await, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(app.issuer.calls(&client), calls);
+
+    // min_ttl above what edX grants: over 6 s of requests, at most one fetch per 5 s.
+    app.issuer.configure(&client, |b| b.failure = None);
+    app.advance(600);
+    let before = app.issuer.calls(&client);
+    for _ in 0..20 {
+        let resp = app
+            .admin(Method::GET, "/tenants/acme/token?min_ttl=86400", None)
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK, "the best token there is");
+        app.clock.advance(std::time::Duration::from_millis(300));
+    }
+    let made = app.issuer.calls(&client) - before;
+    assert!((1..=3).contains(&made), "{made} calls");
+}
+
+crate::on_sqlite_only!(
+    token_scopes_hide_other_tenants_and_forbid_keys_without_token_scope,
+    caller_triggered_fetches_are_limited_to_one_per_interval,
+);
