@@ -166,13 +166,13 @@ async fn a_failure_cools_the_tenant_down_without_calling_edx_again() {
     }
     assert_eq!(e.edx.calls(), 1, "no call during the cool-down");
     let status = e.vendor.status(&acme.id).unwrap();
-    assert_eq!(status.state, "failing");
+    assert_eq!(status.state, TokenState::Failing);
     assert_eq!(status.last_error.unwrap().status, Some(401));
 
     e.clock.advance(Duration::from_secs(31));
     let token = e.token(&acme.id).await.expect("the cool-down is over");
     assert_eq!(e.edx.calls(), 2);
-    assert_eq!(e.vendor.status(&acme.id).unwrap().state, "valid");
+    assert_eq!(e.vendor.status(&acme.id).unwrap().state, TokenState::Valid);
     assert!(secret(&token).starts_with("client-a"));
 }
 
@@ -343,7 +343,7 @@ async fn a_stored_token_of_another_identity_is_never_adopted() {
         token: Some(token.clone()),
     });
     assert!(!adopted);
-    assert_eq!(e.vendor.status(&new.id).unwrap().state, "missing");
+    assert_eq!(e.vendor.status(&new.id).unwrap().state, TokenState::Missing);
     // The same token under the current identity is adopted.
     assert!(e.vendor.adopt(StoredToken {
         tenant_id: new.id.clone(),
@@ -380,7 +380,7 @@ async fn a_tenant_the_outbound_rules_refuse_now_fails_without_a_call() {
     let error = e.token(&local.id).await.expect_err("refused");
     assert!(matches!(error, VendError::Unusable(ref why) if why.contains("token_url")));
     let status = e.vendor.status(&local.id).unwrap();
-    assert_eq!(status.state, "failing");
+    assert_eq!(status.state, TokenState::Failing);
     assert!(status.last_error.unwrap().message.contains("https"));
     assert_eq!(e.edx.calls(), 0);
 }
@@ -421,7 +421,7 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
         .expect_err("unusable");
     assert!(matches!(error, VendError::Unusable(_)));
     let status = e.vendor.status(&TenantId::parse("bad").unwrap()).unwrap();
-    assert_eq!(status.state, "failing");
+    assert_eq!(status.state, TokenState::Failing);
     assert!(status.last_error.unwrap().message.contains("token_url"));
     assert_eq!(e.edx.calls(), 0);
     e.token(&good.id).await.expect("the valid tenant is served");
@@ -431,4 +431,58 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
         e.vendor.status(&good.id).is_none(),
         "tenants gone from the store are forgotten"
     );
+}
+
+/// Pages through every status of the given states, `limit` at a time.
+fn all_pages(vendor: &Vendor, states: &[TokenState], limit: usize) -> Vec<Vec<String>> {
+    let (mut pages, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let page = vendor.statuses(after.as_deref(), states, limit);
+        let ids: Vec<String> = page.items.iter().map(|s| s.tenant_id.clone()).collect();
+        after = ids.last().cloned();
+        pages.push(ids);
+        if !page.more {
+            return pages;
+        }
+    }
+}
+
+#[test]
+fn pages_of_statuses_give_every_tenant_once_in_id_order() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let ids: Vec<String> = (0..25).rev().map(|n| format!("t{n:02}")).collect();
+    for id in &ids {
+        e.add(&e.tenant(id, "client"));
+    }
+    e.delete(&TenantId::parse("t07").unwrap());
+    let pages = all_pages(&e.vendor, &[], 10);
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 4]);
+    let mut expected: Vec<String> = ids.into_iter().filter(|id| id != "t07").collect();
+    expected.sort();
+    assert_eq!(pages.concat(), expected);
+    // Any string is a position: "t05x" is not an id, and t06 is the first after it.
+    let page = e.vendor.statuses(Some("t05x"), &[], 2);
+    assert_eq!(page.items[0].tenant_id, "t06");
+    assert!(page.more);
+    assert!(!e.vendor.statuses(Some("u"), &[], 2).more);
+}
+
+#[tokio::test]
+async fn statuses_filtered_by_state_hold_only_those_states() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    for (n, id) in ["a", "b", "c", "d", "e", "f"].into_iter().enumerate() {
+        let tenant = e.tenant(id, "client");
+        e.add(&tenant);
+        match n % 3 {
+            0 => e.edx.fail_next(rejected()),
+            1 => {}
+            _ => continue, // never asked for: missing
+        }
+        let _ = e.token(&tenant.id).await;
+    }
+    let failing = all_pages(&e.vendor, &[TokenState::Failing], 1000);
+    assert_eq!(failing, [["a", "d"]]);
+    let pages = all_pages(&e.vendor, &[TokenState::Missing, TokenState::Failing], 3);
+    assert_eq!(pages, [vec!["a", "c", "d"], vec!["f"]]);
+    assert!(all_pages(&e.vendor, &[TokenState::Expired], 10).concat().is_empty());
 }
