@@ -175,3 +175,48 @@ pub fn render_metrics(core: &Core) -> String {
         (id.as_str(), left)
     }))
 }
+
+#[cfg(test)]
+mod bench {
+    use std::time::{Duration, Instant};
+
+    use super::super::memory::FakeEdx;
+    use super::super::tests::{engine, LIFETIME};
+    use super::TokenState;
+
+    /// The cost of one page of statuses at 10,000 tenants, each holding a token, against
+    /// the whole list the route used to build. For BENCHMARKS.md:
+    /// `cargo test --release --lib -- --ignored --nocapture a_page_of_statuses`
+    #[tokio::test]
+    #[ignore = "a measurement, not a check"]
+    async fn a_page_of_statuses_at_10_000_tenants() {
+        let e = engine(FakeEdx::new(LIFETIME));
+        for n in 0..10_000 {
+            let tenant = e.tenant(&format!("tenant-{n:05}"), &format!("client-{n}"));
+            e.add(&tenant);
+            e.token(&tenant.id).await.expect("a token");
+        }
+        let cases: [(&str, Option<&str>, &[TokenState], usize); 5] = [
+            ("first page, limit 1000", None, &[], 1000),
+            ("middle page, limit 1000", Some("tenant-05000"), &[], 1000),
+            ("first page, limit 100", None, &[], 100),
+            ("state=failing (none: a full scan)", None, &[TokenState::Failing], 1000),
+            ("every tenant (as before paging)", None, &[], usize::MAX),
+        ];
+        for (name, after, states, limit) in cases {
+            let runs = 20;
+            let (mut built, mut bytes) = (Duration::ZERO, 0);
+            for _ in 0..runs {
+                let started = Instant::now();
+                let page = e.vendor.statuses(after, states, limit);
+                let body = serde_json::to_vec(&page.items).expect("JSON");
+                built += started.elapsed();
+                bytes = body.len();
+            }
+            println!(
+                "{name}: {:.2} ms, {bytes} bytes",
+                built.as_secs_f64() * 1000.0 / f64::from(runs)
+            );
+        }
+    }
+}

@@ -16,17 +16,17 @@ use crate::store::TenantRow;
 use crate::upstream::UpstreamError;
 use secrecy::ExposeSecret;
 
-const LIFETIME: Duration = Duration::from_secs(3600);
+pub(super) const LIFETIME: Duration = Duration::from_secs(3600);
 
-struct Engine {
-    vendor: Vendor,
-    edx: Arc<FakeEdx>,
+pub(super) struct Engine {
+    pub(super) vendor: Vendor,
+    pub(super) edx: Arc<FakeEdx>,
     store: Arc<MemoryTokenStore>,
     clock: Arc<ManualClock>,
     key: Arc<MasterKey>,
 }
 
-fn engine(edx: FakeEdx) -> Engine {
+pub(super) fn engine(edx: FakeEdx) -> Engine {
     let edx = Arc::new(edx);
     let store = Arc::new(MemoryTokenStore::default());
     let clock = Arc::new(ManualClock::starting_now());
@@ -57,7 +57,7 @@ fn engine(edx: FakeEdx) -> Engine {
 }
 
 impl Engine {
-    fn tenant(&self, id: &str, client_id: &str) -> Tenant {
+    pub(super) fn tenant(&self, id: &str, client_id: &str) -> Tenant {
         let id = TenantId::parse(id).expect("tenant id");
         let now = Utc::now();
         Tenant {
@@ -85,7 +85,7 @@ impl Engine {
     }
 
     /// The tenant as both the store and the engine have it.
-    fn add(&self, tenant: &Tenant) {
+    pub(super) fn add(&self, tenant: &Tenant) {
         self.store.tenants.lock().insert(
             tenant.id.clone(),
             TenantKey {
@@ -103,7 +103,7 @@ impl Engine {
         self.vendor.remove_tenant(id);
     }
 
-    async fn token(&self, id: &TenantId) -> Result<Arc<HeldToken>, VendError> {
+    pub(super) async fn token(&self, id: &TenantId) -> Result<Arc<HeldToken>, VendError> {
         self.vendor.token(id, Duration::ZERO).await
     }
 }
