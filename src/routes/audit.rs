@@ -9,9 +9,7 @@ use crate::auth::{Admin, Authorized};
 use crate::domain::rfc3339;
 use crate::error::Result;
 use crate::extract::Query;
-use crate::routes::pagination::{
-    decode_audit_cursor, encode_audit_cursor, page_size, PageParams,
-};
+use crate::routes::pagination::{decode_audit_cursor, encode_audit_cursor, page_size, PageParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -50,8 +50,7 @@ impl SlotMap {
     /// in id order.
     pub fn after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a Arc<Slot>> {
         let start = after.map_or(0, |after| {
-            self.ordered
-                .partition_point(|s| s.id.as_str() <= after)
+            self.ordered.partition_point(|s| s.id.as_str() <= after)
         });
         self.ordered[start..].iter()
     }

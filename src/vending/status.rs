@@ -200,7 +200,12 @@ mod bench {
             ("first page, limit 1000", None, &[], 1000),
             ("middle page, limit 1000", Some("tenant-05000"), &[], 1000),
             ("first page, limit 100", None, &[], 100),
-            ("state=failing (none: a full scan)", None, &[TokenState::Failing], 1000),
+            (
+                "state=failing (none: a full scan)",
+                None,
+                &[TokenState::Failing],
+                1000,
+            ),
             ("every tenant (as before paging)", None, &[], usize::MAX),
         ];
         for (name, after, states, limit) in cases {

@@ -484,5 +484,7 @@ async fn statuses_filtered_by_state_hold_only_those_states() {
     assert_eq!(failing, [["a", "d"]]);
     let pages = all_pages(&e.vendor, &[TokenState::Missing, TokenState::Failing], 3);
     assert_eq!(pages, [vec!["a", "c", "d"], vec!["f"]]);
-    assert!(all_pages(&e.vendor, &[TokenState::Expired], 10).concat().is_empty());
+    assert!(all_pages(&e.vendor, &[TokenState::Expired], 10)
+        .concat()
+        .is_empty());
 }
