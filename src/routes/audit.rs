@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::auth::{Admin, Authorized};
 use crate::domain::rfc3339;
-use crate::error::{ApiError, Result};
+use crate::error::Result;
 use crate::extract::Query;
-use crate::routes::pagination::{decode_cursor, encode_cursor, page_size, PageParams};
+use crate::routes::pagination::{decode_audit_cursor, encode_audit_cursor, page_size, PageParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -41,9 +41,7 @@ async fn list_audit_events(
 ) -> Result<axum::Json<AuditPage>> {
     let limit = page_size(params.limit)?;
     let before = match params.cursor.as_deref() {
-        Some(cursor) => decode_cursor(cursor)?
-            .parse::<i64>()
-            .map_err(|_| ApiError::BadRequest("cursor is not one this service issued".into()))?,
+        Some(cursor) => decode_audit_cursor(cursor)?,
         None => i64::MAX,
     };
     let mut rows = state
@@ -52,7 +50,7 @@ async fn list_audit_events(
         .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|e| encode_cursor(&e.id.to_string()))
+        rows.last().map(|e| encode_audit_cursor(e.id))
     } else {
         None
     };

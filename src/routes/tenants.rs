@@ -19,7 +19,9 @@ use crate::domain::{
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
 use crate::routes::audit_entry::audit;
-use crate::routes::pagination::{decode_cursor, encode_cursor, page_size, PageParams};
+use crate::routes::pagination::{
+    decode_tenant_cursor, encode_tenant_cursor, page_size, PageParams,
+};
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
@@ -195,7 +197,7 @@ async fn list_tenants(
     let after = params
         .cursor
         .as_deref()
-        .map(decode_cursor)
+        .map(decode_tenant_cursor)
         .transpose()?
         .unwrap_or_default();
     let mut rows = state
@@ -204,7 +206,7 @@ async fn list_tenants(
         .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|t| encode_cursor(&t.id))
+        rows.last().map(|t| encode_tenant_cursor(&t.id))
     } else {
         None
     };

@@ -13,12 +13,13 @@ use serde_json::json;
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
 use crate::domain::TenantId;
 use crate::error::{ApiError, Result};
-use crate::extract::Path;
+use crate::extract::{Path, Query};
 use crate::routes::audit_entry::audit;
+use crate::routes::pagination::{decode_tenant_cursor, encode_tenant_cursor, page_size_within};
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
-use crate::vending::TokenStatus;
+use crate::vending::{TokenState, TokenStatus};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -111,16 +112,56 @@ async fn get_token_status(
         .ok_or(ApiError::TenantNotFound)
 }
 
+/// Status pages are larger than other lists: the dashboard shows every tenant.
+const DEFAULT_STATUS_PAGE: u32 = 1000;
+const MAX_STATUS_PAGE: u32 = 1000;
+
+#[derive(Deserialize)]
+struct StatusParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    /// A comma-separated list of states; none (or empty) means every state.
+    state: Option<String>,
+}
+
 #[derive(Serialize)]
 struct TokenStatusList {
     items: Vec<TokenStatus>,
+    next_cursor: Option<String>,
 }
 
 async fn list_token_status(
     State(state): State<AppState>,
     _: Authorized<TenantsRead>,
-) -> Json<TokenStatusList> {
-    Json(TokenStatusList {
-        items: state.vendor.statuses(),
-    })
+    Query(params): Query<StatusParams>,
+) -> Result<Json<TokenStatusList>> {
+    let limit = page_size_within(params.limit, DEFAULT_STATUS_PAGE, MAX_STATUS_PAGE)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_tenant_cursor)
+        .transpose()?;
+    let states = parse_states(params.state.as_deref().unwrap_or_default())?;
+    let page = state
+        .vendor
+        .statuses(after.as_deref(), &states, limit as usize);
+    let next_cursor = match page.items.last() {
+        Some(last) if page.more => Some(encode_tenant_cursor(&last.tenant_id)),
+        _ => None,
+    };
+    Ok(Json(TokenStatusList {
+        items: page.items,
+        next_cursor,
+    }))
+}
+
+/// `failing,expired`: the states asked for; an empty list asks for all.
+fn parse_states(raw: &str) -> Result<Vec<TokenState>> {
+    raw.split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            name.parse()
+                .map_err(|reason| ApiError::BadRequest(format!("each state in `state` {reason}")))
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! What every part of the engine shares: the slot map, the ports, the clock, the settings.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +20,52 @@ use crate::crypto::MasterKey;
 use crate::domain::{TenantId, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
 
+/// The served tenants: a map for the hot path's lookups, and the same slots in id order
+/// so that a page of statuses costs a binary search and the page, not a sort of all.
+/// Copied on write like the map alone was (writes are rare; reads never lock).
+#[derive(Default, Clone)]
+pub struct SlotMap {
+    by_id: HashMap<TenantId, Arc<Slot>>,
+    ordered: Vec<Arc<Slot>>,
+}
+
+impl SlotMap {
+    /// Adds or replaces the slot of its tenant id; returns the one replaced.
+    pub fn insert(&mut self, slot: Arc<Slot>) -> Option<Arc<Slot>> {
+        match self.ordered.binary_search_by(|s| s.id.cmp(&slot.id)) {
+            Ok(at) => self.ordered[at] = slot.clone(),
+            Err(at) => self.ordered.insert(at, slot.clone()),
+        }
+        self.by_id.insert(slot.id.clone(), slot)
+    }
+
+    pub fn remove(&mut self, id: &TenantId) -> Option<Arc<Slot>> {
+        if let Ok(at) = self.ordered.binary_search_by(|s| s.id.cmp(id)) {
+            self.ordered.remove(at);
+        }
+        self.by_id.remove(id)
+    }
+
+    /// The slots whose id sorts after `after` (byte order; any string, not only an id),
+    /// in id order.
+    pub fn after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a Arc<Slot>> {
+        let start = after.map_or(0, |after| {
+            self.ordered.partition_point(|s| s.id.as_str() <= after)
+        });
+        self.ordered[start..].iter()
+    }
+}
+
+impl Deref for SlotMap {
+    type Target = HashMap<TenantId, Arc<Slot>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
 pub struct Core {
-    pub slots: ArcSwap<HashMap<TenantId, Arc<Slot>>>,
+    pub slots: ArcSwap<SlotMap>,
     /// Serialises changes to the slot map (reads never take it).
     pub writes: Mutex<()>,
     pub source: Arc<dyn TokenSource>,

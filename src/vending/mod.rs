@@ -40,7 +40,7 @@ pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, To
 pub use sealed::SealedTokenStore;
 pub use settings::VendingSettings;
 pub use slot::LastError;
-pub use status::TokenStatus;
+pub use status::{StatusPage, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 
 use self::core::Core;
@@ -223,9 +223,11 @@ impl Vendor {
         Some(status::status_of(&slot, self.now()))
     }
 
-    /// Every tenant's token status, in tenant id order.
-    pub fn statuses(&self) -> Vec<TokenStatus> {
-        status::statuses(&self.core)
+    /// Up to `limit` token statuses after the tenant id `after` (any string: the tenants
+    /// sorting after it in byte order), in id order, of the given states (all when
+    /// empty), and whether more follow.
+    pub fn statuses(&self, after: Option<&str>, states: &[TokenState], limit: usize) -> StatusPage {
+        status::statuses(&self.core, after, states, limit)
     }
 
     /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.

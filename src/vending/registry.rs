@@ -1,12 +1,12 @@
 //! The tenants the engine serves, kept in step with the store, and the adoption of tokens
 //! stored by another replica or an earlier run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::config::TenantConfig;
-use super::core::Core;
+use super::core::{Core, SlotMap};
 use super::port::{StoreFault, StoredToken};
 use super::slot::{Health, Slot};
 use crate::domain::{Tenant, TenantId};
@@ -42,9 +42,8 @@ fn install_config(core: &Core, config: TenantConfig) {
             return;
         }
     }
-    let id = config.key.id.clone();
-    let mut map = HashMap::clone(&slots);
-    if let Some(old) = map.insert(id, Arc::new(Slot::new(config, core.now()))) {
+    let mut map = SlotMap::clone(&slots);
+    if let Some(old) = map.insert(Arc::new(Slot::new(config, core.now()))) {
         forget(&old);
     }
     core.slots.store(Arc::new(map));
@@ -77,7 +76,7 @@ pub fn remove_tenant(core: &Core, id: &TenantId) {
     let _writing = core.writes.lock();
     let slots = core.slots.load();
     if slots.contains_key(id) {
-        let mut map = HashMap::clone(&slots);
+        let mut map = SlotMap::clone(&slots);
         if let Some(slot) = map.remove(id) {
             forget(&slot);
         }

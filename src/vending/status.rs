@@ -1,9 +1,11 @@
 //! Token status as ops dashboards see it (never the token itself), and the per-tenant
 //! metrics.
 
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 
@@ -12,10 +14,67 @@ use super::slot::{LastError, Slot};
 use super::token::{HeldToken, SignatureState};
 use crate::domain::rfc3339;
 
+/// Where a tenant's token stands, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    /// The last fetch failed (whatever token is still held).
+    Failing,
+    /// The held token can no longer be served.
+    Expired,
+    /// No token yet.
+    Missing,
+    /// Servable, and in its refresh window.
+    Expiring,
+    Valid,
+}
+
+impl TokenState {
+    pub const ALL: [TokenState; 5] = [
+        TokenState::Valid,
+        TokenState::Expiring,
+        TokenState::Expired,
+        TokenState::Missing,
+        TokenState::Failing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Failing => "failing",
+            TokenState::Expired => "expired",
+            TokenState::Missing => "missing",
+            TokenState::Expiring => "expiring",
+            TokenState::Valid => "valid",
+        }
+    }
+}
+
+impl FromStr for TokenState {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+            .ok_or_else(|| {
+                // The value is not repeated: callers' mistakes can hold anything.
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("must be one of {}", names.join(", "))
+            })
+    }
+}
+
+/// One page of token statuses and whether tenants after it match too.
+#[derive(Debug)]
+pub struct StatusPage {
+    pub items: Vec<TokenStatus>,
+    pub more: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenStatus {
     pub tenant_id: String,
-    pub state: &'static str,
+    pub state: TokenState,
     pub issued_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
@@ -32,15 +91,28 @@ pub struct TokenStatus {
 }
 
 pub fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
+    status_if(slot, now, |_| true).expect("every state is wanted")
+}
+
+/// The slot's status if its state is `wanted` (the state is read with the rest, so a
+/// status never shows a state it was not selected by).
+fn status_if(
+    slot: &Slot,
+    now: DateTime<Utc>,
+    wanted: impl Fn(TokenState) -> bool,
+) -> Option<TokenStatus> {
     let token = slot.token.load_full();
     let health = slot.health.lock();
     let state = match &token {
-        _ if health.last_attempt_failed => "failing",
-        None => "missing",
-        Some(t) if !t.servable(now) => "expired",
-        Some(t) if t.in_refresh_window(now) => "expiring",
-        Some(_) => "valid",
+        _ if health.last_attempt_failed => TokenState::Failing,
+        None => TokenState::Missing,
+        Some(t) if !t.servable(now) => TokenState::Expired,
+        Some(t) if t.in_refresh_window(now) => TokenState::Expiring,
+        Some(_) => TokenState::Valid,
     };
+    if !wanted(state) {
+        return None;
+    }
     let cooldown_until = health.cooldown_until.filter(|u| *u > now);
     let next_refresh_at = match (&token, cooldown_until) {
         (_, Some(until)) => Some(until),
@@ -48,7 +120,7 @@ pub fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
         (None, None) => None,
     };
     let t = token.as_deref();
-    TokenStatus {
+    Some(TokenStatus {
         tenant_id: slot.id.to_string(),
         state,
         issued_at: t.map(|t| rfc3339(t.issued_at)),
@@ -64,16 +136,30 @@ pub fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
         last_error: health.last_error.clone(),
         upstream_calls: slot.upstream_calls.load(Ordering::Relaxed),
         upstream_failures: slot.upstream_failures.load(Ordering::Relaxed),
-    }
+    })
 }
 
-/// Every tenant's token status, in tenant id order.
-pub fn statuses(core: &Core) -> Vec<TokenStatus> {
+/// Up to `limit` token statuses of the tenants whose id sorts after `after`, in id
+/// order, of the given states (all when `states` is empty). Only the page's statuses
+/// are built; the states of the tenants passed over are read, nothing more.
+pub fn statuses(
+    core: &Core,
+    after: Option<&str>,
+    states: &[TokenState],
+    limit: usize,
+) -> StatusPage {
     let now = core.now();
     let slots = core.slots.load();
-    let mut items: Vec<TokenStatus> = slots.values().map(|s| status_of(s, now)).collect();
-    items.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
-    items
+    let wanted = |state| states.is_empty() || states.contains(&state);
+    // One more than the page, to know whether another page follows.
+    let mut items: Vec<TokenStatus> = slots
+        .after(after)
+        .filter_map(|slot| status_if(slot, now, wanted))
+        .take(limit.saturating_add(1))
+        .collect();
+    let more = items.len() > limit;
+    items.truncate(limit);
+    StatusPage { items, more }
 }
 
 /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.

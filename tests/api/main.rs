@@ -23,6 +23,7 @@ mod outbound;
 mod rekey;
 mod secrets;
 mod serving;
+mod status_pages;
 mod tenants;
 mod tokens;
 
