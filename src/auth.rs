@@ -1,19 +1,28 @@
 //! Caller keys: generation, hashing, the in-memory key ring and the `Caller` extractor.
-//! The extractors take the key ring from any state through `FromRef`.
+//! The extractors take the key ring from any state through `FromRef`. The ring also
+//! applies the rate limits (`limits`): each key's own, checked once the key is
+//! recognised, and the budget of failed authentications per client address.
 //!
 //! A key looks like `tv_<id>_<secret>`: the `tv_` prefix lets secret scanners spot a
 //! leaked key, the id finds the key's entry without a scan, and the secret carries about
 //! 238 random bits. Only the SHA-256 of a key is stored; for long random keys a fast hash is
 //! right (there is nothing to brute-force), and hashes are compared in constant time.
 
+pub mod limits;
+
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::Extensions;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use rand::Rng;
@@ -24,6 +33,7 @@ use subtle::ConstantTimeEq;
 use crate::domain::{Scope, ScopeSet, TenantAccess, TenantUid};
 use crate::error::ApiError;
 use crate::store::ApiKeyRecord;
+use limits::{FailureBudget, KeyLimiter, RateLimitSettings};
 
 pub const KEY_PREFIX: &str = "tv_";
 const ID_LEN: usize = 12;
@@ -72,27 +82,76 @@ fn key_id_of(presented: &str) -> Option<&str> {
 }
 
 /// A caller key as the service knows it.
-#[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub id: String,
     pub scopes: ScopeSet,
     hash: KeyHash,
+    /// `None` for an unlimited key, which then costs nothing per request.
+    limiter: Option<Arc<KeyLimiter>>,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("id", &self.id)
+            .field("scopes", &self.scopes)
+            .field("rate", &self.rate())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyEntry {
+    /// An unlimited key; see [`KeyEntry::with_rate`].
     pub fn new(id: String, scopes: ScopeSet, hash: KeyHash) -> Self {
-        Self { id, scopes, hash }
+        Self {
+            id,
+            scopes,
+            hash,
+            limiter: None,
+        }
     }
 
-    pub fn from_record(record: &ApiKeyRecord) -> Result<Self, String> {
+    /// The key limited to `rate` requests per second (`None`: unlimited).
+    pub fn with_rate(self, rate: Option<NonZeroU32>) -> Self {
+        Self {
+            limiter: rate.map(|rate| Arc::new(KeyLimiter::new(rate))),
+            ..self
+        }
+    }
+
+    fn from_record(record: &ApiKeyRecord, rate: Option<NonZeroU32>) -> Result<Self, String> {
         let hash: KeyHash = record
             .key_hash
             .as_slice()
             .try_into()
             .map_err(|_| "stored key hash is not 32 bytes".to_owned())?;
         let scopes = ScopeSet::parse_stored(&record.scopes)?;
-        Ok(Self::new(record.id.clone(), scopes, hash))
+        Ok(Self::new(record.id.clone(), scopes, hash).with_rate(rate))
     }
+
+    /// Requests per second allowed, `None` when unlimited.
+    pub fn rate(&self) -> Option<NonZeroU32> {
+        self.limiter.as_ref().map(|limiter| limiter.rate())
+    }
+
+    /// Lets one request through, or says how long until the key may make another.
+    pub fn admit(&self) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(limiter) => limiter.check(),
+        }
+    }
+}
+
+/// Why a presented key was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such key (or a wrong secret): 401.
+    Unknown,
+    /// No such key, and the client's address has failed too often lately: 429.
+    TooManyFailures(Duration),
+    /// A valid key over its rate limit: 429.
+    OverRate(Duration),
 }
 
 /// Every valid caller key, held in memory so that authentication never touches the store.
@@ -100,34 +159,57 @@ impl KeyEntry {
 pub struct KeyRing {
     keys: ArcSwap<HashMap<String, Arc<KeyEntry>>>,
     bootstrap: Option<Arc<KeyEntry>>,
+    /// The rate of keys without their own `rate_limit`.
+    default_rate: Option<NonZeroU32>,
+    failures: Option<FailureBudget>,
 }
 
 impl KeyRing {
-    pub fn new(bootstrap_key: &SecretString) -> Self {
+    pub fn new(bootstrap_key: &SecretString, limits: RateLimitSettings) -> Self {
         Self {
-            keys: ArcSwap::default(),
-            bootstrap: Some(Arc::new(KeyEntry::new(
-                BOOTSTRAP_KEY_ID.to_owned(),
-                ScopeSet::new([Scope::Admin]),
-                hash_key(bootstrap_key.expose_secret()),
-            ))),
+            bootstrap: Some(Arc::new(
+                KeyEntry::new(
+                    BOOTSTRAP_KEY_ID.to_owned(),
+                    ScopeSet::new([Scope::Admin]),
+                    hash_key(bootstrap_key.expose_secret()),
+                )
+                .with_rate(limits.key_rate),
+            )),
+            ..Self::without_bootstrap(limits)
         }
     }
 
     /// A ring of stored keys only (`TOKENVEND_BOOTSTRAP_ADMIN=disabled`).
-    pub fn without_bootstrap() -> Self {
+    pub fn without_bootstrap(limits: RateLimitSettings) -> Self {
         Self {
             keys: ArcSwap::default(),
             bootstrap: None,
+            default_rate: limits.key_rate,
+            failures: limits.auth_failures.map(FailureBudget::per_minute),
         }
     }
 
+    /// The rate of a key whose own `rate_limit` is `own`: that, else the default.
+    pub fn rate_for(&self, own: Option<i32>) -> Option<NonZeroU32> {
+        own.and_then(|rate| u32::try_from(rate).ok())
+            .and_then(NonZeroU32::new)
+            .or(self.default_rate)
+    }
+
     /// Replaces the whole ring with the stored keys; unreadable rows are skipped and logged.
+    /// A key that stays the same keeps its bucket, so a reload does not refill it.
     pub fn replace_all(&self, records: &[ApiKeyRecord]) {
+        let old = self.keys.load();
         let mut map = HashMap::with_capacity(records.len());
         for record in records {
-            match KeyEntry::from_record(record) {
-                Ok(entry) => {
+            let rate = self.rate_for(record.rate_limit);
+            match KeyEntry::from_record(record, rate) {
+                Ok(mut entry) => {
+                    if let Some(held) = old.get(&entry.id) {
+                        if held.hash == entry.hash && held.rate() == rate {
+                            entry.limiter = held.limiter.clone();
+                        }
+                    }
                     map.insert(entry.id.clone(), Arc::new(entry));
                 }
                 Err(error) => {
@@ -162,6 +244,40 @@ impl KeyRing {
             .and_then(|id| keys.get(id))
             .or(self.bootstrap.as_ref())?;
         bool::from(candidate.hash.ct_eq(&hash)).then(|| candidate.clone())
+    }
+
+    /// Authenticates `presented` and applies the rate limits: a valid key's own rate, and
+    /// for an unknown key the failure budget of `client`'s address (when known).
+    pub fn admit(&self, presented: &str, client: Option<IpAddr>) -> Result<Arc<KeyEntry>, Refusal> {
+        let Some(entry) = self.authenticate(presented) else {
+            return Err(match (&self.failures, client) {
+                (Some(budget), Some(client)) => budget
+                    .fail(client)
+                    .map_or_else(Refusal::TooManyFailures, |()| Refusal::Unknown),
+                _ => Refusal::Unknown,
+            });
+        };
+        entry.admit().map_err(Refusal::OverRate)?;
+        Ok(entry)
+    }
+}
+
+/// The client's IP address, when the server recorded the connection's peer
+/// (`ConnectInfo<SocketAddr>`; see startup's `serve`).
+pub fn client_ip(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip())
+}
+
+/// The client's IP address as an extractor (never rejects).
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientIp(client_ip(&parts.extensions)))
     }
 }
 
@@ -266,70 +382,22 @@ where
             return Err(ApiError::MissingCredentials);
         }
         let entry = Arc::<KeyRing>::from_ref(state)
-            .authenticate(key.trim())
-            .ok_or(ApiError::InvalidCredentials)?;
+            .admit(key.trim(), client_ip(&parts.extensions))
+            .map_err(|refusal| match refusal {
+                Refusal::Unknown => ApiError::InvalidCredentials,
+                Refusal::TooManyFailures(wait) => ApiError::RateLimited {
+                    retry_after: wait,
+                    detail: "too many failed authentications from this address".to_owned(),
+                },
+                Refusal::OverRate(wait) => ApiError::RateLimited {
+                    retry_after: wait,
+                    detail: "this caller key is over its rate limit".to_owned(),
+                },
+            })?;
         tracing::Span::current().record("caller", entry.id.as_str());
         Ok(Caller(entry))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ring() -> (KeyRing, SecretString) {
-        let bootstrap = generate_bootstrap_key();
-        (KeyRing::new(&bootstrap), bootstrap)
-    }
-
-    #[test]
-    fn generated_keys_are_recognisable_and_unique() {
-        let a = generate_key();
-        let b = generate_key();
-        assert!(a.key.expose_secret().starts_with("tv_"));
-        assert_eq!(key_id_of(a.key.expose_secret()), Some(a.id.as_str()));
-        assert_ne!(a.key.expose_secret(), b.key.expose_secret());
-        assert!(a.key.expose_secret().len() >= 3 + ID_LEN + 1 + SECRET_LEN);
-    }
-
-    #[test]
-    fn a_known_key_authenticates_and_a_revoked_one_does_not() {
-        let (ring, _) = ring();
-        let key = generate_key();
-        ring.insert(KeyEntry::new(
-            key.id.clone(),
-            ScopeSet::new([Scope::TenantsRead]),
-            key.hash,
-        ));
-        let entry = ring
-            .authenticate(key.key.expose_secret())
-            .expect("valid key");
-        assert_eq!(entry.id, key.id);
-        ring.remove(&key.id);
-        assert!(ring.authenticate(key.key.expose_secret()).is_none());
-    }
-
-    #[test]
-    fn a_key_with_a_known_id_but_wrong_secret_is_refused() {
-        let (ring, _) = ring();
-        let key = generate_key();
-        ring.insert(KeyEntry::new(key.id.clone(), ScopeSet::default(), key.hash));
-        let forged = format!("tv_{}_{}", key.id, "x".repeat(SECRET_LEN));
-        assert!(ring.authenticate(&forged).is_none());
-    }
-
-    #[test]
-    fn the_bootstrap_key_is_admin_whatever_its_form() {
-        let custom = SecretString::from("an-operator-chosen-admin-key-of-40-chars!".to_owned());
-        let ring = KeyRing::new(&custom);
-        let entry = ring
-            .authenticate(custom.expose_secret())
-            .expect("bootstrap");
-        assert_eq!(entry.id, BOOTSTRAP_KEY_ID);
-        assert!(entry.scopes.allows(&Scope::Admin));
-        assert!(ring
-            .authenticate("an-operator-chosen-admin-key-of-40-chars?")
-            .is_none());
-        assert!(ring.authenticate("").is_none());
-    }
-}
+mod tests;

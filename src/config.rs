@@ -3,6 +3,7 @@
 
 mod key_strength;
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use key_strength::check_admin_key;
 
+use crate::auth::limits::{RateLimitSettings, MAX_KEY_RATE};
 use crate::crypto::MasterKey;
 use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
@@ -31,6 +33,8 @@ pub const HEADER_TIMEOUT_VAR: &str = "TOKENVEND_HEADER_TIMEOUT";
 pub const MIN_REFRESH_INTERVAL_VAR: &str = "TOKENVEND_MIN_REFRESH_INTERVAL";
 pub const MAX_CONNECTIONS_VAR: &str = "TOKENVEND_MAX_CONNECTIONS";
 pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
+pub const KEY_RATE_VAR: &str = "TOKENVEND_KEY_RATE";
+pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
 
 /// A setting that is missing or wrong, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,12 @@ pub struct SettingsArgs {
     /// Open client connections at most (per listener); further ones wait to be accepted.
     #[arg(long, env = MAX_CONNECTIONS_VAR, default_value = "10000", global = true)]
     pub max_connections: String,
+    /// Requests per second per caller key without a rate_limit of its own; 0: unlimited.
+    #[arg(long, env = KEY_RATE_VAR, default_value = "0", global = true)]
+    pub key_rate: String,
+    /// Failed authentications per minute per client address before 429s; 0: no limit.
+    #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
+    pub auth_failures: String,
     /// A second address, host:port, serving only /metrics without a key.
     #[arg(long, env = METRICS_LISTEN_VAR, global = true)]
     pub metrics_listen: Option<String>,
@@ -139,6 +149,8 @@ pub struct ServingSettings {
     pub max_connections: usize,
     /// `TOKENVEND_METRICS_LISTEN`: where `/metrics` is served without a key.
     pub metrics_listen: Option<String>,
+    /// `TOKENVEND_KEY_RATE` and `TOKENVEND_AUTH_FAILURES`.
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Default for ServingSettings {
@@ -147,6 +159,7 @@ impl Default for ServingSettings {
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             metrics_listen: None,
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -188,6 +201,16 @@ fn parse_count(
             ),
         )),
     }
+}
+
+/// A rate from 0 to `max`, where 0 means none.
+fn parse_rate(
+    variable: &'static str,
+    raw: &str,
+    max: u32,
+) -> Result<Option<NonZeroU32>, ConfigError> {
+    let n = parse_count(variable, raw, 0..=u64::from(max))?;
+    Ok(u32::try_from(n).ok().and_then(NonZeroU32::new))
 }
 
 /// A secret given either directly or as a file to read (`…_FILE`, as Docker and
@@ -312,6 +335,10 @@ impl Settings {
             metrics_listen: non_empty(&args.metrics_listen)
                 .map(|raw| check_address(METRICS_LISTEN_VAR, raw))
                 .transpose()?,
+            rate_limits: RateLimitSettings {
+                key_rate: parse_rate(KEY_RATE_VAR, &args.key_rate, MAX_KEY_RATE)?,
+                auth_failures: parse_rate(AUTH_FAILURES_VAR, &args.auth_failures, 1_000_000)?,
+            },
         };
 
         let allow_insecure_token_urls = match non_empty(&args.allow_insecure_token_urls) {

@@ -42,6 +42,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    /// Too many requests (a key over its rate limit, an address failing authentication
+    /// too often): 429 with `Retry-After`.
+    #[error("{detail}")]
+    RateLimited {
+        retry_after: Duration,
+        detail: String,
+    },
     /// edX could not provide a token (502, 503 or 504).
     #[error("{detail}")]
     Upstream {
@@ -171,6 +178,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream { failure, .. } => failure.status,
             ApiError::TenantUnusable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RefreshTooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -191,6 +199,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::RateLimited { .. } => "rate-limited",
             ApiError::Upstream { failure, .. } => failure.slug,
             ApiError::TenantUnusable(_) => "tenant-unusable",
             ApiError::RefreshTooSoon { .. } => "refresh-too-soon",
@@ -210,6 +219,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "Unsupported Media Type",
             ApiError::PayloadTooLarge { .. } => "Payload Too Large",
             ApiError::MethodNotAllowed => "Method Not Allowed",
+            ApiError::RateLimited { .. } => "Too Many Requests",
             ApiError::Upstream { failure, .. } => match failure.status {
                 StatusCode::BAD_GATEWAY => "Bad Gateway",
                 StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout",
@@ -272,10 +282,13 @@ impl IntoResponse for ApiError {
             ApiError::Upstream { failure, .. }
                 if failure.status == StatusCode::SERVICE_UNAVAILABLE =>
             {
-                headers.insert(header::RETRY_AFTER, retry_after_value(failure.retry_after));
+                headers.insert(header::RETRY_AFTER, retry_after_secs(failure.retry_after));
             }
             ApiError::RefreshTooSoon { retry_after } => {
-                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
+                headers.insert(header::RETRY_AFTER, retry_after_secs(retry_after));
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after_secs(retry_after));
             }
             _ => {}
         }
@@ -283,8 +296,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Retry-After` in whole seconds, rounded up, at least 1.
-fn retry_after_value(after: Duration) -> HeaderValue {
+/// A `Retry-After` value: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(after: Duration) -> HeaderValue {
     let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
     HeaderValue::from(secs.max(1))
 }

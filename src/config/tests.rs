@@ -29,6 +29,19 @@ fn defaults_are_valid() {
 }
 
 #[test]
+fn rate_limits_default_to_unlimited_keys_and_sixty_failures_a_minute() {
+    let defaults = parse(&[]).expect("defaults").serving.rate_limits;
+    assert_eq!(defaults.key_rate, None);
+    assert_eq!(defaults.auth_failures, NonZeroU32::new(60));
+    let set = parse(&["--key-rate", "5", "--auth-failures", "0"])
+        .expect("valid")
+        .serving
+        .rate_limits;
+    assert_eq!(set.key_rate, NonZeroU32::new(5));
+    assert_eq!(set.auth_failures, None);
+}
+
+#[test]
 fn each_bad_setting_names_its_variable() {
     let key = "--master-key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let weak = "a".repeat(40);
@@ -54,6 +67,10 @@ fn each_bad_setting_names_its_variable() {
         (&["--max-connections", "0"], MAX_CONNECTIONS_VAR),
         (&["--max-connections", "many"], MAX_CONNECTIONS_VAR),
         (&["--metrics-listen", "9090"], METRICS_LISTEN_VAR),
+        (&["--key-rate=-1"], KEY_RATE_VAR),
+        (&["--key-rate", "2.5"], KEY_RATE_VAR),
+        (&["--key-rate", "100001"], KEY_RATE_VAR),
+        (&["--auth-failures", "many"], AUTH_FAILURES_VAR),
         (
             &["--master-key-file", "/nonexistent/master.key"],
             MASTER_KEY_FILE_VAR,

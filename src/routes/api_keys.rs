@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::limits::MAX_KEY_RATE;
 use crate::auth::{generate_key, Admin, Authorized, KeyEntry};
 use crate::domain::{rfc3339, validate_name, FieldError, Scope, ScopeSet};
 use crate::error::{ApiError, OnConflict, Result};
@@ -32,6 +33,8 @@ pub fn router() -> Router<AppState> {
 struct CreateApiKey {
     name: Option<String>,
     scopes: Option<Vec<String>>,
+    /// Any JSON, so that every wrong shape gets the same clear message.
+    rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -40,6 +43,8 @@ struct ApiKeyView {
     name: String,
     scopes: Vec<String>,
     created_at: String,
+    /// `null` when `TOKENVEND_KEY_RATE` applies.
+    rate_limit: Option<i32>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -53,6 +58,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
                 |set| set.to_public(),
             ),
             created_at: rfc3339(k.created_at),
+            rate_limit: k.rate_limit,
         }
     }
 }
@@ -87,6 +93,23 @@ fn parse_scopes(raw: Option<Vec<String>>) -> Result<ScopeSet, FieldError> {
     Ok(set)
 }
 
+/// `rate_limit`: absent or `null` for the default, else requests per second.
+fn parse_rate_limit(raw: Option<serde_json::Value>) -> Result<Option<i32>, FieldError> {
+    let Some(raw) = raw.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    raw.as_u64()
+        .filter(|n| (1..=u64::from(MAX_KEY_RATE)).contains(n))
+        .and_then(|n| i32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            FieldError::new(
+                "rate_limit",
+                format!("must be a whole number of requests per second from 1 to {MAX_KEY_RATE}"),
+            )
+        })
+}
+
 /// Binds each `token:<id>` scope to the tenant that holds the id now; `422` naming the
 /// scope when no tenant does.
 async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
@@ -117,7 +140,9 @@ async fn create_api_key(
         .name
         .ok_or_else(|| FieldError::new("name", "is required"))
         .and_then(|n| validate_name(&n).map_err(|m| FieldError::new("name", m)))?;
-    let scopes = bind_scopes(&state, parse_scopes(body.scopes)?).await?;
+    let scopes = parse_scopes(body.scopes)?;
+    let rate_limit = parse_rate_limit(body.rate_limit)?;
+    let scopes = bind_scopes(&state, scopes).await?;
     let generated = generate_key();
     let record = ApiKeyRecord {
         id: generated.id.clone(),
@@ -125,22 +150,24 @@ async fn create_api_key(
         scopes: scopes.to_stored(),
         key_hash: generated.hash.to_vec(),
         created_at: Utc::now().trunc_subsecs(6),
+        rate_limit,
     };
     let entry = audit(
         &caller,
         &request_id,
         "api_key.create",
         &record.id,
-        json!({ "scopes": ApiKeyView::from(&record).scopes }),
+        json!({ "scopes": ApiKeyView::from(&record).scopes, "rate_limit": rate_limit }),
     );
     state
         .store
         .insert_api_key(&record, &entry)
         .await
         .on_conflict(|| "key id collision; retry".to_owned())?;
+    let rate = state.keys.rate_for(rate_limit);
     state
         .keys
-        .insert(KeyEntry::new(record.id.clone(), scopes, generated.hash));
+        .insert(KeyEntry::new(record.id.clone(), scopes, generated.hash).with_rate(rate));
     tracing::info!(key_id = %record.id, scopes = %record.scopes, "caller key created");
     Ok((
         StatusCode::CREATED,

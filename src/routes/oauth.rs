@@ -17,6 +17,7 @@ use base64::Engine as _;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::auth::{ClientIp, Refusal};
 use crate::domain::{TenantAccess, TenantId};
 use crate::error::UpstreamFailure;
 use crate::state::AppState;
@@ -48,6 +49,22 @@ impl OAuthError {
 
     fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// RFC 6749 has no code for "too many requests": `invalid_request` with status 429
+    /// and `Retry-After`, as the API's `rate-limited` problem.
+    fn rate_limited(description: &str, wait: Duration) -> Self {
+        Self {
+            // Whole seconds, rounded up: a client that waits that long gets through.
+            retry_after: Some(Duration::from_secs(
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            )),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request",
+                description,
+            )
+        }
     }
 
     /// The same answer for an unknown key, a key without token scope for the tenant and
@@ -173,6 +190,7 @@ const PARAMETERS: [&str; 5] = [
 /// `POST /oauth2/access_token`, `POST /oauth2/v1/access_token`.
 async fn access_token(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
@@ -254,8 +272,14 @@ async fn access_token(
 
     let caller = state
         .keys
-        .authenticate(&client_secret)
-        .ok_or_else(OAuthError::invalid_client)?;
+        .admit(&client_secret, client)
+        .map_err(|refusal| match refusal {
+            Refusal::Unknown => OAuthError::invalid_client(),
+            Refusal::TooManyFailures(wait) => {
+                OAuthError::rate_limited("too many failed authentications from this address", wait)
+            }
+            Refusal::OverRate(wait) => OAuthError::rate_limited("rate limit exceeded", wait),
+        })?;
     let tenant = TenantId::parse(&client_id).map_err(|_| OAuthError::invalid_client())?;
     tracing::Span::current().record("tenant", tenant.as_str());
     let current = state.vendor.uid_of(&tenant);

@@ -3,20 +3,27 @@
 //! also closes a kept-alive connection left idle that long), and at most
 //! `max_connections` connections are open at once; further ones wait in the accept queue.
 //! On shutdown the listener closes, idle connections end and in-flight requests finish.
+//! Each request carries its connection's peer address (`ConnectInfo<SocketAddr>`), which
+//! the failed-authentication budget is kept by.
 //!
 //! HTTP/1.1 only, as before (axum was built without HTTP/2): hyper has no header timeout
 //! for HTTP/2 streams, and tokenvend's clients reach it over HTTP/1.1 or through a proxy.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt;
 
 use crate::config::ServingSettings;
 
@@ -49,10 +56,16 @@ pub async fn serve(
             },
             () = stopped(&mut stop) => break,
         };
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
+        let service = router
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(remote));
+                request
+            });
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

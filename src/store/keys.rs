@@ -15,6 +15,8 @@ pub struct ApiKeyRecord {
     pub scopes: String,
     pub key_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// Requests per second allowed to this key; `None`: the default (`TOKENVEND_KEY_RATE`).
+    pub rate_limit: Option<i32>,
 }
 
 /// One administrative change, written in the same transaction as the change itself.
@@ -87,14 +89,15 @@ impl Store {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at, rate_limit) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&k.id)
             .bind(&k.name)
             .bind(&k.scopes)
             .bind(&k.key_hash)
             .bind(k.created_at)
+            .bind(k.rate_limit)
             .execute(&mut *tx)
             .await?;
             write_audit!(tx, audit)?;
@@ -104,7 +107,8 @@ impl Store {
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
         on_pool!(self, |pool| sqlx::query_as(
-            "SELECT id, name, scopes, key_hash, created_at FROM api_keys ORDER BY created_at, id"
+            "SELECT id, name, scopes, key_hash, created_at, rate_limit FROM api_keys \
+             ORDER BY created_at, id"
         )
         .fetch_all(pool)
         .await)

@@ -196,6 +196,11 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
             "TOKENVEND_ALLOW_INSECURE_TOKEN_URLS",
         ),
         (&[("TOKENVEND_LOG_FORMAT", "xml")], "TOKENVEND_LOG_FORMAT"),
+        (&[("TOKENVEND_KEY_RATE", "-1")], "TOKENVEND_KEY_RATE"),
+        (
+            &[("TOKENVEND_AUTH_FAILURES", "lots")],
+            "TOKENVEND_AUTH_FAILURES",
+        ),
         (
             &[
                 (

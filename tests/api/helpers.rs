@@ -224,8 +224,16 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
 
 /// Spawns the app on a PostgreSQL database the test provides (and owns).
 pub async fn spawn_app_on_postgres(database_url: String) -> TestApp {
+    spawn_app_on_postgres_with(database_url, |_| {}).await
+}
+
+/// The same, after `configure` has adjusted its settings.
+pub async fn spawn_app_on_postgres_with(
+    database_url: String,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    spawn(Backend::Postgres, dir, None, database_url, |_| {}).await
+    spawn(Backend::Postgres, dir, None, database_url, configure).await
 }
 
 async fn spawn(

@@ -20,6 +20,7 @@ mod identity;
 mod oauth;
 mod operator;
 mod outbound;
+mod rate_limits;
 mod rekey;
 mod secrets;
 mod serving;

@@ -185,6 +185,41 @@ def phase_up():
     # A forced refresh during the cool-down those failures started: 429, no edX call.
     reached.add(expect("429", "POST", "/tenants/{id}/token/refresh",
                        path_parameters={"id": "rejected"}))
+    reached |= rate_limited()
+    return reached
+
+
+def rate_limited():
+    """429 on every operation that documents it: a key with `rate_limit: 1` empties its
+    bucket with one request, and the next, to the operation, is refused before anything
+    else is looked at."""
+    reached = set()
+    created = requests.post(
+        BASE_URL + "/api-keys", json={"name": "limited", "scopes": ["admin"], "rate_limit": 1},
+        headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    limited = created.json()["key"]
+    bodies = {
+        "POST /api-keys": {"name": "n", "scopes": ["token:acme"]},
+        "POST /tenants": {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
+        "PATCH /tenants/{id}": {"name": "x"},
+    }
+    for label in sorted(label for label, status in documented() if status == "429"):
+        method, path = label.split(" ", 1)
+        requests.get(BASE_URL + "/api-keys", headers={"Authorization": f"Bearer {limited}"},
+                     timeout=30)
+        if path.startswith("/oauth2/"):
+            reached.add(expect("429", method, path, key=None, body=oauth_form("acme", limited),
+                               media_type="application/x-www-form-urlencoded"))
+        else:
+            reached.add(expect(
+                "429", method, path, key=limited,
+                path_parameters={"id": "acme"} if "{id}" in path else None,
+                body=bodies.get(label),
+                media_type="application/merge-patch+json" if method == "PATCH" else None,
+            ))
+    assert len(reached) >= 16, reached
     return reached
 
 

@@ -1,0 +1,171 @@
+//! Request rates: each caller key's token bucket, and the budget of failed
+//! authentications per client address. Both are per process (governor's GCRA, one
+//! atomic word per bucket), so a fleet of `n` replicas lets through up to `n` times as
+//! much; they protect the service and edX from one careless or hostile caller, not
+//! from a fleet-wide total.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+
+/// The highest `rate_limit` a key may have, and the highest `TOKENVEND_KEY_RATE`.
+pub const MAX_KEY_RATE: u32 = 100_000;
+
+/// The failed authentications per minute allowed per client address by default.
+pub const DEFAULT_AUTH_FAILURES: u32 = 60;
+
+/// The limits set at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// `TOKENVEND_KEY_RATE`: requests per second for keys without a `rate_limit` of
+    /// their own (and the bootstrap admin key); `None` is unlimited.
+    pub key_rate: Option<NonZeroU32>,
+    /// `TOKENVEND_AUTH_FAILURES`: failed authentications per minute per client address;
+    /// `None` is no limit.
+    pub auth_failures: Option<NonZeroU32>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            key_rate: None,
+            auth_failures: NonZeroU32::new(DEFAULT_AUTH_FAILURES),
+        }
+    }
+}
+
+/// One key's token bucket: `rate` requests per second, in bursts of up to `rate`.
+pub struct KeyLimiter {
+    rate: NonZeroU32,
+    bucket: DefaultDirectRateLimiter,
+}
+
+impl KeyLimiter {
+    pub fn new(rate: NonZeroU32) -> Self {
+        Self {
+            rate,
+            bucket: DefaultDirectRateLimiter::direct(Quota::per_second(rate)),
+        }
+    }
+
+    pub fn rate(&self) -> NonZeroU32 {
+        self.rate
+    }
+
+    /// Takes one request from the bucket, or says how long until one is there.
+    pub fn check(&self) -> Result<(), Duration> {
+        self.bucket
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(self.bucket.clock().now()))
+    }
+}
+
+/// After this many failures counted, buckets that have refilled are dropped, so that
+/// the map holds only the addresses that failed within about the last minute.
+const PRUNE_EVERY: u32 = 1024;
+
+/// The failed authentications allowed per client address.
+pub struct FailureBudget {
+    buckets: DefaultKeyedRateLimiter<IpAddr>,
+    counted: AtomicU32,
+}
+
+impl FailureBudget {
+    pub fn per_minute(failures: NonZeroU32) -> Self {
+        Self {
+            buckets: DefaultKeyedRateLimiter::keyed(Quota::per_minute(failures)),
+            counted: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts one failed authentication from `client`: `Ok` while its address is within
+    /// the budget, else how long until another failure is allowed.
+    pub fn fail(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.counted.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.buckets.retain_recent();
+            self.buckets.shrink_to_fit();
+        }
+        self.buckets
+            .check_key(&bucket_of(client))
+            .map_err(|not_until| not_until.wait_time_from(self.buckets.clock().now()))
+    }
+
+    /// How many addresses have a bucket now (for tests).
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// The bucket an address counts against: an IPv4 address itself (also when written as
+/// IPv4-mapped IPv6), an IPv6 address by its /64, the least one host is usually given.
+fn bucket_of(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).expect("non-zero")
+    }
+
+    #[test]
+    fn a_key_gets_its_burst_then_waits_about_one_interval() {
+        let limiter = KeyLimiter::new(rate(2));
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_ok());
+        let wait = limiter.check().expect_err("the third is over the rate");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn failures_are_counted_per_address_and_per_ipv6_prefix() {
+        let budget = FailureBudget::per_minute(rate(2));
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(budget.fail(a).is_ok());
+        assert!(budget.fail(mapped).is_ok());
+        let wait = budget.fail(a).expect_err("over the budget");
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(budget.fail(b).is_ok(), "another address has its own budget");
+
+        let host: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert!(budget.fail(host).is_ok());
+        assert!(budget.fail(same_prefix).is_ok());
+        assert!(budget.fail(host).is_err(), "one /64 shares one budget");
+        assert_eq!(budget.tracked(), 3);
+    }
+
+    #[test]
+    fn buckets_are_pruned_as_failures_are_counted() {
+        let budget = FailureBudget::per_minute(rate(60));
+        for i in 0..PRUNE_EVERY - 1 {
+            let ip = IpAddr::V4((0x0A00_0000 + i).into());
+            let _ = budget.fail(ip);
+        }
+        assert_eq!(budget.tracked(), (PRUNE_EVERY - 1) as usize);
+        // Pruning drops only buckets that have refilled; these are all recent, so they
+        // stay: the bound is "the addresses that failed within the last minute".
+        let _ = budget.fail("10.255.0.1".parse().expect("ip"));
+        assert_eq!(budget.tracked(), PRUNE_EVERY as usize);
+    }
+}
