@@ -49,19 +49,28 @@ async fn own_stored_tokens(app: &TestApp) -> i64 {
     .await
 }
 
-async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token(mut app: TestApp) {
-    let client_a = slow_tenant(&app).await;
-    let in_flight = tokio::spawn({
-        let request = app
-            .client
-            .get(app.url("/tenants/t/token"))
-            .bearer_auth(&app.admin_key);
-        async move { request.send().await.unwrap() }
-    });
+/// Asks `address` for `t`'s token in the background, and returns once client A's fetch
+/// is under way (the request then waits on the slow edX).
+async fn fetch_in_flight(
+    app: &TestApp,
+    address: &str,
+    client_a: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app
+        .client
+        .get(format!("{address}/tenants/t/token"))
+        .bearer_auth(&app.admin_key);
+    let in_flight = tokio::spawn(async move { request.send().await.unwrap() });
     eventually("client A's fetch to be under way", async || {
-        app.issuer.calls(&client_a) == 1
+        app.issuer.calls(client_a) == 1
     })
     .await;
+    in_flight
+}
+
+async fn a_recreated_tenant_is_never_served_the_deleted_tenants_token(mut app: TestApp) {
+    let client_a = slow_tenant(&app).await;
+    let in_flight = fetch_in_flight(&app, &app.address, &client_a).await;
     let client_b = recreate(&app).await;
 
     // The caller of the deleted tenant does not get its token either: that tenant is gone.
@@ -145,17 +154,7 @@ mod postgres {
         })
         .await;
         // The fetch runs on the replica; the delete and re-create happen on the first app.
-        let in_flight = tokio::spawn({
-            let request = app
-                .client
-                .get(format!("{replica}/tenants/t/token"))
-                .bearer_auth(&app.admin_key);
-            async move { request.send().await.unwrap() }
-        });
-        eventually("client A's fetch to be under way", async || {
-            app.issuer.calls(&client_a) == 1
-        })
-        .await;
+        let in_flight = fetch_in_flight(&app, &replica, &client_a).await;
         let client_b = recreate(&app).await;
         let first = in_flight.await.unwrap();
         assert_ne!(
