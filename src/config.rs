@@ -35,6 +35,7 @@ pub const MAX_CONNECTIONS_VAR: &str = "TOKENVEND_MAX_CONNECTIONS";
 pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
 pub const KEY_RATE_VAR: &str = "TOKENVEND_KEY_RATE";
 pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
+pub const UPSTREAM_RATE_VAR: &str = "TOKENVEND_UPSTREAM_RATE";
 
 /// A setting that is missing or wrong, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,10 @@ pub struct SettingsArgs {
     /// Requests per second per caller key without a rate_limit of its own; 0: unlimited.
     #[arg(long, env = KEY_RATE_VAR, default_value = "0", global = true)]
     pub key_rate: String,
+    /// Token requests per minute per edX token-endpoint host (fleet-wide on PostgreSQL);
+    /// 0: no limit.
+    #[arg(long, env = UPSTREAM_RATE_VAR, default_value = "60", global = true)]
+    pub upstream_rate: String,
     /// Failed authentications per minute per client address before 429s; 0: no limit.
     #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
     pub auth_failures: String,
@@ -378,6 +383,7 @@ impl Settings {
                     &args.min_refresh_interval,
                     1..=86_400,
                 )?),
+                upstream_rate: parse_rate(UPSTREAM_RATE_VAR, &args.upstream_rate, 1_000_000)?,
                 ..VendingSettings::default()
             },
         })

@@ -106,6 +106,9 @@ impl UpstreamFailure {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable")
             }
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+            UpstreamError::OverBudget { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream-budget")
+            }
         };
         Self {
             status,

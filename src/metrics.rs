@@ -26,6 +26,17 @@ struct TenantLabels {
     tenant: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    host: String,
+    outcome: &'static str,
+}
+
 /// How a token request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenResult {
@@ -50,6 +61,8 @@ pub struct Metrics {
     seconds_left: Family<TenantLabels, Gauge<f64, AtomicU64>>,
     cached_tokens: Gauge,
     tenants: Gauge,
+    budget_remaining: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    budget_asks: Family<BudgetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +106,18 @@ impl Metrics {
         );
         let tenants = Gauge::default();
         registry.register("tenants", "Tenants configured", tenants.clone());
+        let budget_remaining = Family::<HostLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "upstream_budget_remaining",
+            "Token requests left in the upstream budget of each edX host, when last asked",
+            budget_remaining.clone(),
+        );
+        let budget_asks = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "upstream_budget_asks",
+            "Asks to the upstream budget by host and outcome (granted, waited, deferred, refused)",
+            budget_asks.clone(),
+        );
         let counter = |result| {
             token_requests
                 .get_or_create(&ResultLabels { result })
@@ -109,7 +134,25 @@ impl Metrics {
             seconds_left,
             cached_tokens,
             tenants,
+            budget_remaining,
+            budget_asks,
         }
+    }
+
+    /// Counts an ask to the upstream budget of `host` (`granted`, `waited`, `deferred`
+    /// or `refused`) and the requests it left.
+    pub fn observe_budget(&self, host: &str, outcome: &'static str, remaining: f64) {
+        self.budget_asks
+            .get_or_create(&BudgetLabels {
+                host: host.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.budget_remaining
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(remaining);
     }
 
     pub fn count_token_request(&self, result: TokenResult) {

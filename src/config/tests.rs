@@ -42,6 +42,17 @@ fn rate_limits_default_to_unlimited_keys_and_sixty_failures_a_minute() {
 }
 
 #[test]
+fn the_upstream_budget_defaults_to_sixty_a_minute_and_zero_lifts_it() {
+    let vending = |args: &[&str]| parse(args).expect("valid").vending;
+    assert_eq!(vending(&[]).upstream_rate, NonZeroU32::new(60));
+    assert_eq!(
+        vending(&["--upstream-rate", "600"]).upstream_rate,
+        NonZeroU32::new(600)
+    );
+    assert_eq!(vending(&["--upstream-rate", "0"]).upstream_rate, None);
+}
+
+#[test]
 fn each_bad_setting_names_its_variable() {
     let key = "--master-key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let weak = "a".repeat(40);
@@ -71,6 +82,9 @@ fn each_bad_setting_names_its_variable() {
         (&["--key-rate", "2.5"], KEY_RATE_VAR),
         (&["--key-rate", "100001"], KEY_RATE_VAR),
         (&["--auth-failures", "many"], AUTH_FAILURES_VAR),
+        (&["--upstream-rate", "sixty"], UPSTREAM_RATE_VAR),
+        (&["--upstream-rate=-1"], UPSTREAM_RATE_VAR),
+        (&["--upstream-rate", "1000001"], UPSTREAM_RATE_VAR),
         (
             &["--master-key-file", "/nonexistent/master.key"],
             MASTER_KEY_FILE_VAR,

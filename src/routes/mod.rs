@@ -15,6 +15,7 @@ mod pagination;
 mod tenant_path;
 mod tenants;
 mod tokens;
+mod upstream;
 
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(tenants::router())
         .merge(tokens::router())
+        .merge(upstream::router())
         .merge(oauth::router())
         .merge(dashboard::router())
         .merge(api_keys::router())

@@ -4,7 +4,7 @@
 //! written once and `on_pool!` expands it for the backend in use. What differs between them
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
-//! `keys.rs` (caller keys and the audit trail), and `rekey.rs` re-seals all of them under
+//! `keys.rs` (caller keys and the audit trail), `budget.rs` (the fleet's upstream budget), and `rekey.rs` re-seals all of them under
 //! a new master key.
 
 /// Runs the same block against whichever pool the store holds.
@@ -36,6 +36,7 @@ macro_rules! write_audit {
 }
 
 mod backend;
+mod budget;
 mod database_url;
 mod keys;
 mod limits;
@@ -46,6 +47,7 @@ mod tenants;
 mod tokens;
 
 pub use backend::Store;
+pub use budget::BudgetAnswer;
 pub use database_url::DatabaseUrl;
 pub use keys::{ApiKeyRecord, AuditEntry, AuditEvent};
 pub use limits::ACQUIRE_TIMEOUT;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -84,6 +85,10 @@ pub enum UpstreamError {
     Timeout(Duration),
     #[error("edX sent an invalid answer (HTTP {status}: {detail})")]
     InvalidResponse { status: u16, detail: String },
+    /// Not sent: tokenvend's own budget of requests to this token endpoint's host
+    /// (`TOKENVEND_UPSTREAM_RATE`) is spent for now.
+    #[error("the budget of token requests to this edX host is spent for now; try again in {}s", .retry_after.as_secs().max(1))]
+    OverBudget { retry_after: Duration },
 }
 
 impl UpstreamError {
@@ -98,7 +103,7 @@ impl UpstreamError {
             | Self::Throttled { status, .. }
             | Self::InvalidResponse { status, .. } => Some(*status),
             Self::Unavailable { status, .. } => *status,
-            Self::Timeout(_) => None,
+            Self::Timeout(_) | Self::OverBudget { .. } => None,
         }
     }
 
@@ -110,9 +115,14 @@ impl UpstreamError {
             Self::Unavailable { .. } => "unavailable",
             Self::Timeout(_) => "timeout",
             Self::InvalidResponse { .. } => "invalid_response",
+            Self::OverBudget { .. } => "over_budget",
         }
     }
 }
+
+/// Asked before every HTTP attempt of a fetch: whether it may be sent (the engine's
+/// upstream budget); it may wait for its turn.
+pub type AttemptGate<'a> = dyn Fn() -> BoxFuture<'a, Result<(), UpstreamError>> + Send + Sync + 'a;
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -143,12 +153,13 @@ impl UpstreamClient {
     }
 
     /// Fetches a token, retrying timeouts and 5xx with jittered exponential backoff until
-    /// `max_attempts` or `deadline`. `on_attempt` is told of every HTTP attempt.
+    /// `max_attempts` or `deadline`. `before_attempt` is asked before every HTTP attempt;
+    /// its refusal ends the fetch.
     pub async fn fetch(
         &self,
         request: &TokenRequest<'_>,
         deadline: Instant,
-        on_attempt: &(dyn Fn() + Send + Sync),
+        before_attempt: &AttemptGate<'_>,
     ) -> Result<FetchedToken, UpstreamError> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_base_delay)
@@ -156,7 +167,7 @@ impl UpstreamClient {
             .with_max_times(self.settings.max_attempts.saturating_sub(1))
             .with_jitter();
         let attempt = || async {
-            on_attempt();
+            before_attempt().await?;
             self.attempt(request).await
         };
         let retried = attempt

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use secrecy::ExposeSecret;
 
+use super::budget::UpstreamBudget;
 use super::jwks::JwksCache;
 use super::port::{TokenSource, TokenStore};
 use super::settings::VendingSettings;
@@ -76,6 +77,8 @@ pub struct Core {
     pub clock: Arc<dyn Clock>,
     pub settings: VendingSettings,
     pub metrics: Arc<Metrics>,
+    /// The budget of token requests per token-endpoint host.
+    pub budget: UpstreamBudget,
     /// Until when refreshes skip the fleet lock because the store was found unreachable.
     pub store_down_until: Mutex<Option<Instant>>,
 }

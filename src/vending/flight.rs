@@ -18,6 +18,7 @@ use super::obtain::obtain;
 use super::port::TenantKey;
 use super::slot::{Outcome, Slot};
 use super::token::HeldToken;
+use crate::upstream::UpstreamError;
 
 /// Joins the fetch under way for this tenant, or starts one.
 pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'static, Outcome> {
@@ -30,6 +31,16 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         if need.met_by(&token, slot, &core.settings, now, None) {
             return futures::future::ready(Ok(token)).boxed();
         }
+    }
+    if matches!(need, Need::Refresh { .. }) && slot.refresh_deferred(now) {
+        // The upstream budget was short moments ago: the held token serves meanwhile.
+        return futures::future::ready(Err(VendError::Upstream {
+            cause: UpstreamError::OverBudget {
+                retry_after: Duration::from_secs(1),
+            },
+            retry_after: Some(Duration::from_secs(1)),
+        }))
+        .boxed();
     }
     if let Some(cooling) = slot.cooling_down(now) {
         // A forced refresh during a cool-down is refused as too soon: edX is left alone.
@@ -99,6 +110,19 @@ async fn fetch_task(
             }
             core.verify_in_background(&slot, token.clone());
             Ok(token)
+        }
+        // Not sent at all: no failure of edX's. A refresh ahead of time waits its turn.
+        Err(VendError::Upstream {
+            cause: cause @ UpstreamError::OverBudget { retry_after },
+            ..
+        }) => {
+            if matches!(need, Need::Refresh { .. }) {
+                slot.defer_refresh(now, retry_after);
+            }
+            Err(VendError::Upstream {
+                cause,
+                retry_after: Some(retry_after),
+            })
         }
         Err(VendError::Upstream { cause, .. }) => {
             let wait = slot.record_failure(&cause, now);

@@ -10,10 +10,13 @@ use parking_lot::Mutex;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
 
+use chrono::{DateTime, Utc};
+
+use super::budget::{BudgetRule, Take};
 use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
 use super::token::HeldToken;
 use crate::domain::TenantId;
-use crate::upstream::{FetchedToken, TokenRequest, UpstreamError};
+use crate::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamError};
 
 /// Tokens kept in memory, with the identity and credentials version they were saved for.
 /// It has no fleet lock, like SQLite.
@@ -83,6 +86,16 @@ impl TokenStore for MemoryTokenStore {
             .collect();
         futures::future::ready(Ok(rows)).boxed()
     }
+
+    fn take_budget<'a>(
+        &'a self,
+        _host: &'a str,
+        _rule: BudgetRule,
+        _floor: f64,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<Take>, StoreFault>> {
+        futures::future::ready(Ok(None)).boxed()
+    }
 }
 
 /// A scripted edX: answers from a queue (a token with the default lifetime when it is
@@ -130,10 +143,10 @@ impl TokenSource for FakeEdx {
         &'a self,
         request: &'a TokenRequest<'a>,
         _deadline: Instant,
-        on_attempt: &'a (dyn Fn() + Send + Sync),
+        before_attempt: &'a AttemptGate<'a>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
         async move {
-            on_attempt();
+            before_attempt().await?;
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             self.clients.lock().push(request.client_id.to_owned());
             if let Some(gate) = &self.gate {

@@ -9,6 +9,7 @@
 //! tenants in step with the store, `status.rs` answers dashboards, `scheduler.rs`
 //! refreshes ahead.
 
+mod budget;
 mod config;
 mod core;
 mod error;
@@ -35,6 +36,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+pub use budget::{BudgetReport, HostBudget};
 pub use error::VendError;
 pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
 pub use sealed::SealedTokenStore;
@@ -43,6 +45,7 @@ pub use slot::LastError;
 pub use status::{StatusPage, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 
+use self::budget::UpstreamBudget;
 use self::core::Core;
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
@@ -92,6 +95,7 @@ impl Vendor {
         tokens: Arc<dyn TokenStore>,
         jwks_client: UpstreamClient,
     ) -> Self {
+        let budget = UpstreamBudget::new(parts.settings.upstream_rate, parts.metrics.clone());
         Self {
             core: Arc::new(Core {
                 slots: ArcSwap::default(),
@@ -104,6 +108,7 @@ impl Vendor {
                 clock: parts.clock,
                 settings: parts.settings,
                 metrics: parts.metrics,
+                budget,
                 store_down_until: Mutex::new(None),
             }),
         }
@@ -228,6 +233,14 @@ impl Vendor {
     /// empty), and whether more follow.
     pub fn statuses(&self, after: Option<&str>, states: &[TokenState], limit: usize) -> StatusPage {
         status::statuses(&self.core, after, states, limit)
+    }
+
+    /// The upstream budget: its rate, and what it did for each token-endpoint host.
+    pub fn upstream_budget(&self) -> BudgetReport {
+        BudgetReport {
+            rate_per_minute: self.core.settings.upstream_rate.map(|n| n.get()),
+            hosts: self.core.budget.hosts(),
+        }
     }
 
     /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::{BoxFuture, FutureExt};
+use url::Url;
 
+use super::budget::{Priority, UpstreamBudget};
 use super::config::TenantConfig;
 use super::core::Core;
 use super::error::VendError;
@@ -47,7 +50,7 @@ pub async fn obtain(
     let deadline = Instant::now() + core.settings.request_deadline;
     let held_before = slot.token.load_full();
     let Some(mut guard) = refresh_lock(core, &config.key).await else {
-        let token = fetch_upstream(core, slot, config, deadline).await?;
+        let token = fetch_upstream(core, slot, config, need, deadline).await?;
         return Ok(Obtained {
             token,
             stored: false,
@@ -79,7 +82,7 @@ pub async fn obtain(
             tracing::warn!(tenant = %slot.id, %error, "cannot read the stored token")
         }
     }
-    let token = fetch_upstream(core, slot, config, deadline).await?;
+    let token = fetch_upstream(core, slot, config, need, deadline).await?;
     match bounded(guard.save_and_release(&token)).await {
         Ok(true) => {}
         Ok(false) => {
@@ -98,11 +101,7 @@ pub async fn obtain(
 /// SQLite, when the store is unreachable, or when another replica holds it too long
 /// (a replica that died holding it releases it with its connection).
 async fn refresh_lock(core: &Core, tenant: &TenantKey) -> Option<Box<dyn RefreshGuard>> {
-    if core
-        .store_down_until
-        .lock()
-        .is_some_and(|until| Instant::now() < until)
-    {
+    if store_down(core) {
         return None;
     }
     let settings = &core.settings;
@@ -135,6 +134,7 @@ async fn fetch_upstream(
     core: &Core,
     slot: &Slot,
     config: &TenantConfig,
+    need: Need,
     deadline: Instant,
 ) -> Outcome {
     let params = config
@@ -142,16 +142,36 @@ async fn fetch_upstream(
         .as_ref()
         .map_err(|problem| VendError::Unusable(problem.clone()))?;
     let request = params.request();
-    let count = || {
-        slot.upstream_calls.fetch_add(1, Ordering::Relaxed);
+    let host = budget_host(request.token_url);
+    // Tenants whose callers have nothing to be served go first.
+    let servable = slot
+        .token
+        .load_full()
+        .is_some_and(|held| held.servable(core.now()));
+    let priority = match need {
+        _ if !servable => Priority::Urgent,
+        Need::Refresh { .. } => Priority::Background,
+        Need::Serve(_) | Need::Force => Priority::Caller,
+    };
+    let gate = || -> BoxFuture<'_, Result<(), UpstreamError>> {
+        let host = host.as_str();
+        async move {
+            take_budget(core, host, priority, deadline).await?;
+            slot.upstream_calls.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        .boxed()
     };
     let upstream_error = |cause: UpstreamError| VendError::Upstream {
+        retry_after: match &cause {
+            UpstreamError::OverBudget { retry_after } => Some(*retry_after),
+            _ => None,
+        },
         cause,
-        retry_after: None,
     };
     let fetched = core
         .source
-        .fetch(&request, deadline, &count)
+        .fetch(&request, deadline, &gate)
         .await
         .map_err(upstream_error)?;
     let token =
@@ -163,4 +183,68 @@ async fn fetch_upstream(
         "fetched a new token"
     );
     Ok(Arc::new(token))
+}
+
+/// Whose budget a token request is taken from: its endpoint's host (and port, if not the
+/// scheme's default).
+pub fn budget_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// Takes one request from the budget of `host`: from the fleet's bucket in the store when
+/// there is one (and it answers in time), else from this process's. A reservation that
+/// comes due before the deadline is waited for; otherwise the request is not sent.
+async fn take_budget(
+    core: &Core,
+    host: &str,
+    priority: Priority,
+    deadline: Instant,
+) -> Result<(), UpstreamError> {
+    let Some(rule) = core.budget.rule() else {
+        return Ok(());
+    };
+    let floor = UpstreamBudget::floor(&rule, priority, deadline);
+    let now = core.now();
+    let shared = if store_down(core) {
+        None
+    } else {
+        match bounded(core.tokens.take_budget(host, rule, floor, now)).await {
+            Ok(take) => take,
+            Err(error) => {
+                if matches!(error, StoreFault::Unavailable(_)) {
+                    *core.store_down_until.lock() = Some(Instant::now() + STORE_DOWN_BACKOFF);
+                }
+                tracing::warn!(host, %error, "cannot reach the fleet's upstream budget; using this replica's");
+                None
+            }
+        }
+    };
+    let take = shared.unwrap_or_else(|| core.budget.take_local(&rule, host, now, floor));
+    match core.budget.settle(&rule, host, priority, floor, take) {
+        Ok(wait) => {
+            if !wait.is_zero() {
+                tracing::debug!(
+                    host,
+                    wait_ms = wait.as_millis() as u64,
+                    "waiting for the upstream budget"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Ok(())
+        }
+        Err(short) => Err(UpstreamError::OverBudget {
+            retry_after: short.retry_after,
+        }),
+    }
+}
+
+/// Whether the store was found unreachable moments ago (refreshes then skip it).
+fn store_down(core: &Core) -> bool {
+    core.store_down_until
+        .lock()
+        .is_some_and(|until| Instant::now() < until)
 }

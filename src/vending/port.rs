@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
+use chrono::{DateTime, Utc};
+
+use super::budget::{BudgetRule, Take};
 use super::token::HeldToken;
 use crate::domain::{TenantId, TenantUid};
-use crate::upstream::{FetchedToken, TokenRequest, UpstreamClient, UpstreamError};
+use crate::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamClient, UpstreamError};
 
 /// Whose token: the tenant's id, its identity, and the version of its credentials. A token
 /// is only ever stored for, or taken from the store by, the same identity and credentials.
@@ -65,6 +68,17 @@ pub trait TokenStore: Send + Sync + 'static {
 
     /// Every stored token.
     fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>>;
+
+    /// Takes one request from the fleet-wide upstream budget of `host` if that leaves at
+    /// least `floor` (see `budget.rs`); `None` where one process owns the store, which
+    /// then keeps the budget itself.
+    fn take_budget<'a>(
+        &'a self,
+        host: &'a str,
+        rule: BudgetRule,
+        floor: f64,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<Take>, StoreFault>>;
 }
 
 /// A held refresh lock: released when saved or dropped (and by the store itself when the
@@ -83,12 +97,13 @@ pub trait RefreshGuard: Send {
 /// Where new tokens come from: edX's token endpoint, through the upstream client.
 pub trait TokenSource: Send + Sync + 'static {
     /// Asks for a token until it has one, a failure that retrying cannot mend, or
-    /// `deadline`; `on_attempt` is told of every attempt.
+    /// `deadline`; `before_attempt` is asked before every attempt, and its refusal ends
+    /// the fetch.
     fn fetch<'a>(
         &'a self,
         request: &'a TokenRequest<'a>,
         deadline: Instant,
-        on_attempt: &'a (dyn Fn() + Send + Sync),
+        before_attempt: &'a AttemptGate<'a>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>>;
 }
 
@@ -97,8 +112,13 @@ impl TokenSource for UpstreamClient {
         &'a self,
         request: &'a TokenRequest<'a>,
         deadline: Instant,
-        on_attempt: &'a (dyn Fn() + Send + Sync),
+        before_attempt: &'a AttemptGate<'a>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
-        Box::pin(UpstreamClient::fetch(self, request, deadline, on_attempt))
+        Box::pin(UpstreamClient::fetch(
+            self,
+            request,
+            deadline,
+            before_attempt,
+        ))
     }
 }

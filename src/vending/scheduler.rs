@@ -22,7 +22,10 @@ pub fn run_due_refreshes(core: &Arc<Core>) -> usize {
         if !used_since_fetch || now < slot.scheduled_refresh(&token) {
             continue;
         }
-        if slot.inflight.lock().is_some() || slot.cooling_down(now).is_some() {
+        if slot.inflight.lock().is_some()
+            || slot.cooling_down(now).is_some()
+            || slot.refresh_deferred(now)
+        {
             continue;
         }
         drop(fetch(core, slot, Need::Refresh { scheduled: true }));

@@ -7,11 +7,14 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use secrecy::{ExposeSecret, SecretString};
 
+use chrono::{DateTime, Utc};
+
+use super::budget::{BudgetRule, Take};
 use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenStore};
 use super::token::HeldToken;
 use crate::crypto::{MasterKey, Purpose, Sealed};
 use crate::domain::{TenantId, TenantUid};
-use crate::store::{self, RefreshLock, Store, TokenRecord};
+use crate::store::{self, BudgetAnswer, RefreshLock, Store, TokenRecord};
 
 pub struct SealedTokenStore {
     store: Store,
@@ -145,6 +148,27 @@ impl TokenStore for SealedTokenStore {
                 .into_iter()
                 .filter_map(|r| Self::open(&self.master_key, self.skew, r))
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn take_budget<'a>(
+        &'a self,
+        host: &'a str,
+        rule: BudgetRule,
+        floor: f64,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<Take>, StoreFault>> {
+        async move {
+            let answer = self
+                .store
+                .take_upstream_budget(host, rule.capacity, rule.per_second, floor, now)
+                .await
+                .map_err(fault)?;
+            Ok(answer.map(|answer| match answer {
+                BudgetAnswer::Taken(level) => Take::Granted { level },
+                BudgetAnswer::Short(level) => Take::Short { level },
+            }))
         }
         .boxed()
     }

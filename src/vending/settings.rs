@@ -1,5 +1,6 @@
 //! The engine's limits: serving margin, deadlines, scheduler pace, fleet lock wait.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::upstream::UpstreamSettings;
@@ -16,6 +17,9 @@ pub struct VendingSettings {
     /// (`TOKENVEND_MIN_REFRESH_INTERVAL`): a forced refresh sooner is refused, and a
     /// token fetched this recently is not fetched again for a `min_ttl` it cannot meet.
     pub min_refresh_interval: Duration,
+    /// Token requests per minute per token-endpoint host (`TOKENVEND_UPSTREAM_RATE`),
+    /// fleet-wide on PostgreSQL; `None`: no limit.
+    pub upstream_rate: Option<NonZeroU32>,
     /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
     /// tenant before it asks edX itself (at most half the request deadline).
     pub lock_wait: Duration,
@@ -29,6 +33,7 @@ impl Default for VendingSettings {
             request_deadline: Duration::from_secs(12),
             scheduler_interval: Duration::from_secs(1),
             min_refresh_interval: Duration::from_secs(30),
+            upstream_rate: NonZeroU32::new(60),
             lock_wait: Duration::from_secs(6),
             upstream: UpstreamSettings::default(),
         }

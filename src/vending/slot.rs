@@ -65,6 +65,9 @@ pub struct Slot {
     pub upstream_calls: AtomicU64,
     pub upstream_failures: AtomicU64,
     pub last_used: AtomicI64,
+    /// Until when (ms since the epoch; 0: not) refreshes ahead of time are put off because
+    /// the upstream budget was short.
+    deferred_until: AtomicI64,
     /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
     jitter: f64,
 }
@@ -89,6 +92,7 @@ impl Slot {
             upstream_calls: AtomicU64::new(0),
             upstream_failures: AtomicU64::new(0),
             last_used: AtomicI64::new(0),
+            deferred_until: AtomicI64::new(0),
         }
     }
 
@@ -104,6 +108,20 @@ impl Slot {
     pub fn scheduled_refresh(&self, token: &HeldToken) -> DateTime<Utc> {
         let window = (token.expires_at - token.refresh_at).num_milliseconds() as f64 / 1000.0;
         token.refresh_at - chrono_secs(window * 0.25 * self.jitter)
+    }
+
+    /// Puts off refreshes ahead of time for about `wait` (a little more or less per tenant,
+    /// so that the tenants put off together do not all come back at once).
+    pub fn defer_refresh(&self, now: DateTime<Utc>, wait: Duration) {
+        let spread = wait.as_secs_f64() * (0.75 + 0.5 * self.jitter);
+        let until = now + chrono_secs(spread.max(1.0));
+        self.deferred_until
+            .store(until.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether refreshes ahead of time are put off now (the upstream budget was short).
+    pub fn refresh_deferred(&self, now: DateTime<Utc>) -> bool {
+        now.timestamp_millis() < self.deferred_until.load(Ordering::Relaxed)
     }
 
     /// The answer while edX is left alone for this tenant after a failure.
@@ -161,6 +179,8 @@ pub fn cooldown(cause: &UpstreamError, n: u32) -> Duration {
         }
         UpstreamError::Timeout(_) => doubling(1, 60),
         UpstreamError::InvalidResponse { .. } => doubling(5, 300),
+        // Not an answer of edX's: tokenvend's own budget (never recorded as a failure).
+        UpstreamError::OverBudget { retry_after } => bounded(*retry_after),
     }
 }
 

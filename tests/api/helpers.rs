@@ -1,6 +1,7 @@
 //! The test harness: the real app on a random port, on its own fresh database.
 
 use std::io::Write;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -172,6 +173,8 @@ pub fn test_vending_settings() -> VendingSettings {
         request_deadline: Duration::from_secs(3),
         scheduler_interval: Duration::from_millis(20),
         min_refresh_interval: Duration::from_secs(5),
+        // Far above what any test asks, except the budget's own tests.
+        upstream_rate: NonZeroU32::new(100_000),
         lock_wait: Duration::from_secs(1),
         upstream: UpstreamSettings {
             connect_timeout: Duration::from_secs(1),

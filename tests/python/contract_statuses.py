@@ -141,6 +141,7 @@ def phase_up():
         ("POST", "/tenants/{id}/token/refresh", acme),
         ("GET", "/tenants/{id}/token/status", acme),
         ("GET", "/tokens/status", None),
+        ("GET", "/upstream/budget", None),
         ("GET", "/api-keys", None),
         ("POST", "/api-keys", None),
         ("DELETE", "/api-keys/{id}", {"id": "k3v9q2m8x1ab"}),

@@ -167,6 +167,19 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
         "the last error is shown: {failing}"
     );
 
+    // The upstream budget of the issuer's host: two requests taken from it.
+    let budget = browser.find(Locator::Id("budget")).await.unwrap();
+    let mut line = String::new();
+    eventually("the page to show the upstream budget", async || {
+        line = budget.text().await.unwrap();
+        line.contains("left")
+    })
+    .await;
+    assert!(
+        line.contains("edX budget (100000/min)") && line.contains("99998 left"),
+        "{line:?}"
+    );
+
     let page = browser.source().await.unwrap();
     assert!(
         !page.contains(token["access_token"].as_str().unwrap()),
