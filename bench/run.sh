@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Measures GET /tenants/{id}/token on a cache hit against a bare axum handler returning
-# the same bytes (same machine, same run), with wrk from a second process, and counts the
+# the same bytes (same machine, same run), with wrk from a second process, with a caller
+# key without a rate limit and with one (a per-key limit it never reaches: the limiter's
+# cost on the hit path), and counts the
 # upstream calls made by concurrent requests on a cold tenant. Prints markdown for
 # BENCHMARKS.md. Usage: bash bench/run.sh [seconds] [connections]
 set -euo pipefail
@@ -44,9 +46,11 @@ echo "| --- | --- | --- | --- | --- |"
 for round in $(seq 1 "$ROUNDS"); do
   run bare "$round" "$BARE_URL"
   run tokenvend "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $KEY"
+  run tokenvend-ratelimited "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $LIMITED_KEY"
 done
-paste "$OUT.rps.tokenvend" "$OUT.rps.bare" | awk '{ t += $1; b += $2 } END {
-  printf "\nmean requests/s: tokenvend %.0f, bare %.0f; tokenvend / bare throughput: %.0f%%\n", t / NR, b / NR, 100 * t / b }'
+paste "$OUT.rps.tokenvend" "$OUT.rps.tokenvend-ratelimited" "$OUT.rps.bare" | awk '{ t += $1; l += $2; b += $3 } END {
+  printf "\nmean requests/s: tokenvend %.0f, with a per-key rate limit %.0f, bare %.0f\n", t / NR, l / NR, b / NR
+  printf "tokenvend / bare throughput: %.0f%%; with the rate limit: %.0f%%\n", 100 * t / b, 100 * l / b }'
 curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
 kill $PID 2>/dev/null || true
 rm -f "$OUT".*

@@ -84,6 +84,17 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     let key = key["key"].as_str().unwrap_or_default().to_owned();
+    // The same scope with a per-key rate limit it never reaches (the highest allowed, far
+    // above what one core of wrk sends): the hit path with rate limiting on.
+    let limited: Value = client
+        .post(format!("{base}/api-keys"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"name": "bench-limited", "scopes": ["token:bench"], "rate_limit": 100_000}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let limited_key = limited["key"].as_str().unwrap_or_default().to_owned();
     let token_url = format!("{base}/tenants/bench/token");
 
     match mode.as_str() {
@@ -131,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             println!("TOKENVEND_URL={token_url}");
             println!("BARE_URL={bare_url}");
             println!("KEY={key}");
+            println!("LIMITED_KEY={limited_key}");
             println!("METRICS_URL={base}/metrics");
             // /metrics needs the metrics scope; the admin key holds every scope.
             println!("ADMIN_KEY={admin_key}");

@@ -10,7 +10,9 @@ use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, eventually, json_body, spawn_app_with, Backend, TestApp};
+use crate::helpers::{
+    assert_problem, eventually, json_body, spawn_app, spawn_app_with, Backend, TestApp,
+};
 
 async fn app_with_rate(backend: Backend, per_minute: u32) -> TestApp {
     spawn_app_with(backend, |s| {
@@ -194,6 +196,22 @@ async fn a_budget_of_zero_means_no_limit(backend: Backend) {
     assert_eq!(report["hosts"], serde_json::json!([]));
 }
 
+async fn a_careless_min_ttl_loop_makes_at_most_one_call_per_interval(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = app.issuer_tenant("acme").await;
+    // 20 requests over 6 s, each asking for more than edX ever grants (3600 s), with the
+    // test's 5 s caller-triggered interval.
+    for _ in 0..20 {
+        let resp = app
+            .admin(Method::GET, "/tenants/acme/token?min_ttl=86400", None)
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        app.clock.advance(Duration::from_millis(300));
+    }
+    let calls = app.issuer.calls(&client);
+    assert!((1..=3).contains(&calls), "{calls} edX calls");
+}
+
 mod postgres {
     use super::*;
 
@@ -224,6 +242,11 @@ mod sqlite {
     #[tokio::test]
     async fn refreshes_ahead_wait_while_tenants_without_a_token_go_first() {
         super::refreshes_ahead_wait_while_tenants_without_a_token_go_first(Backend::Sqlite).await
+    }
+
+    #[tokio::test]
+    async fn a_careless_min_ttl_loop_makes_at_most_one_call_per_interval() {
+        super::a_careless_min_ttl_loop_makes_at_most_one_call_per_interval(Backend::Sqlite).await
     }
 
     #[tokio::test]
