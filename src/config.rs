@@ -16,6 +16,7 @@ use crate::crypto::MasterKey;
 use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
 use crate::vending::VendingSettings;
+use crate::webhooks::WebhookSettings;
 
 pub const LISTEN_VAR: &str = "TOKENVEND_LISTEN";
 pub const DATABASE_URL_VAR: &str = "TOKENVEND_DATABASE_URL";
@@ -137,6 +138,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Token lifecycle and upstream limits (the documented defaults; tests shorten them).
     pub vending: VendingSettings,
+    /// Webhook delivery: retry schedule, timeouts, retention (the documented defaults;
+    /// tests shorten them).
+    pub webhooks: WebhookSettings,
 }
 
 /// How the listeners treat their connections.
@@ -380,6 +384,7 @@ impl Settings {
                 )?),
                 ..VendingSettings::default()
             },
+            webhooks: WebhookSettings::default(),
         })
     }
 

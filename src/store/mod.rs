@@ -4,7 +4,8 @@
 //! written once and `on_pool!` expands it for the backend in use. What differs between them
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
-//! `keys.rs` (caller keys and the audit trail), and `rekey.rs` re-seals all of them under
+//! `keys.rs` (caller keys and the audit trail), `webhooks.rs` and `outbox.rs` (webhook
+//! endpoints and the events waiting to reach them), and `rekey.rs` re-seals all of them under
 //! a new master key.
 
 /// Runs the same block against whichever pool the store holds.
@@ -39,11 +40,13 @@ mod backend;
 mod database_url;
 mod keys;
 mod limits;
+mod outbox;
 mod postgres;
 mod rekey;
 mod sqlite;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 pub use backend::Store;
 pub use database_url::DatabaseUrl;
@@ -53,6 +56,8 @@ pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow};
 pub use tokens::{RefreshLock, TokenRecord};
+pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};
+pub use webhooks::WebhookRecord;
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -50,6 +50,7 @@ use crate::domain::{Tenant, TenantId, TenantUid, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
 use crate::store::TenantRow;
 use crate::upstream::UpstreamClient;
+use crate::webhooks::Events;
 use jwks::JwksCache;
 use need::Need;
 
@@ -66,6 +67,8 @@ pub struct VendorParts {
     pub settings: VendingSettings,
     pub policy: UrlPolicy,
     pub metrics: Arc<Metrics>,
+    /// Where the engine raises `token.*` webhook events on a tenant's transitions.
+    pub events: Events,
 }
 
 impl Vendor {
@@ -104,6 +107,7 @@ impl Vendor {
                 clock: parts.clock,
                 settings: parts.settings,
                 metrics: parts.metrics,
+                events: parts.events,
                 store_down_until: Mutex::new(None),
             }),
         }

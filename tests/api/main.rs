@@ -27,6 +27,7 @@ mod serving;
 mod status_pages;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
 /// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and

@@ -45,6 +45,7 @@ fn engine(edx: FakeEdx) -> Engine {
         settings,
         policy: UrlPolicy::PublicHttpsOnly,
         metrics,
+        events: Events::in_memory(clock.clone()),
     };
     let vendor = Vendor::with_ports(parts, edx.clone(), store.clone(), jwks_client);
     Engine {
