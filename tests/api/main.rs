@@ -41,4 +41,5 @@ mod full {
     mod interop;
     mod outage;
     mod python;
+    mod webhooks;
 }
