@@ -131,7 +131,7 @@ async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
 
 /// Recomputes the signature as the specification says: HMAC-SHA256 of
 /// `{id}.{timestamp}.{body}` keyed with the bytes after `whsec_`, base64, after `v1,`.
-fn expected_signature(secret: &str, received: &Received) -> String {
+pub fn expected_signature(secret: &str, received: &Received) -> String {
     let key = BASE64
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
