@@ -117,7 +117,10 @@ struct DeliveryList {
 fn parse_events(raw: Option<Vec<String>>) -> Result<Vec<String>, FieldError> {
     let raw = raw.ok_or_else(|| FieldError::new("events", "is required"))?;
     if raw.is_empty() {
-        return Err(FieldError::new("events", "must name at least one event type"));
+        return Err(FieldError::new(
+            "events",
+            "must name at least one event type",
+        ));
     }
     if raw.iter().any(|e| e == "*") {
         return if raw.iter().all(|e| e == "*") {
@@ -161,9 +164,9 @@ fn parse_description(raw: Option<String>) -> Result<String, FieldError> {
 
 /// A path id that cannot be a webhook id is answered like an unknown one.
 fn webhook_id(raw: &str) -> Result<&str> {
-    let well_formed = raw
-        .strip_prefix("wh_")
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let well_formed = raw.strip_prefix("wh_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if well_formed {
         Ok(raw)
     } else {
@@ -185,9 +188,11 @@ async fn create_webhook(
     request_id: RequestId,
     Json(body): Json<CreateWebhook>,
 ) -> Result<impl IntoResponse> {
-    let raw_url = body.url.ok_or_else(|| FieldError::new("url", "is required"))?;
-    let url = parse_outbound_url(&raw_url, state.url_policy)
-        .map_err(|m| FieldError::new("url", m))?;
+    let raw_url = body
+        .url
+        .ok_or_else(|| FieldError::new("url", "is required"))?;
+    let url =
+        parse_outbound_url(&raw_url, state.url_policy).map_err(|m| FieldError::new("url", m))?;
     let events = parse_events(body.events)?;
     let description = parse_description(body.description)?;
     let id = format!("wh_{}", uuid::Uuid::new_v4().simple());

@@ -52,11 +52,11 @@ pub use backend::Store;
 pub use database_url::DatabaseUrl;
 pub use keys::{ApiKeyRecord, AuditEntry, AuditEvent};
 pub use limits::ACQUIRE_TIMEOUT;
+pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};
 pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow};
 pub use tokens::{RefreshLock, TokenRecord};
-pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};
 pub use webhooks::WebhookRecord;
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).

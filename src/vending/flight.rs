@@ -98,7 +98,8 @@ async fn fetch_task(
             let was_failing = slot.health.lock().cause.is_some();
             slot.install(token.clone());
             if was_failing {
-                let event = Event::recovered(slot.id.as_str(), token.expires_at, &token.fingerprint);
+                let event =
+                    Event::recovered(slot.id.as_str(), token.expires_at, &token.fingerprint);
                 core.events.raise_later(event);
             }
             if !stored {
@@ -110,7 +111,10 @@ async fn fetch_task(
         Err(VendError::Upstream { cause, .. }) => {
             let (was_healthy, was_rejected) = {
                 let health = slot.health.lock();
-                let rejected = health.cause.as_ref().is_some_and(UpstreamError::rejects_credentials);
+                let rejected = health
+                    .cause
+                    .as_ref()
+                    .is_some_and(UpstreamError::rejects_credentials);
                 (health.consecutive_failures == 0, rejected)
             };
             let wait = slot.record_failure(&cause, now);

@@ -89,7 +89,11 @@ impl Deliverer {
         let lease = now + millis(self.settings.lease);
         let claimed = match self
             .store
-            .claim_deliveries(now, lease, i64::try_from(self.settings.batch).unwrap_or(i64::MAX))
+            .claim_deliveries(
+                now,
+                lease,
+                i64::try_from(self.settings.batch).unwrap_or(i64::MAX),
+            )
             .await
         {
             Ok(claimed) => claimed,
@@ -123,8 +127,12 @@ impl Deliverer {
         };
         match status {
             DeliveryStatus::Delivered => tracing::info!(status = ?code, "webhook delivered"),
-            DeliveryStatus::Pending => tracing::warn!(status = ?code, "webhook attempt failed; will retry"),
-            DeliveryStatus::Failed => tracing::warn!(status = ?code, "webhook delivery failed for good"),
+            DeliveryStatus::Pending => {
+                tracing::warn!(status = ?code, "webhook attempt failed; will retry")
+            }
+            DeliveryStatus::Failed => {
+                tracing::warn!(status = ?code, "webhook delivery failed for good")
+            }
         }
         if let Err(error) = self
             .store

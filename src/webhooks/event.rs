@@ -158,9 +158,10 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let body: Value =
-            serde_json::from_str(&Event::credentials_rejected("acme", 401, "invalid_client").payload(at))
-                .unwrap();
+        let body: Value = serde_json::from_str(
+            &Event::credentials_rejected("acme", 401, "invalid_client").payload(at),
+        )
+        .unwrap();
         assert_eq!(
             body,
             json!({

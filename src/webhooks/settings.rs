@@ -23,9 +23,7 @@ pub struct WebhookSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
-            retry_schedule: [5, 30, 120, 600, 3600]
-                .map(Duration::from_secs)
-                .to_vec(),
+            retry_schedule: [5, 30, 120, 600, 3600].map(Duration::from_secs).to_vec(),
             attempt_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(2),
             lease: Duration::from_secs(60),

@@ -150,9 +150,8 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
     // A second run has nothing left to do.
     let again = run_rekey(&app, &k2_b64, Some(&k1_b64)).await;
     assert!(again.status.success());
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("re-sealed 0 client secrets, 0 tokens and 0 webhook secrets")
-    );
+    assert!(String::from_utf8_lossy(&again.stdout)
+        .contains("re-sealed 0 client secrets, 0 tokens and 0 webhook secrets"));
 
     // The new key alone: held tokens still served, and new fetches send the same secrets.
     app.settings.old_master_keys = Vec::new();

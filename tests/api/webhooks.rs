@@ -175,7 +175,11 @@ async fn a_test_event_arrives_signed_per_the_specification(app: TestApp) {
     assert!(body["timestamp"].as_str().unwrap().ends_with('Z'), "{body}");
 
     eventually("the delivery recorded", async || {
-        deliveries(&app, &id).await.first().map(|d| d["status"].clone()) == Some(json!("delivered"))
+        deliveries(&app, &id)
+            .await
+            .first()
+            .map(|d| d["status"].clone())
+            == Some(json!("delivered"))
     })
     .await;
     assert_eq!(
@@ -194,7 +198,11 @@ async fn a_receiver_answering_500_gets_the_event_again_after_five_seconds(app: T
     app.issuer_tenant("acme").await;
     eventually("the first attempt", async || receiver.count() == 1).await;
     eventually("the failed attempt recorded", async || {
-        deliveries(&app, &id).await.first().map(|d| d["attempts"].clone()) == Some(json!(1))
+        deliveries(&app, &id)
+            .await
+            .first()
+            .map(|d| d["attempts"].clone())
+            == Some(json!(1))
     })
     .await;
     let pending = deliveries(&app, &id).await;
@@ -250,7 +258,8 @@ async fn a_delivery_is_marked_failed_after_the_last_retry(app: TestApp) {
     assert_eq!(failed["last_status_code"], 503);
     assert_eq!(failed["next_attempt_at"], Value::Null);
     let shown = json_body(
-        app.admin(Method::GET, &format!("/webhooks/{id}"), None).await,
+        app.admin(Method::GET, &format!("/webhooks/{id}"), None)
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -269,7 +278,11 @@ async fn an_event_raised_while_the_receiver_is_down_arrives_after_a_restart(mut 
     let (id, secret) = register(&app, &url, &["tenant.created"]).await;
     app.issuer_tenant("acme").await;
     eventually("the refused attempt recorded", async || {
-        deliveries(&app, &id).await.first().map(|d| d["attempts"].clone()) == Some(json!(1))
+        deliveries(&app, &id)
+            .await
+            .first()
+            .map(|d| d["attempts"].clone())
+            == Some(json!(1))
     })
     .await;
     let pending = deliveries(&app, &id).await;
@@ -281,7 +294,10 @@ async fn an_event_raised_while_the_receiver_is_down_arrives_after_a_restart(mut 
     let _server = receiver.serve(TcpListener::bind(address).await.unwrap());
     app.restart().await;
     app.advance(6);
-    eventually("the event after the restart", async || receiver.count() == 1).await;
+    eventually("the event after the restart", async || {
+        receiver.count() == 1
+    })
+    .await;
     let got = &receiver.received()[0];
     assert_eq!(got.json()["type"], "tenant.created");
     assert_eq!(got.json()["data"]["tenant_id"], "acme");
@@ -301,7 +317,11 @@ async fn tenant_changes_and_token_transitions_raise_one_event_each(app: TestApp)
     let client = app.issuer_tenant("acme").await;
     assert_eq!(app.get_token("acme").await.status(), StatusCode::OK);
     let resp = app
-        .admin(Method::PATCH, "/tenants/acme", Some(&json!({ "name": "Acme Inc." })))
+        .admin(
+            Method::PATCH,
+            "/tenants/acme",
+            Some(&json!({ "name": "Acme Inc." })),
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
 
@@ -335,13 +355,20 @@ async fn tenant_changes_and_token_transitions_raise_one_event_each(app: TestApp)
     app.advance(3600);
     assert_ne!(app.get_token("acme").await.status(), StatusCode::OK);
     eventually("credentials_rejected", async || {
-        receiver.types().contains(&"token.credentials_rejected".to_owned())
+        receiver
+            .types()
+            .contains(&"token.credentials_rejected".to_owned())
     })
     .await;
     app.advance(600);
     assert_ne!(app.get_token("acme").await.status(), StatusCode::OK);
     eventually("expired again", async || {
-        receiver.types().iter().filter(|t| *t == "token.expired").count() == 2
+        receiver
+            .types()
+            .iter()
+            .filter(|t| *t == "token.expired")
+            .count()
+            == 2
     })
     .await;
     let resp = app.admin(Method::DELETE, "/tenants/acme", None).await;
@@ -383,7 +410,10 @@ async fn tenant_changes_and_token_transitions_raise_one_event_each(app: TestApp)
             .find(|b| b["type"] == kind)
             .unwrap()
     };
-    assert_eq!(by_type("tenant.updated")["data"]["changed"], json!(["name"]));
+    assert_eq!(
+        by_type("tenant.updated")["data"]["changed"],
+        json!(["name"])
+    );
     assert_eq!(
         by_type("token.credentials_rejected")["data"],
         json!({ "tenant_id": "acme", "status": 401, "error": "invalid_client" })
@@ -440,14 +470,18 @@ async fn webhooks_can_be_listed_shown_and_deleted_and_the_secret_is_shown_once(a
     expected.as_object_mut().unwrap().remove("secret");
     assert_eq!(list["items"], json!([expected.clone()]));
 
-    let resp = app.admin(Method::GET, &format!("/webhooks/{id}"), None).await;
+    let resp = app
+        .admin(Method::GET, &format!("/webhooks/{id}"), None)
+        .await;
     let text = resp.text().await.unwrap();
     assert!(!text.contains(&secret));
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
     assert!(!contains(&app.dump().await, &secret), "stored sealed");
     assert!(!contains(&app.dump().await, &key_text(&key)));
 
-    let resp = app.admin(Method::DELETE, &format!("/webhooks/{id}"), None).await;
+    let resp = app
+        .admin(Method::DELETE, &format!("/webhooks/{id}"), None)
+        .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     for (method, path) in [
         (Method::GET, format!("/webhooks/{id}")),
@@ -459,9 +493,17 @@ async fn webhooks_can_be_listed_shown_and_deleted_and_the_secret_is_shown_once(a
         let resp = app.admin(method.clone(), &path, None).await;
         assert_problem(resp, StatusCode::NOT_FOUND).await;
     }
-    let list = json_body(app.admin(Method::GET, "/webhooks", None).await, StatusCode::OK).await;
+    let list = json_body(
+        app.admin(Method::GET, "/webhooks", None).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(list["items"], json!([]));
-    let audit = json_body(app.admin(Method::GET, "/audit-events", None).await, StatusCode::OK).await;
+    let audit = json_body(
+        app.admin(Method::GET, "/audit-events", None).await,
+        StatusCode::OK,
+    )
+    .await;
     let actions: Vec<&str> = audit["items"]
         .as_array()
         .unwrap()
@@ -502,7 +544,9 @@ async fn webhooks_need_the_admin_scope(app: TestApp) {
             problem["detail"].as_str().unwrap().contains("admin"),
             "{method} {path}: {problem}"
         );
-        let resp = app.request(method.clone(), &path, None, body.as_ref()).await;
+        let resp = app
+            .request(method.clone(), &path, None, body.as_ref())
+            .await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
     }
 }
@@ -511,16 +555,56 @@ async fn bad_webhook_input_is_a_problem_naming_the_field(app: TestApp) {
     let long = "d".repeat(501);
     let cases = [
         (json!({ "events": ["*"] }), "url", "a missing url"),
-        (json!({ "url": "not a url", "events": ["*"] }), "url", "a relative url"),
-        (json!({ "url": "ftp://hooks.example.invalid/x", "events": ["*"] }), "url", "not http(s)"),
-        (json!({ "url": "https://hooks.example.invalid/x" }), "events", "no events"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": [] }), "events", "empty events"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": ["token.stolen"] }), "events[0]", "an unknown event"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": ["tenant.created", "webhook.test"] }), "events[1]", "webhook.test is not subscribable"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": ["*", "tenant.created"] }), "events", "* with others"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": ["*"], "description": long }), "description", "a long description"),
-        (json!({ "url": "https://hooks.example.invalid/x", "events": ["*"], "secret": "whsec_x" }), "secret", "an unknown field"),
-        (json!({ "url": 7, "events": ["*"] }), "url", "a number for the url"),
+        (
+            json!({ "url": "not a url", "events": ["*"] }),
+            "url",
+            "a relative url",
+        ),
+        (
+            json!({ "url": "ftp://hooks.example.invalid/x", "events": ["*"] }),
+            "url",
+            "not http(s)",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x" }),
+            "events",
+            "no events",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": [] }),
+            "events",
+            "empty events",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": ["token.stolen"] }),
+            "events[0]",
+            "an unknown event",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": ["tenant.created", "webhook.test"] }),
+            "events[1]",
+            "webhook.test is not subscribable",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": ["*", "tenant.created"] }),
+            "events",
+            "* with others",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": ["*"], "description": long }),
+            "description",
+            "a long description",
+        ),
+        (
+            json!({ "url": "https://hooks.example.invalid/x", "events": ["*"], "secret": "whsec_x" }),
+            "secret",
+            "an unknown field",
+        ),
+        (
+            json!({ "url": 7, "events": ["*"] }),
+            "url",
+            "a number for the url",
+        ),
     ];
     for (body, field, what) in cases {
         let resp = app.admin(Method::POST, "/webhooks", Some(&body)).await;
@@ -537,7 +621,11 @@ async fn bad_webhook_input_is_a_problem_naming_the_field(app: TestApp) {
         .await
         .unwrap();
     assert_problem(resp, StatusCode::BAD_REQUEST).await;
-    let list = json_body(app.admin(Method::GET, "/webhooks", None).await, StatusCode::OK).await;
+    let list = json_body(
+        app.admin(Method::GET, "/webhooks", None).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(list["items"], json!([]), "nothing was stored");
 }
 

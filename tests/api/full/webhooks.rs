@@ -20,7 +20,11 @@ async fn the_standard_webhooks_python_library_verifies_every_delivery() {
     let (id, secret) = register(&app, &url, &["*"]).await;
     app.issuer_tenant("acme").await;
     let resp = app
-        .admin(Method::PATCH, "/tenants/acme", Some(&json!({ "name": "Acme Inc." })))
+        .admin(
+            Method::PATCH,
+            "/tenants/acme",
+            Some(&json!({ "name": "Acme Inc." })),
+        )
         .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let resp = app
