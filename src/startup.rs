@@ -69,8 +69,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     serving: ServingSettings,
     state: AppState,
-    /// Sends webhook deliveries while the app runs.
-    deliverer: Deliverer,
+    /// Sends webhook deliveries while the app runs (unless `webhooks.send` is off).
+    deliverer: Option<Deliverer>,
 }
 
 impl Application {
@@ -143,6 +143,7 @@ impl Application {
             settings.webhooks.clone(),
         )
         .map_err(|e| StartupError::HttpClient(e.into()))?;
+        let deliverer = settings.webhooks.send.then_some(deliverer);
         let state = AppState {
             store,
             keys: Arc::new(keys),
@@ -200,9 +201,11 @@ impl Application {
             let _ = follower_stopped.await;
         }));
         let (stop_deliverer, deliverer_stopped) = tokio::sync::oneshot::channel::<()>();
-        let deliverer = tokio::spawn(self.deliverer.run(async {
-            let _ = deliverer_stopped.await;
-        }));
+        let deliverer = self.deliverer.map(|deliverer| {
+            tokio::spawn(deliverer.run(async {
+                let _ = deliverer_stopped.await;
+            }))
+        });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let metrics = self.metrics_listener.map(|listener| {
             (
@@ -231,7 +234,9 @@ impl Application {
         let _ = stop_deliverer.send(());
         let _ = scheduler.await;
         let _ = follower.await;
-        let _ = deliverer.await;
+        if let Some(deliverer) = deliverer {
+            let _ = deliverer.await;
+        }
         store.close().await;
         tracing::info!("tokenvend stopped");
         served

@@ -18,6 +18,10 @@ pub struct WebhookSettings {
     pub retention: Duration,
     /// Deliveries claimed (and sent concurrently) at a time.
     pub batch: usize,
+    /// Whether this process sends deliveries at all. Off, events are still written and
+    /// wait in the outbox (the contract test, whose fuzzer registers made-up URLs that
+    /// must never be called).
+    pub send: bool,
 }
 
 impl Default for WebhookSettings {
@@ -29,6 +33,7 @@ impl Default for WebhookSettings {
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
             batch: 20,
+            send: true,
         }
     }
 }
