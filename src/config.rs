@@ -425,6 +425,7 @@ impl std::fmt::Debug for Settings {
             .field("serving", &self.serving)
             .field("allow_insecure_token_urls", &self.allow_insecure_token_urls)
             .field("log_format", &self.log_format)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use tracing::Instrument;
 
 use super::events::Events;
 use super::settings::WebhookSettings;
@@ -114,8 +115,11 @@ impl Deliverer {
             event = %delivery.event_id,
             attempt = delivery.attempts + 1,
         );
+        self.deliver_in_span(delivery).instrument(span).await;
+    }
+
+    async fn deliver_in_span(&self, delivery: ClaimedDelivery) {
         let attempt = self.attempt(&delivery).await;
-        let _entered = span.enter();
         let now = self.now_ms();
         let made = usize::try_from(delivery.attempts).unwrap_or(0) + 1;
         let (status, code, next) = match attempt {
