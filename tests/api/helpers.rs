@@ -184,10 +184,11 @@ pub fn test_vending_settings() -> VendingSettings {
 }
 
 /// The documented retry schedule (tests move the clock past each wait), a worker that
-/// polls every 20 ms and short attempts.
+/// polls every 250 ms (new events wake it at once; a shorter poll loads the database
+/// of every test running at the same time) and short attempts.
 pub fn test_webhook_settings() -> WebhookSettings {
     WebhookSettings {
-        poll_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(250),
         attempt_timeout: Duration::from_secs(2),
         ..WebhookSettings::default()
     }

@@ -212,7 +212,7 @@ async fn a_receiver_answering_500_gets_the_event_again_after_five_seconds(app: T
 
     // Not before its time: the retry waits about five seconds.
     app.advance(3);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 1, "no retry before the 5 s wait");
     app.advance(3);
     eventually("the second attempt", async || receiver.count() == 2).await;
@@ -265,7 +265,7 @@ async fn a_delivery_is_marked_failed_after_the_last_retry(app: TestApp) {
     .await;
     assert_eq!(shown["failed_deliveries"], 1, "{shown}");
     app.advance(7200);
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 6, "no attempt after failing");
 }
 
@@ -309,6 +309,31 @@ async fn an_event_raised_while_the_receiver_is_down_arrives_after_a_restart(mut 
         deliveries(&app, &id).await[0]["status"] == "delivered"
     })
     .await;
+}
+
+async fn finished_deliveries_are_pruned_after_seven_days(mut app: TestApp) {
+    let (receiver, url, _server) = Receiver::start().await;
+    let (id, _) = register(&app, &url, &["tenant.created"]).await;
+    app.issuer_tenant("acme").await;
+    eventually("the delivery", async || {
+        deliveries(&app, &id).await.first().map(|d| d["status"].clone()) == Some(json!("delivered"))
+    })
+    .await;
+    assert_eq!(receiver.count(), 1);
+    let stored = "SELECT COUNT(*) FROM webhook_events";
+    assert_eq!(app.raw_count(stored, &[]).await, 1);
+
+    // Six days on, a restart (the worker prunes when it starts, then hourly) keeps it.
+    app.advance(6 * 24 * 3600);
+    app.restart().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(deliveries(&app, &id).await.len(), 1, "kept for 7 days");
+    // Past seven days it is gone, with its event.
+    app.advance(2 * 24 * 3600);
+    app.restart().await;
+    eventually("the delivery pruned", async || deliveries(&app, &id).await.is_empty()).await;
+    eventually("the event pruned", async || app.raw_count(stored, &[]).await == 0).await;
+    assert_eq!(receiver.count(), 1, "nothing was sent again");
 }
 
 async fn tenant_changes_and_token_transitions_raise_one_event_each(app: TestApp) {
@@ -665,6 +690,7 @@ crate::on_both_backends!(
     a_test_event_arrives_signed_per_the_specification,
     a_receiver_answering_500_gets_the_event_again_after_five_seconds,
     an_event_raised_while_the_receiver_is_down_arrives_after_a_restart,
+    finished_deliveries_are_pruned_after_seven_days,
     tenant_changes_and_token_transitions_raise_one_event_each,
     webhooks_can_be_listed_shown_and_deleted_and_the_secret_is_shown_once,
 );

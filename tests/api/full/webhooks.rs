@@ -101,7 +101,7 @@ async fn two_replicas_on_one_postgres_deliver_each_event_once() {
     })
     .await;
     // Both workers keep polling meanwhile: a second send would show here.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let received = receiver.received();
     assert_eq!(received.len(), TENANTS, "each event once");
     let ids: HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
