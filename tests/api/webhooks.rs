@@ -316,7 +316,11 @@ async fn finished_deliveries_are_pruned_after_seven_days(mut app: TestApp) {
     let (id, _) = register(&app, &url, &["tenant.created"]).await;
     app.issuer_tenant("acme").await;
     eventually("the delivery", async || {
-        deliveries(&app, &id).await.first().map(|d| d["status"].clone()) == Some(json!("delivered"))
+        deliveries(&app, &id)
+            .await
+            .first()
+            .map(|d| d["status"].clone())
+            == Some(json!("delivered"))
     })
     .await;
     assert_eq!(receiver.count(), 1);
@@ -331,8 +335,14 @@ async fn finished_deliveries_are_pruned_after_seven_days(mut app: TestApp) {
     // Past seven days it is gone, with its event.
     app.advance(2 * 24 * 3600);
     app.restart().await;
-    eventually("the delivery pruned", async || deliveries(&app, &id).await.is_empty()).await;
-    eventually("the event pruned", async || app.raw_count(stored, &[]).await == 0).await;
+    eventually("the delivery pruned", async || {
+        deliveries(&app, &id).await.is_empty()
+    })
+    .await;
+    eventually("the event pruned", async || {
+        app.raw_count(stored, &[]).await == 0
+    })
+    .await;
     assert_eq!(receiver.count(), 1, "nothing was sent again");
 }
 
@@ -684,6 +694,32 @@ async fn webhook_urls_obey_the_outbound_rules() {
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CREATED, "a public https URL");
+}
+
+/// A URL stored while insecure URLs were allowed is checked again before each attempt:
+/// without the flag it is never called.
+#[tokio::test]
+async fn a_stored_webhook_url_is_checked_again_before_every_attempt() {
+    let mut app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let (receiver, url, _server) = Receiver::start().await;
+    let (id, _) = register(&app, &url, &["tenant.created"]).await;
+    app.settings.allow_insecure_token_urls = false;
+    app.restart().await;
+    let mut body = crate::helpers::tenant_body("acme");
+    body["token_url"] = json!("https://edx.example.invalid/oauth2/access_token");
+    assert_eq!(app.create_tenant(&body).await.status(), StatusCode::CREATED);
+    eventually("the refused attempt recorded", async || {
+        deliveries(&app, &id)
+            .await
+            .first()
+            .map(|d| d["attempts"].clone())
+            == Some(json!(1))
+    })
+    .await;
+    let refused = &deliveries(&app, &id).await[0];
+    assert_eq!(refused["status"], "pending");
+    assert_eq!(refused["last_status_code"], Value::Null);
+    assert_eq!(receiver.count(), 0, "a loopback URL is not called");
 }
 
 crate::on_both_backends!(
