@@ -33,9 +33,10 @@ pub struct RekeyReport {
 
 /// A stored value the ring cannot open: it stays as it is.
 #[derive(Debug, thiserror::Error)]
-#[error("tenant {tenant_id}: cannot open its {what} sealed under master key {key_id}: {error}")]
+#[error("{owner}: cannot open its {what} sealed under master key {key_id}: {error}")]
 pub struct Unopenable {
-    pub tenant_id: String,
+    /// `tenant <id>` or `webhook <id>`.
+    pub owner: String,
     pub what: &'static str,
     pub key_id: String,
     pub error: CryptoError,
@@ -100,10 +101,10 @@ async fn reseal(
     value: SealedValue,
     report: &mut RekeyReport,
 ) -> Result<(), sqlx::Error> {
-    let (purpose, what) = match value.kind {
-        SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret"),
-        SealedKind::Token => (Purpose::AccessToken, "token"),
-        SealedKind::WebhookSecret => (Purpose::WebhookSecret, "webhook secret"),
+    let (purpose, what, owner) = match value.kind {
+        SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret", "tenant"),
+        SealedKind::Token => (Purpose::AccessToken, "token", "tenant"),
+        SealedKind::WebhookSecret => (Purpose::WebhookSecret, "signing secret", "webhook"),
     };
     let mut current = Some(value);
     for _ in 0..ATTEMPTS {
@@ -113,7 +114,7 @@ async fn reseal(
             Ok(bytes) => SecretSlice::from(bytes),
             Err(error) => {
                 report.failures.push(Unopenable {
-                    tenant_id: value.tenant_id,
+                    owner: format!("{owner} {}", value.tenant_id),
                     what,
                     key_id: value.sealed.key_id,
                     error,
