@@ -20,6 +20,7 @@ use tokenvend::startup::Application;
 use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::{self, LogFormat};
 use tokenvend::vending::VendingSettings;
+use tokenvend::webhooks::WebhookSettings;
 
 const CLIENT_ID: &str = "bench-client";
 const CLIENT_SECRET: &str = "bench-secret";
@@ -52,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
         vending: VendingSettings::default(),
+        webhooks: WebhookSettings::default(),
     };
     std::fs::create_dir_all(&dir)?;
     let app = Application::build(settings).await?;

@@ -16,6 +16,7 @@ use crate::crypto::MasterKey;
 use crate::store::DatabaseUrl;
 use crate::telemetry::LogFormat;
 use crate::vending::VendingSettings;
+use crate::webhooks::WebhookSettings;
 
 pub const LISTEN_VAR: &str = "TOKENVEND_LISTEN";
 pub const DATABASE_URL_VAR: &str = "TOKENVEND_DATABASE_URL";
@@ -142,6 +143,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Token lifecycle and upstream limits (the documented defaults; tests shorten them).
     pub vending: VendingSettings,
+    /// Webhook delivery: retry schedule, timeouts, retention (the documented defaults;
+    /// tests shorten them).
+    pub webhooks: WebhookSettings,
 }
 
 /// How the listeners treat their connections.
@@ -386,6 +390,7 @@ impl Settings {
                 upstream_rate: parse_rate(UPSTREAM_RATE_VAR, &args.upstream_rate, 1_000_000)?,
                 ..VendingSettings::default()
             },
+            webhooks: WebhookSettings::default(),
         })
     }
 
@@ -426,6 +431,7 @@ impl std::fmt::Debug for Settings {
             .field("serving", &self.serving)
             .field("allow_insecure_token_urls", &self.allow_insecure_token_urls)
             .field("log_format", &self.log_format)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }

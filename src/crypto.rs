@@ -24,6 +24,8 @@ const NONCE_LEN: usize = 12;
 pub enum Purpose {
     ClientSecret,
     AccessToken,
+    /// A webhook endpoint's signing secret (sealed with the webhook id as the owner).
+    WebhookSecret,
 }
 
 impl Purpose {
@@ -31,6 +33,7 @@ impl Purpose {
         match self {
             Purpose::ClientSecret => "client_secret",
             Purpose::AccessToken => "access_token",
+            Purpose::WebhookSecret => "webhook_secret",
         }
     }
 }

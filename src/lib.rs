@@ -48,3 +48,5 @@ pub mod telemetry;
 pub mod upstream;
 /// The token cache: single-flight fetches, refresh-ahead, the scheduler, token status.
 pub mod vending;
+/// Webhooks: lifecycle events, Standard Webhooks signatures, at-least-once delivery.
+pub mod webhooks;

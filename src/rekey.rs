@@ -1,4 +1,4 @@
-//! `tokenvend rekey`: re-seals every stored client secret and token under the current
+//! `tokenvend rekey`: re-seals every stored client secret, token and webhook secret under the current
 //! master key while the service keeps running (on one process or a fleet), so that the
 //! old key can then be dropped.
 //!
@@ -24,6 +24,7 @@ pub struct RekeyReport {
     pub key_id: String,
     pub client_secrets: u64,
     pub tokens: u64,
+    pub webhook_secrets: u64,
     /// Values that kept changing under the rekey, still sealed under an old key.
     pub skipped: u64,
     /// Values no key of the ring opens.
@@ -32,9 +33,10 @@ pub struct RekeyReport {
 
 /// A stored value the ring cannot open: it stays as it is.
 #[derive(Debug, thiserror::Error)]
-#[error("tenant {tenant_id}: cannot open its {what} sealed under master key {key_id}: {error}")]
+#[error("{owner}: cannot open its {what} sealed under master key {key_id}: {error}")]
 pub struct Unopenable {
-    pub tenant_id: String,
+    /// `tenant <id>` or `webhook <id>`.
+    pub owner: String,
     pub what: &'static str,
     pub key_id: String,
     pub error: CryptoError,
@@ -45,8 +47,8 @@ impl RekeyReport {
     /// 1a2b3c4d; 0 skipped`, and what to do next.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "re-sealed {} client secrets and {} tokens under key {}; {} skipped",
-            self.client_secrets, self.tokens, self.key_id, self.skipped
+            "re-sealed {} client secrets, {} tokens and {} webhook secrets under key {}; {} skipped",
+            self.client_secrets, self.tokens, self.webhook_secrets, self.key_id, self.skipped
         );
         if !self.failures.is_empty() {
             line.push_str(&format!("; {} could not be opened", self.failures.len()));
@@ -66,8 +68,11 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
         key_id: key.id().to_owned(),
         ..RekeyReport::default()
     };
-    // Webhook secrets, once stored, are a third kind here.
-    for kind in [SealedKind::ClientSecret, SealedKind::Token] {
+    for kind in [
+        SealedKind::ClientSecret,
+        SealedKind::Token,
+        SealedKind::WebhookSecret,
+    ] {
         for value in store.sealed_under_other_keys(kind, key.id()).await? {
             reseal(store, key, value, &mut report).await?;
         }
@@ -81,6 +86,7 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
             "key_id": report.key_id,
             "client_secrets": report.client_secrets,
             "tokens": report.tokens,
+            "webhook_secrets": report.webhook_secrets,
             "skipped": report.skipped,
             "failed": report.failures.len(),
         }),
@@ -95,9 +101,10 @@ async fn reseal(
     value: SealedValue,
     report: &mut RekeyReport,
 ) -> Result<(), sqlx::Error> {
-    let (purpose, what) = match value.kind {
-        SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret"),
-        SealedKind::Token => (Purpose::AccessToken, "token"),
+    let (purpose, what, owner) = match value.kind {
+        SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret", "tenant"),
+        SealedKind::Token => (Purpose::AccessToken, "token", "tenant"),
+        SealedKind::WebhookSecret => (Purpose::WebhookSecret, "signing secret", "webhook"),
     };
     let mut current = Some(value);
     for _ in 0..ATTEMPTS {
@@ -107,7 +114,7 @@ async fn reseal(
             Ok(bytes) => SecretSlice::from(bytes),
             Err(error) => {
                 report.failures.push(Unopenable {
-                    tenant_id: value.tenant_id,
+                    owner: format!("{owner} {}", value.tenant_id),
                     what,
                     key_id: value.sealed.key_id,
                     error,
@@ -120,6 +127,7 @@ async fn reseal(
             match value.kind {
                 SealedKind::ClientSecret => report.client_secrets += 1,
                 SealedKind::Token => report.tokens += 1,
+                SealedKind::WebhookSecret => report.webhook_secrets += 1,
             }
             return Ok(());
         }

@@ -26,6 +26,7 @@ use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
 use crate::vending::{SealedTokenStore, Vendor, VendorParts};
+use crate::webhooks::{Deliverer, Events};
 use files::{ensure_private_dir, prepare_sqlite_files, read_or_create_secret};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -68,6 +69,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     serving: ServingSettings,
     state: AppState,
+    /// Sends webhook deliveries while the app runs (unless `webhooks.send` is off).
+    deliverer: Option<Deliverer>,
 }
 
 impl Application {
@@ -115,6 +118,7 @@ impl Application {
             UrlPolicy::PublicHttpsOnly
         };
         let master_key = Arc::new(master_key);
+        let events = Events::new(store.clone(), clock.clone());
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
         let parts = VendorParts {
@@ -123,6 +127,7 @@ impl Application {
             settings: settings.vending.clone(),
             policy: url_policy,
             metrics: Arc::new(Metrics::new()),
+            events: events.clone(),
         };
         let vendor =
             Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
@@ -130,18 +135,29 @@ impl Application {
             .await
             .map_err(StartupError::store("tenants and tokens"))?;
 
+        let deliverer = Deliverer::new(
+            store.clone(),
+            master_key.clone(),
+            events.clone(),
+            url_policy,
+            settings.webhooks.clone(),
+        )
+        .map_err(|e| StartupError::HttpClient(e.into()))?;
+        let deliverer = settings.webhooks.send.then_some(deliverer);
         let state = AppState {
             store,
             keys: Arc::new(keys),
             master_key,
             url_policy,
             vendor,
+            events,
         };
         Ok(Self {
             listener,
             metrics_listener,
             serving: settings.serving.clone(),
             state,
+            deliverer,
         })
     }
 
@@ -184,6 +200,12 @@ impl Application {
         let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
             let _ = follower_stopped.await;
         }));
+        let (stop_deliverer, deliverer_stopped) = tokio::sync::oneshot::channel::<()>();
+        let deliverer = self.deliverer.map(|deliverer| {
+            tokio::spawn(deliverer.run(async {
+                let _ = deliverer_stopped.await;
+            }))
+        });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let metrics = self.metrics_listener.map(|listener| {
             (
@@ -209,8 +231,12 @@ impl Application {
         let served = served.and(metrics_served);
         let _ = stop_scheduler.send(());
         let _ = stop_follower.send(());
+        let _ = stop_deliverer.send(());
         let _ = scheduler.await;
         let _ = follower.await;
+        if let Some(deliverer) = deliverer {
+            let _ = deliverer.await;
+        }
         store.close().await;
         tracing::info!("tokenvend stopped");
         served

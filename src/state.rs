@@ -9,6 +9,7 @@ use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use crate::vending::Vendor;
+use crate::webhooks::Events;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +18,8 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     pub url_policy: UrlPolicy,
     pub vendor: Vendor,
+    /// Raises webhook events (`Events::raise`).
+    pub events: Events,
 }
 
 /// What the caller-key extractors take from the state.

@@ -17,7 +17,7 @@ use parse::{used_paths, UsedPath};
 const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["domain", "clock", "crypto", "metrics"]),
     ("store", &["store"]),
-    ("upstream", &["outbound", "upstream"]),
+    ("upstream", &["outbound", "upstream", "webhooks"]),
     ("vending", &["vending"]),
     (
         "http",

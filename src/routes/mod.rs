@@ -16,6 +16,7 @@ mod tenant_path;
 mod tenants;
 mod tokens;
 mod upstream;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .merge(api_keys::router())
         .merge(audit::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -25,6 +25,7 @@ use crate::routes::pagination::{
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
+use crate::webhooks::Event;
 use url::Url;
 
 pub fn router() -> Router<AppState> {
@@ -181,6 +182,7 @@ async fn create_tenant(
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
     state.vendor.upsert_tenant(&record);
     tracing::info!(tenant = %id, "tenant created");
+    state.events.raise(Event::tenant_created(id.as_str())).await;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/tenants/{id}"))],
@@ -275,6 +277,10 @@ async fn update_tenant(
         {
             tracing::info!(tenant = %id, ?changed, drop_token, "tenant updated");
             state.vendor.upsert_tenant(&next);
+            state
+                .events
+                .raise(Event::tenant_updated(id.as_str(), &changed))
+                .await;
             return Ok(axum::Json(TenantView::from(&next)));
         }
     }
@@ -315,6 +321,7 @@ async fn delete_tenant(
     if state.store.delete_tenant(&id, &entry).await? {
         state.vendor.remove_tenant(&id);
         tracing::info!(tenant = %id, "tenant deleted");
+        state.events.raise(Event::tenant_deleted(id.as_str())).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::TenantNotFound)

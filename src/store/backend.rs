@@ -76,7 +76,8 @@ impl Store {
     /// The ids of every master key that sealed something in this database.
     pub async fn sealed_key_ids(&self) -> Result<Vec<String>, sqlx::Error> {
         on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT secret_key_id FROM tenants UNION SELECT key_id FROM tokens"
+            "SELECT secret_key_id FROM tenants UNION SELECT key_id FROM tokens \
+             UNION SELECT secret_key_id FROM webhooks"
         )
         .fetch_all(pool)
         .await)

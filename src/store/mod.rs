@@ -4,8 +4,9 @@
 //! written once and `on_pool!` expands it for the backend in use. What differs between them
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
-//! `keys.rs` (caller keys and the audit trail), `budget.rs` (the fleet's upstream budget), and `rekey.rs` re-seals all of them under
-//! a new master key.
+//! `keys.rs` (caller keys and the audit trail), `budget.rs` (the fleet's upstream budget),
+//! `webhooks.rs` and `outbox.rs` (webhook endpoints and the events waiting to reach them),
+//! and `rekey.rs` re-seals all of them under a new master key.
 
 /// Runs the same block against whichever pool the store holds.
 macro_rules! on_pool {
@@ -40,21 +41,25 @@ mod budget;
 mod database_url;
 mod keys;
 mod limits;
+mod outbox;
 mod postgres;
 mod rekey;
 mod sqlite;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 pub use backend::Store;
 pub use budget::BudgetAnswer;
 pub use database_url::DatabaseUrl;
 pub use keys::{ApiKeyRecord, AuditEntry, AuditEvent};
 pub use limits::ACQUIRE_TIMEOUT;
+pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};
 pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow};
 pub use tokens::{RefreshLock, TokenRecord};
+pub use webhooks::WebhookRecord;
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -8,18 +8,21 @@ use super::backend::{Backend, Store};
 use super::keys::AuditEntry;
 use crate::crypto::Sealed;
 
-/// What a sealed value is. Webhook secrets, once stored, become a third kind here (with
-/// their own queries below) and `tokenvend rekey` re-seals them too.
+/// What a sealed value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedKind {
     ClientSecret,
     Token,
+    /// A webhook endpoint's signing secret: its owner is the webhook, not a tenant (the
+    /// webhook id stands in both `tenant_id` and `tenant_uid`).
+    WebhookSecret,
 }
 
-/// A sealed value as stored, with the tenant it belongs to.
+/// A sealed value as stored, with the tenant (or webhook) it belongs to.
 #[derive(Debug, Clone)]
 pub struct SealedValue {
     pub kind: SealedKind,
+    /// The id the value is sealed under: the tenant's, or the webhook's.
     pub tenant_id: String,
     pub tenant_uid: String,
     pub sealed: Sealed,
@@ -45,6 +48,10 @@ impl SealedKind {
             SealedKind::Token => {
                 "SELECT tenant_id, tenant_uid, key_id, ciphertext FROM tokens WHERE key_id <> $1"
             }
+            SealedKind::WebhookSecret => {
+                "SELECT id AS tenant_id, id AS tenant_uid, secret_key_id AS key_id, \
+                 secret_ciphertext AS ciphertext FROM webhooks WHERE secret_key_id <> $1"
+            }
         }
     }
 
@@ -52,6 +59,7 @@ impl SealedKind {
         match self {
             SealedKind::ClientSecret => " ORDER BY id",
             SealedKind::Token => " ORDER BY tenant_id",
+            SealedKind::WebhookSecret => " ORDER BY id",
         }
     }
 
@@ -59,6 +67,7 @@ impl SealedKind {
         match self {
             SealedKind::ClientSecret => " AND id = $2 AND uid = $3",
             SealedKind::Token => " AND tenant_id = $2 AND tenant_uid = $3",
+            SealedKind::WebhookSecret => " AND id = $2 AND id = $3",
         }
     }
 
@@ -75,6 +84,10 @@ impl SealedKind {
             SealedKind::Token => {
                 "UPDATE tokens SET key_id = $1, ciphertext = $2 WHERE tenant_id = $3 \
                  AND tenant_uid = $4 AND key_id = $5 AND ciphertext = $6"
+            }
+            SealedKind::WebhookSecret => {
+                "UPDATE webhooks SET secret_key_id = $1, secret_ciphertext = $2 WHERE id = $3 \
+                 AND id = $4 AND secret_key_id = $5 AND secret_ciphertext = $6"
             }
         }
     }

@@ -97,6 +97,13 @@ impl UpstreamError {
         matches!(self, Self::Unavailable { .. } | Self::Timeout(_))
     }
 
+    /// Whether edX refused the credentials themselves (`invalid_client`,
+    /// `unauthorized_client`, or a 401), not the request's form or scope.
+    pub fn rejects_credentials(&self) -> bool {
+        matches!(self, Self::Rejected { status, code }
+            if *status == 401 || code == "invalid_client" || code == "unauthorized_client")
+    }
+
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. }

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::domain::{TenantId, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
+use crate::webhooks::Events;
 
 /// The served tenants: a map for the hot path's lookups, and the same slots in id order
 /// so that a page of statuses costs a binary search and the page, not a sort of all.
@@ -79,6 +80,8 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// The budget of token requests per token-endpoint host.
     pub budget: UpstreamBudget,
+    /// `token.*` webhook events, raised on transitions only.
+    pub events: Events,
     /// Until when refreshes skip the fleet lock because the store was found unreachable.
     pub store_down_until: Mutex<Option<Instant>>,
 }

@@ -19,6 +19,7 @@ use super::port::TenantKey;
 use super::slot::{Outcome, Slot};
 use super::token::HeldToken;
 use crate::upstream::UpstreamError;
+use crate::webhooks::Event;
 
 /// Joins the fetch under way for this tenant, or starts one.
 pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'static, Outcome> {
@@ -104,7 +105,13 @@ async fn fetch_task(
     }
     match result {
         Ok(Obtained { token, stored }) => {
+            let was_failing = slot.health.lock().cause.is_some();
             slot.install(token.clone());
+            if was_failing {
+                let event =
+                    Event::recovered(slot.id.as_str(), token.expires_at, &token.fingerprint);
+                core.events.raise_later(event);
+            }
             if !stored {
                 persist(&core, &config.key, token.clone());
             }
@@ -125,7 +132,16 @@ async fn fetch_task(
             })
         }
         Err(VendError::Upstream { cause, .. }) => {
+            let (was_healthy, was_rejected) = {
+                let health = slot.health.lock();
+                let rejected = health
+                    .cause
+                    .as_ref()
+                    .is_some_and(UpstreamError::rejects_credentials);
+                (health.consecutive_failures == 0, rejected)
+            };
             let wait = slot.record_failure(&cause, now);
+            raise_failure_events(&core, &slot, &cause, was_healthy, was_rejected);
             tracing::warn!(
                 tenant = %slot.id,
                 error = %cause,
@@ -138,6 +154,28 @@ async fn fetch_task(
             })
         }
         Err(other) => Err(other),
+    }
+}
+
+/// `token.refresh_failed` when a healthy tenant starts failing (not on every retry), and
+/// `token.credentials_rejected` when edX starts refusing its credentials.
+fn raise_failure_events(
+    core: &Core,
+    slot: &Slot,
+    cause: &UpstreamError,
+    was_healthy: bool,
+    was_rejected: bool,
+) {
+    let id = slot.id.as_str();
+    if was_healthy {
+        let event = Event::refresh_failed(id, cause.http_status(), &cause.to_string());
+        core.events.raise_later(event);
+    }
+    if let UpstreamError::Rejected { status, code } = cause {
+        if cause.rejects_credentials() && !was_rejected {
+            core.events
+                .raise_later(Event::credentials_rejected(id, *status, code));
+        }
     }
 }
 

@@ -53,6 +53,7 @@ use crate::domain::{Tenant, TenantId, TenantUid, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
 use crate::store::TenantRow;
 use crate::upstream::UpstreamClient;
+use crate::webhooks::Events;
 use jwks::JwksCache;
 use need::Need;
 
@@ -69,6 +70,8 @@ pub struct VendorParts {
     pub settings: VendingSettings,
     pub policy: UrlPolicy,
     pub metrics: Arc<Metrics>,
+    /// Where the engine raises `token.*` webhook events on a tenant's transitions.
+    pub events: Events,
 }
 
 impl Vendor {
@@ -109,6 +112,7 @@ impl Vendor {
                 settings: parts.settings,
                 metrics: parts.metrics,
                 budget,
+                events: parts.events,
                 store_down_until: Mutex::new(None),
             }),
         }

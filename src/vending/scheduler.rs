@@ -4,14 +4,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::core::Core;
 use super::flight::fetch;
 use super::need::Need;
+use crate::webhooks::Event;
 
 /// One scheduler pass: starts a refresh for every recently used tenant whose token is
 /// past its scheduled refresh point. Returns how many were started.
 pub fn run_due_refreshes(core: &Arc<Core>) -> usize {
     let now = core.now();
+    report_expired(core, now);
     let mut started = 0;
     for slot in core.slots.load().values() {
         let Some(token) = slot.token.load_full() else {
@@ -32,4 +36,24 @@ pub fn run_due_refreshes(core: &Arc<Core>) -> usize {
         started += 1;
     }
     started
+}
+
+/// Raises `token.expired` once for each failing tenant whose held token can no longer be
+/// served: its callers now get errors. (An idle tenant's token running out is no event:
+/// its next caller simply fetches a new one.)
+fn report_expired(core: &Core, now: DateTime<Utc>) {
+    for slot in core.slots.load().values() {
+        let Some(token) = slot.token.load_full() else {
+            continue;
+        };
+        if token.servable(now) {
+            continue;
+        }
+        let mut health = slot.health.lock();
+        if health.last_attempt_failed && !health.expiry_reported {
+            health.expiry_reported = true;
+            core.events
+                .raise_later(Event::expired(slot.id.as_str(), token.expires_at));
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub struct Health {
     pub consecutive_failures: u32,
     pub cooldown_until: Option<DateTime<Utc>>,
     pub last_attempt_failed: bool,
+    /// Whether `token.expired` was raised for the held token.
+    pub expiry_reported: bool,
 }
 
 impl Health {

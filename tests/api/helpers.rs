@@ -20,6 +20,7 @@ use tokenvend::store::DatabaseUrl;
 use tokenvend::telemetry::LogFormat;
 use tokenvend::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
+use tokenvend::webhooks::WebhookSettings;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +186,17 @@ pub fn test_vending_settings() -> VendingSettings {
     }
 }
 
+/// The documented retry schedule (tests move the clock past each wait), a worker that
+/// polls every 250 ms (new events wake it at once; a shorter poll loads the database
+/// of every test running at the same time) and short attempts.
+pub fn test_webhook_settings() -> WebhookSettings {
+    WebhookSettings {
+        poll_interval: Duration::from_millis(250),
+        attempt_timeout: Duration::from_secs(2),
+        ..WebhookSettings::default()
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     /// Where `/metrics` is served without a key, when `serving.metrics_listen` is set.
@@ -260,6 +272,7 @@ async fn spawn(
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
         vending: test_vending_settings(),
+        webhooks: test_webhook_settings(),
     };
     configure(&mut settings);
     let raw = match backend {
@@ -404,7 +417,7 @@ impl TestApp {
         match &self.raw {
             RawDb::Postgres(pool) => {
                 let mut out = Vec::new();
-                for table in ["tenants", "api_keys", "tokens", "audit_events"] {
+                for table in ["tenants", "api_keys", "tokens", "audit_events", "webhooks"] {
                     let rows: Vec<String> =
                         sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t"))
                             .fetch_all(pool)

@@ -28,6 +28,7 @@ mod serving;
 mod status_pages;
 mod tenants;
 mod tokens;
+mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
 /// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and
@@ -41,4 +42,5 @@ mod full {
     mod interop;
     mod outage;
     mod python;
+    mod webhooks;
 }

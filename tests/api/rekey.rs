@@ -12,6 +12,7 @@ use tokenvend::store::{DatabaseUrl, SealedKind};
 
 use crate::binary::tokenvend;
 use crate::helpers::{eventually, json_body, tenant_body, TestApp};
+use crate::webhooks::{expected_signature, register, Receiver};
 
 const TENANTS: [&str; 2] = ["acme", "globex"];
 
@@ -53,7 +54,8 @@ async fn token_of(app: &TestApp, id: &str) -> String {
 async fn stored_under_other_keys(app: &TestApp, key: &MasterKey) -> i64 {
     app.raw_count(
         "SELECT (SELECT COUNT(*) FROM tenants WHERE secret_key_id <> $1) \
-         + (SELECT COUNT(*) FROM tokens WHERE key_id <> $1)",
+         + (SELECT COUNT(*) FROM tokens WHERE key_id <> $1) \
+         + (SELECT COUNT(*) FROM webhooks WHERE secret_key_id <> $1)",
         &[key.id()],
     )
     .await
@@ -68,6 +70,8 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
         tokens.push(token_of(&app, id).await);
     }
     let secrets: Vec<String> = clients.iter().map(|c| form_secret(&app, c)).collect();
+    let (receiver, url, _server) = Receiver::start().await;
+    let (webhook, webhook_secret) = register(&app, &url, &["tenant.deleted"]).await;
     let (k2, k2_b64) = MasterKey::generate();
 
     // The new key alone, before the rekey: start-up refuses, naming the key it lacks.
@@ -100,7 +104,7 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
         stdout.contains(&format!(
-            "re-sealed 2 client secrets and 2 tokens under key {}; 0 skipped",
+            "re-sealed 2 client secrets, 2 tokens and 1 webhook secrets under key {}; 0 skipped",
             k2.id()
         )),
         "{stdout}"
@@ -110,6 +114,7 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
             .into_iter()
             .chain(&secrets)
             .chain(&tokens)
+            .chain([&webhook_secret])
         {
             assert!(!shown.contains(secret.as_str()), "rekey printed a secret");
         }
@@ -139,15 +144,14 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
     assert_eq!(
         rekey[0]["details"],
         serde_json::json!({"key_id": k2.id(), "client_secrets": 2, "tokens": 2,
-            "skipped": 0, "failed": 0})
+            "webhook_secrets": 1, "skipped": 0, "failed": 0})
     );
 
     // A second run has nothing left to do.
     let again = run_rekey(&app, &k2_b64, Some(&k1_b64)).await;
     assert!(again.status.success());
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("re-sealed 0 client secrets and 0 tokens")
-    );
+    assert!(String::from_utf8_lossy(&again.stdout)
+        .contains("re-sealed 0 client secrets, 0 tokens and 0 webhook secrets"));
 
     // The new key alone: held tokens still served, and new fetches send the same secrets.
     app.settings.old_master_keys = Vec::new();
@@ -155,6 +159,17 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
     for (i, id) in TENANTS.iter().enumerate() {
         assert_eq!(token_of(&app, id).await, tokens[i], "{id}'s held token");
     }
+    // The webhook still signs with the secret it was given.
+    let resp = app
+        .admin(Method::POST, &format!("/webhooks/{webhook}/test"), None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    eventually("the test event", async || receiver.count() == 1).await;
+    let got = &receiver.received()[0];
+    assert_eq!(
+        got.header("webhook-signature"),
+        expected_signature(&webhook_secret, got)
+    );
     app.advance(2 * 3600);
     for (i, id) in TENANTS.iter().enumerate() {
         let fresh = token_of(&app, id).await;

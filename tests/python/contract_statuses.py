@@ -47,12 +47,17 @@ METHODS = {"get", "post", "put", "patch", "delete"}
 EXEMPT = {
     ("PATCH /tenants/{id}", "409"): "the tenant kept changing under concurrent updates",
     ("POST /api-keys", "409"): "a generated key id collided with an existing one",
+    ("POST /webhooks", "409"): "a generated webhook id collided with an existing one",
 }
 
 ADMIN = os.environ["ADMIN_KEY"]
 TOKEN_ONLY = os.environ["TOKEN_ONLY_KEY"]
 READ_ONLY = os.environ["READ_ONLY_KEY"]
 BIG = "x" * (1024 * 1024 + 16)
+# The app under test sends no webhook deliveries (they wait in the outbox), so this URL
+# is never called.
+WEBHOOK = {"url": "http://127.0.0.1:9/hook", "events": ["*"]}
+UNKNOWN_WEBHOOK = {"id": "wh_00000000000000000000000000000000"}
 
 
 def documented():
@@ -147,8 +152,15 @@ def phase_up():
         ("DELETE", "/api-keys/{id}", {"id": "k3v9q2m8x1ab"}),
         ("GET", "/audit-events", None),
         ("GET", "/metrics", None),
+        ("POST", "/webhooks", None),
+        ("GET", "/webhooks", None),
+        ("GET", "/webhooks/{id}", UNKNOWN_WEBHOOK),
+        ("DELETE", "/webhooks/{id}", UNKNOWN_WEBHOOK),
+        ("GET", "/webhooks/{id}/deliveries", UNKNOWN_WEBHOOK),
+        ("POST", "/webhooks/{id}/test", UNKNOWN_WEBHOOK),
     ]:
         body = {
+            ("POST", "/webhooks"): WEBHOOK,
             ("POST", "/api-keys"): {"name": "n", "scopes": ["token:acme"]},
             ("POST", "/tenants"): {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
             ("PATCH", "/tenants/{id}"): {"name": "x"},
@@ -168,6 +180,7 @@ def phase_up():
     reached.add(expect("413", "PATCH", "/tenants/{id}", path_parameters=acme, raw=big_json,
                        media_type=merge))
     reached.add(expect("413", "POST", "/api-keys", raw=big_json, media_type="application/json"))
+    reached |= webhooks()
 
     for path in ["/oauth2/access_token", "/oauth2/v1/access_token"]:
         reached.add(expect("200", "POST", path, key=None, body=oauth_form("acme", TOKEN_ONLY),
@@ -190,6 +203,34 @@ def phase_up():
     return reached
 
 
+def webhooks():
+    """Every answer of the webhook routes that the fuzzer cannot reach by chance."""
+    reached = set()
+    for status, path, params in [
+        ("404", "/webhooks/{id}", UNKNOWN_WEBHOOK),
+        ("404", "/webhooks/{id}/deliveries", UNKNOWN_WEBHOOK),
+    ]:
+        reached.add(expect(status, "GET", path, path_parameters=params))
+    reached.add(expect("404", "DELETE", "/webhooks/{id}", path_parameters=UNKNOWN_WEBHOOK))
+    reached.add(expect("404", "POST", "/webhooks/{id}/test", path_parameters=UNKNOWN_WEBHOOK))
+    reached.add(expect("201", "POST", "/webhooks", body=WEBHOOK))
+    reached.add(expect("422", "POST", "/webhooks", body={**WEBHOOK, "url": "ftp://x.example/"}))
+    reached.add(expect("400", "POST", "/webhooks", raw=b"{", media_type="application/json"))
+    reached.add(expect("413", "POST", "/webhooks", raw=json.dumps({"url": BIG}).encode(),
+                       media_type="application/json"))
+    reached.add(expect("415", "POST", "/webhooks", raw=b"{}", media_type="text/plain"))
+    created = requests.post(BASE_URL + "/webhooks", json=WEBHOOK,
+                            headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    assert created.status_code == 201, created.text
+    webhook = {"id": created.json()["id"]}
+    reached.add(expect("202", "POST", "/webhooks/{id}/test", path_parameters=webhook))
+    reached.add(expect("200", "GET", "/webhooks/{id}", path_parameters=webhook))
+    reached.add(expect("200", "GET", "/webhooks/{id}/deliveries", path_parameters=webhook))
+    reached.add(expect("200", "GET", "/webhooks"))
+    reached.add(expect("204", "DELETE", "/webhooks/{id}", path_parameters=webhook))
+    return reached
+
+
 def rate_limited():
     """429 on every operation that documents it: a key with `rate_limit: 1` empties its
     bucket with one request, and the next, to the operation, is refused before anything
@@ -202,6 +243,7 @@ def rate_limited():
     assert created.status_code == 201, created.text
     limited = created.json()["key"]
     bodies = {
+        "POST /webhooks": WEBHOOK,
         "POST /api-keys": {"name": "n", "scopes": ["token:acme"]},
         "POST /tenants": {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
         "PATCH /tenants/{id}": {"name": "x"},
@@ -216,11 +258,14 @@ def rate_limited():
         else:
             reached.add(expect(
                 "429", method, path, key=limited,
-                path_parameters={"id": "acme"} if "{id}" in path else None,
+                path_parameters=(
+                    ({"id": "acme"} if "/tenants/" in path else UNKNOWN_WEBHOOK)
+                    if "{id}" in path else None
+                ),
                 body=bodies.get(label),
                 media_type="application/merge-patch+json" if method == "PATCH" else None,
             ))
-    assert len(reached) >= 16, reached
+    assert len(reached) >= 22, reached
     return reached
 
 
@@ -239,6 +284,11 @@ def phase_down():
     reached.add(expect("503", "POST", "/api-keys", body={"name": "n", "scopes": ["token:acme"]}))
     reached.add(expect("503", "DELETE", "/api-keys/{id}", path_parameters={"id": "k3v9q2m8x1ab"}))
     reached.add(expect("503", "GET", "/audit-events"))
+    reached.add(expect("503", "POST", "/webhooks", body=WEBHOOK))
+    reached.add(expect("503", "GET", "/webhooks"))
+    for method, path in [("GET", "/webhooks/{id}"), ("DELETE", "/webhooks/{id}"),
+                         ("GET", "/webhooks/{id}/deliveries"), ("POST", "/webhooks/{id}/test")]:
+        reached.add(expect("503", method, path, path_parameters=UNKNOWN_WEBHOOK))
     return reached
 
 

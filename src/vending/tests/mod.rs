@@ -24,6 +24,8 @@ struct Engine {
     store: Arc<MemoryTokenStore>,
     clock: Arc<ManualClock>,
     key: Arc<MasterKey>,
+    /// The webhook events the engine raised.
+    events: Events,
 }
 
 fn engine(edx: FakeEdx) -> Engine {
@@ -39,12 +41,14 @@ fn engine(edx: FakeEdx) -> Engine {
         metrics.clone(),
     )
     .expect("http client");
+    let events = Events::in_memory(clock.clone());
     let parts = VendorParts {
         master_key: key.clone(),
         clock: clock.clone(),
         settings,
         policy: UrlPolicy::PublicHttpsOnly,
         metrics,
+        events: events.clone(),
     };
     let vendor = Vendor::with_ports(parts, edx.clone(), store.clone(), jwks_client);
     Engine {
@@ -53,6 +57,7 @@ fn engine(edx: FakeEdx) -> Engine {
         store,
         clock,
         key,
+        events,
     }
 }
 
@@ -466,4 +471,5 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
     );
 }
 
+mod events;
 mod status;

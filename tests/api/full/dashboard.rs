@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::binary::free_port;
-use crate::helpers::{eventually, poll_until, spawn_app, Backend};
+use crate::helpers::{eventually, poll_until, spawn_app, spawn_app_with, Backend};
+use crate::webhooks::{register, Receiver};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -190,6 +191,43 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
     eprintln!(
         "dashboard screenshot: {}",
         artifact("dashboard.png").display()
+    );
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_dashboard_names_failing_webhook_endpoints_to_an_admin() {
+    // No retries: the first failed attempt fails the delivery for good.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.webhooks.retry_schedule = Vec::new()).await;
+    let (receiver, url, _server) = Receiver::start().await;
+    receiver.answer_next(&[500]);
+    let (id, _) = register(&app, &url, &["tenant.created"]).await;
+    app.issuer_tenant("acme").await;
+    eventually("the delivery to fail", async || {
+        let shown: serde_json::Value = app
+            .admin(reqwest::Method::GET, &format!("/webhooks/{id}"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        shown["failed_deliveries"] == 1
+    })
+    .await;
+
+    let (_driver, browser) = browser().await;
+    browser.goto(&app.url("/dashboard")).await.unwrap();
+    type_key(&browser, &app.admin_key).await;
+    expect_rows(&browser, &[("acme", "missing")]).await;
+    let line = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#webhooks:not([hidden])"))
+        .await
+        .unwrap();
+    let text = line.text().await.unwrap();
+    assert!(
+        text.contains(&url) && text.contains("1 failed delivery"),
+        "{text:?}"
     );
     browser.close().await.unwrap();
 }

@@ -1,0 +1,153 @@
+//! `Events`: where the rest of the service raises lifecycle events. Raising writes the
+//! event and one delivery per subscribed endpoint to the store's outbox, then wakes the
+//! delivery worker; it never fails its caller (a store error is logged).
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::event::Event;
+use crate::clock::Clock;
+use crate::store::{NewEvent, Store};
+
+/// The handle that raises events: cheap to clone.
+///
+/// ```ignore
+/// state.events.raise(Event::credentials_rejected(tenant_id, 401, "invalid_client")).await;
+/// ```
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sink: Sink,
+    clock: Arc<dyn Clock>,
+    /// Wakes the delivery worker of this process when an event is written.
+    wake: Notify,
+}
+
+enum Sink {
+    Store(Store),
+    /// Unit tests: the events raised, in order.
+    Memory(Mutex<Vec<Event>>),
+}
+
+impl Events {
+    /// Events written to `store`'s outbox, timestamped by `clock`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self::with_sink(Sink::Store(store), clock)
+    }
+
+    /// Events kept in memory only (see [`Events::raised`]): for unit tests of the code
+    /// that raises them.
+    pub fn in_memory(clock: Arc<dyn Clock>) -> Self {
+        Self::with_sink(Sink::Memory(Mutex::new(Vec::new())), clock)
+    }
+
+    fn with_sink(sink: Sink, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sink,
+                clock,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Writes `event` for every endpoint subscribed to its type and wakes the worker.
+    pub async fn raise(&self, event: Event) {
+        self.write(event).await;
+    }
+
+    /// Raises `event` from code that cannot wait (the engine's synchronous paths): the
+    /// write happens in a task of its own (in memory at once).
+    pub fn raise_later(&self, event: Event) {
+        if let Sink::Memory(raised) = &self.inner.sink {
+            raised.lock().push(event);
+            return;
+        }
+        let events = self.clone();
+        tokio::spawn(async move { events.raise(event).await });
+    }
+
+    /// Writes `event` for the endpoint `webhook_id` alone (a `webhook.test`); returns the
+    /// event id, or `None` when there is no such endpoint.
+    pub async fn raise_to(
+        &self,
+        webhook_id: &str,
+        event: Event,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let new = self.new_event(&event);
+        let Sink::Store(store) = &self.inner.sink else {
+            self.raise_later(event);
+            return Ok(Some(new.id));
+        };
+        let Some(webhook) = store.get_webhook(webhook_id).await? else {
+            return Ok(None);
+        };
+        store.enqueue_event(&new, &[webhook]).await?;
+        self.inner.wake.notify_one();
+        Ok(Some(new.id))
+    }
+
+    /// The events raised so far, for an in-memory handle (empty otherwise).
+    pub fn raised(&self) -> Vec<Event> {
+        match &self.inner.sink {
+            Sink::Memory(raised) => raised.lock().clone(),
+            Sink::Store(_) => Vec::new(),
+        }
+    }
+
+    /// Resolves when an event has been written since the last wake-up.
+    pub async fn written(&self) {
+        self.inner.wake.notified().await;
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    fn new_event(&self, event: &Event) -> NewEvent {
+        let now = self.inner.clock.now();
+        NewEvent {
+            id: format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            kind: event.kind.as_str().to_owned(),
+            payload: event.payload(now),
+            created_ms: now.timestamp_millis(),
+        }
+    }
+
+    async fn write(&self, event: Event) {
+        let store = match &self.inner.sink {
+            Sink::Store(store) => store,
+            Sink::Memory(raised) => {
+                raised.lock().push(event);
+                return;
+            }
+        };
+        let kind = event.kind.as_str();
+        let written = async {
+            let to: Vec<_> = store
+                .list_webhooks()
+                .await?
+                .into_iter()
+                .filter(|w| w.subscribes_to(kind))
+                .collect();
+            store.enqueue_event(&self.new_event(&event), &to).await?;
+            Ok::<_, sqlx::Error>(to.len())
+        }
+        .await;
+        match written {
+            Ok(0) => {}
+            Ok(endpoints) => {
+                tracing::debug!(event = kind, endpoints, "webhook event written");
+                self.inner.wake.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(event = kind, %error, "cannot write a webhook event; it is lost")
+            }
+        }
+    }
+}
