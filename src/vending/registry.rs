@@ -24,7 +24,19 @@ pub fn upsert_tenant(core: &Core, tenant: &Tenant) {
 fn install_config(core: &Core, config: TenantConfig) {
     let _writing = core.writes.lock();
     let slots = core.slots.load();
-    if let Some(slot) = slots.get(&config.key.id) {
+    let mut changed = None;
+    apply_config(core, &slots, &mut changed, config);
+    if let Some(map) = changed {
+        core.slots.store(Arc::new(map));
+    }
+}
+
+/// Applies `config` to the tenant's slot: in place when it holds the same identity,
+/// else as a new slot in `changed`, a copy of `slots` made at the first such need (so
+/// that a batch of changes copies the map once, not once per tenant).
+fn apply_config(core: &Core, slots: &SlotMap, changed: &mut Option<SlotMap>, config: TenantConfig) {
+    let current = changed.as_ref().unwrap_or(slots);
+    if let Some(slot) = current.get(&config.key.id) {
         let old = slot.config.load();
         if old.key.uid == config.key.uid {
             if old.key.credentials_version == config.key.credentials_version
@@ -42,33 +54,35 @@ fn install_config(core: &Core, config: TenantConfig) {
             return;
         }
     }
-    let mut map = SlotMap::clone(&slots);
+    let map = changed.get_or_insert_with(|| SlotMap::clone(slots));
     if let Some(old) = map.insert(Arc::new(Slot::new(config, core.now()))) {
         forget(&old);
     }
-    core.slots.store(Arc::new(map));
 }
 
-/// Adds or updates the tenant of a stored row; a row that does not parse keeps its
-/// tenant as failing with the reason. Returns the tenant's id, if it has a valid one
-/// (a row whose id does not parse cannot be asked for: it is only logged).
-pub fn upsert_row(core: &Core, row: TenantRow) -> Option<TenantId> {
+/// The settings of a stored row's tenant; a row that does not parse gives its tenant as
+/// failing with the reason. `None` for a row whose id does not parse (it cannot be asked
+/// for: it is only logged).
+fn config_of_row(core: &Core, row: TenantRow) -> Option<TenantConfig> {
     match Tenant::try_from(row) {
-        Ok(tenant) => {
-            upsert_tenant(core, &tenant);
-            Some(tenant.id)
-        }
+        Ok(tenant) => Some(TenantConfig::new(&tenant, &core.master_key, core.policy)),
         Err(invalid) => match TenantId::parse(&invalid.id) {
-            Ok(id) => {
-                install_config(core, TenantConfig::invalid(id.clone(), &invalid));
-                Some(id)
-            }
+            Ok(id) => Some(TenantConfig::invalid(id, &invalid)),
             Err(_) => {
                 tracing::error!(error = %invalid, "ignoring a stored tenant");
                 None
             }
         },
     }
+}
+
+/// Adds or updates the tenant of a stored row; a row that does not parse keeps its
+/// tenant as failing with the reason. Returns the tenant's id, if it has a valid one.
+pub fn upsert_row(core: &Core, row: TenantRow) -> Option<TenantId> {
+    let config = config_of_row(core, row)?;
+    let id = config.key.id.clone();
+    install_config(core, config);
+    Some(id)
 }
 
 /// Forgets a tenant and its token at once.
@@ -85,22 +99,38 @@ pub fn remove_tenant(core: &Core, id: &TenantId) {
 }
 
 /// Serves exactly the tenants of `rows` (the whole store, read page by page): adds and
-/// updates them, forgets the others. A row that does not parse keeps its tenant, as
-/// failing with the reason, and nothing is ever sent for it.
+/// updates them, forgets the others, and publishes the new map once. A row that does not
+/// parse keeps its tenant, as failing with the reason, and nothing is ever sent for it.
 pub fn replace_tenants(core: &Core, rows: impl IntoIterator<Item = TenantRow>) {
-    let mut keep = HashSet::new();
-    for row in rows {
-        keep.extend(upsert_row(core, row));
+    // Secrets are opened before the write lock is taken: it is held only for the map.
+    let configs: Vec<TenantConfig> = rows
+        .into_iter()
+        .filter_map(|row| config_of_row(core, row))
+        .collect();
+    let keep: HashSet<TenantId> = configs.iter().map(|c| c.key.id.clone()).collect();
+    let _writing = core.writes.lock();
+    let slots = core.slots.load();
+    let mut changed = None;
+    for config in configs {
+        apply_config(core, &slots, &mut changed, config);
     }
-    let gone: Vec<TenantId> = core
-        .slots
-        .load()
+    let gone: Vec<TenantId> = changed
+        .as_ref()
+        .unwrap_or(&slots)
         .keys()
         .filter(|id| !keep.contains(*id))
         .cloned()
         .collect();
-    for id in gone {
-        remove_tenant(core, &id);
+    if !gone.is_empty() {
+        let map = changed.get_or_insert_with(|| SlotMap::clone(&slots));
+        for id in &gone {
+            if let Some(slot) = map.remove(id) {
+                forget(&slot);
+            }
+        }
+    }
+    if let Some(map) = changed {
+        core.slots.store(Arc::new(map));
     }
 }
 
