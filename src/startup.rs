@@ -22,6 +22,7 @@ use crate::config::{
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
@@ -117,12 +118,13 @@ impl Application {
         let master_key = Arc::new(master_key);
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
+        let metrics = Arc::new(Metrics::new());
         let parts = VendorParts {
             master_key: master_key.clone(),
             clock,
             settings: settings.vending.clone(),
             policy: url_policy,
-            metrics: Arc::new(Metrics::new()),
+            metrics: metrics.clone(),
         };
         let vendor =
             Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
@@ -130,12 +132,20 @@ impl Application {
             .await
             .map_err(StartupError::store("tenants and tokens"))?;
 
+        let proxy = Proxy::new(
+            vendor.clone(),
+            metrics,
+            url_policy,
+            settings.serving.proxy_timeout,
+        )
+        .map_err(|e| StartupError::HttpClient(e.into()))?;
         let state = AppState {
             store,
             keys: Arc::new(keys),
             master_key,
             url_policy,
             vendor,
+            proxy: Arc::new(proxy),
         };
         Ok(Self {
             listener,

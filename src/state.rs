@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::proxy::Proxy;
 use crate::store::Store;
 use crate::vending::Vendor;
 
@@ -17,6 +18,7 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     pub url_policy: UrlPolicy,
     pub vendor: Vendor,
+    pub proxy: Arc<Proxy>,
 }
 
 /// What the caller-key extractors take from the state.

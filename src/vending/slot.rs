@@ -65,6 +65,11 @@ pub struct Slot {
     pub upstream_calls: AtomicU64,
     pub upstream_failures: AtomicU64,
     pub last_used: AtomicI64,
+    /// The fingerprint of the token last dropped by an invalidation: never installed
+    /// again, whichever fetch or stored copy brings it back.
+    pub invalidated: Mutex<Option<String>>,
+    /// Bumped by every invalidation (see `invalidate.rs`).
+    pub generation: AtomicU64,
     /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
     jitter: f64,
 }
@@ -89,6 +94,8 @@ impl Slot {
             upstream_calls: AtomicU64::new(0),
             upstream_failures: AtomicU64::new(0),
             last_used: AtomicI64::new(0),
+            invalidated: Mutex::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -135,10 +142,21 @@ impl Slot {
         wait
     }
 
-    /// Serves `token` from now on and forgets past failures.
-    pub fn install(&self, token: Arc<HeldToken>) {
+    /// Serves `token` from now on and forgets past failures; refuses (false) the token an
+    /// invalidation dropped.
+    pub fn install(&self, token: Arc<HeldToken>) -> bool {
+        if self.is_invalidated(&token) {
+            tracing::debug!(tenant = %self.id, "not serving an invalidated token again");
+            return false;
+        }
         self.token.store(Some(token));
         *self.health.lock() = Health::default();
+        true
+    }
+
+    /// Whether `token` is the one an invalidation dropped.
+    pub fn is_invalidated(&self, token: &HeldToken) -> bool {
+        self.invalidated.lock().as_deref() == Some(token.fingerprint.as_str())
     }
 }
 
