@@ -6,19 +6,16 @@
 mod body;
 mod headers;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use parking_lot::Mutex;
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use url::Url;
 
 use self::body::{BodyError, OutgoingBody};
-use crate::domain::{rfc3339, ProxyPath, TenantId, UrlPolicy};
+use crate::domain::{ProxyPath, TenantId, UrlPolicy};
 use crate::metrics::Metrics;
 use crate::outbound;
 use crate::vending::{HeldToken, VendError, Vendor};
@@ -56,21 +53,11 @@ pub enum ProxyError {
     Unreadable,
 }
 
-/// What the dashboard shows of a tenant's proxied calls.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ProxyActivity {
-    pub calls: u64,
-    pub last_status: Option<u16>,
-    /// When the API last answered `401`.
-    pub last_401_at: Option<String>,
-}
-
 pub struct Proxy {
     vendor: Vendor,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     timeout: Duration,
-    activity: Mutex<HashMap<TenantId, ProxyActivity>>,
 }
 
 impl Proxy {
@@ -87,13 +74,7 @@ impl Proxy {
             client: outbound::streaming_client(policy, CONNECT_TIMEOUT.min(timeout), timeout)?,
             metrics,
             timeout,
-            activity: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Every tenant's proxied calls so far, by tenant id.
-    pub fn activity(&self) -> HashMap<TenantId, ProxyActivity> {
-        self.activity.lock().clone()
     }
 
     /// Passes `call` on and returns the API's answer, streamed.
@@ -104,13 +85,7 @@ impl Proxy {
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         self.metrics
             .observe_proxy(tenant.as_str(), status, started.elapsed().as_secs_f64());
-        let mut activity = self.activity.lock();
-        let entry = activity.entry(tenant).or_default();
-        entry.calls += 1;
-        entry.last_status = status;
-        if status == Some(401) {
-            entry.last_401_at = Some(rfc3339(self.vendor.now()));
-        }
+        self.vendor.record_proxy_call(&tenant, status);
         result
     }
 

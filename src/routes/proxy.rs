@@ -1,10 +1,11 @@
-//! The proxy: `{any method} /tenants/{id}/proxy/{path}`, a tenant's edX API called with
+//! The proxy: `{method} /tenants/{id}/proxy/{path}` (GET, HEAD, POST, PUT, PATCH,
+//! DELETE, OPTIONS, TRACE), a tenant's edX API called with
 //! its token (see `crate::proxy`); the path is checked on the raw request target, before
 //! any decoding, so that nothing can step outside the tenant's `api_base_url`.
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::any;
+use axum::routing::get;
 use axum::Router;
 
 use crate::auth::Caller;
@@ -16,9 +17,17 @@ use crate::state::AppState;
 use crate::telemetry::RequestId;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tenants/{id}/proxy/", any(proxy_call))
-        .route("/tenants/{id}/proxy/{*path}", any(proxy_call))
+    // At least one character of path: the API's root is never an edX API. The methods
+    // HTTP APIs use, as openapi.yaml lists them; any other (CONNECT, extensions) is 405.
+    let call = get(proxy_call)
+        .post(proxy_call)
+        .put(proxy_call)
+        .patch(proxy_call)
+        .delete(proxy_call)
+        .head(proxy_call)
+        .options(proxy_call)
+        .trace(proxy_call);
+    Router::new().route("/tenants/{id}/proxy/{*path}", call)
 }
 
 async fn proxy_call(

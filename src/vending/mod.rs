@@ -42,7 +42,7 @@ pub use invalidate::Invalidation;
 pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
 pub use sealed::SealedTokenStore;
 pub use settings::VendingSettings;
-pub use slot::LastError;
+pub use slot::{LastError, ProxyStats};
 pub use status::{StatusPage, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 
@@ -247,6 +247,19 @@ impl Vendor {
     /// The identity of the tenant that holds `id` now, if any.
     pub fn uid_of(&self, id: &TenantId) -> Option<TenantUid> {
         Some(self.core.slot(id)?.config.load().key.uid)
+    }
+
+    /// Records a proxied call's answer (`None`: tokenvend's own failure) for the status.
+    pub fn record_proxy_call(&self, id: &TenantId, status: Option<u16>) {
+        let Some(slot) = self.core.slot(id) else {
+            return;
+        };
+        let mut stats = slot.proxy.lock();
+        stats.calls += 1;
+        stats.last_status = status;
+        if status == Some(401) {
+            stats.last_401_at = Some(crate::domain::rfc3339(self.now()));
+        }
     }
 
     /// Where the proxy sends the tenant's API calls, checked against the outbound rules in

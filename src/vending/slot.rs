@@ -26,6 +26,16 @@ pub struct LastError {
     pub message: String,
 }
 
+/// What the dashboard shows of a tenant's proxied calls (kept here, beside its token).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProxyStats {
+    pub calls: u64,
+    /// The status of the last call (`null`: tokenvend's own failure, or none yet).
+    pub last_status: Option<u16>,
+    /// When the API last answered `401`.
+    pub last_401_at: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Health {
     pub last_error: Option<LastError>,
@@ -70,6 +80,7 @@ pub struct Slot {
     pub invalidated: Mutex<Option<String>>,
     /// Bumped by every invalidation (see `invalidate.rs`).
     pub generation: AtomicU64,
+    pub proxy: Mutex<ProxyStats>,
     /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
     jitter: f64,
 }
@@ -96,6 +107,7 @@ impl Slot {
             last_used: AtomicI64::new(0),
             invalidated: Mutex::new(None),
             generation: AtomicU64::new(0),
+            proxy: Mutex::new(ProxyStats::default()),
         }
     }
 
