@@ -468,4 +468,5 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
     );
 }
 
+mod invalidation;
 mod status;
