@@ -317,7 +317,58 @@ async fn the_api_base_defaults_to_the_token_urls_origin_and_moves_only_with_the_
     }
 }
 
+async fn opaque_tokens_go_as_bearer_tokens(app: TestApp) {
+    app.issuer_tenant_with("acme", |body| body["token_type"] = json!("bearer"))
+        .await;
+    let key = app.create_key(&["proxy:acme"]).await;
+    let echo = json_body(
+        call(&app, Method::GET, ENTERPRISE, &key).await,
+        StatusCode::OK,
+    )
+    .await;
+    let token = held_token(&app, "acme").await;
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(
+        echo["headers"]["authorization"],
+        json!([format!(
+            "Bearer {}",
+            token["access_token"].as_str().unwrap()
+        )])
+    );
+}
+
+async fn a_moved_api_base_is_where_calls_go(app: TestApp) {
+    app.issuer_tenant("acme").await;
+    let key = app.create_key(&["proxy:acme"]).await;
+    let moved = format!("{}/api/enterprise", app.issuer_server.api_base_url());
+    let secret = format!("moved-{}", uuid::Uuid::new_v4().simple());
+    app.issuer.register("client-acme", &secret);
+    let resp = app
+        .admin(
+            Method::PATCH,
+            "/tenants/acme",
+            Some(&json!({ "api_base_url": moved, "client_secret": secret })),
+        )
+        .await;
+    let tenant = json_body(resp, StatusCode::OK).await;
+    assert_eq!(tenant["api_base_url"], moved);
+    let echo = json_body(
+        call(
+            &app,
+            Method::GET,
+            "/tenants/acme/proxy/v1/enterprise-customer/",
+            &key,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(echo["path"], "/api/enterprise/v1/enterprise-customer/");
+}
+
 on_sqlite_only!(
+    opaque_tokens_go_as_bearer_tokens,
+    a_moved_api_base_is_where_calls_go,
     the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies,
     bodies_pass_intact_both_ways,
     query_strings_and_course_ids_pass_unchanged,
