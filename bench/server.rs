@@ -3,8 +3,9 @@
 //!
 //! `bench_server serve` prints the two URLs and a caller key, then serves until killed;
 //! `bench_server cold N` fires N concurrent requests at a cold tenant and prints how many
-//! upstream calls they caused; `bench_server stream MB` sends MB megabytes up through the
-//! proxy and fetches as many back, and prints the process's peak memory before and after.
+//! upstream calls they caused; `bench_server stream MB` fetches MB megabytes through the
+//! proxy (and sends 10 MB up, the most a proxied request may carry), and prints the
+//! process's peak memory before and after.
 //! `serve` also prints a proxied edX API URL and the same API called directly with the
 //! token. `bench/run.sh` drives them; `bench/outage.sh` runs it on a PostgreSQL cluster it
 //! stops (`BENCH_DATABASE_URL`).
@@ -176,9 +177,9 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// `bytes` up through the proxy (streamed, generated as it is sent) and `bytes` back
-/// (streamed, counted and dropped as they arrive): the peak memory must not grow by
-/// anything like the body size, since neither side holds a body.
+/// 10 MB up through the proxy (streamed, generated as it is sent; the request limit is
+/// 10 MiB) and `bytes` back (streamed, counted and dropped as they arrive): the peak
+/// memory must not grow by anything like the body sizes, since nothing holds a body.
 async fn stream(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> anyhow::Result<()> {
     use futures::StreamExt;
     // Warm: a token and a connection.
@@ -193,8 +194,9 @@ async fn stream(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> 
     let before = peak_rss_mib();
     let started = Instant::now();
     const CHUNK: u64 = 64 * 1024;
-    let chunks = futures::stream::iter((0..bytes.div_ceil(CHUNK)).map(move |n| {
-        let len = CHUNK.min(bytes - n * CHUNK) as usize;
+    let up_bytes: u64 = 10_000_000;
+    let chunks = futures::stream::iter((0..up_bytes.div_ceil(CHUNK)).map(move |n| {
+        let len = CHUNK.min(up_bytes - n * CHUNK) as usize;
         Ok::<_, std::io::Error>(vec![b'x'; len])
     }));
     let up = client
@@ -202,14 +204,14 @@ async fn stream(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> 
             "{base}/tenants/bench/proxy/api/enterprise/v1/uploads"
         ))
         .bearer_auth(key)
-        .header(header::CONTENT_LENGTH, bytes)
+        .header(header::CONTENT_LENGTH, up_bytes)
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await?;
     let status = up.status();
     let echo: Value = up.json().await?;
     anyhow::ensure!(
-        echo["body_length"].as_u64() == Some(bytes),
+        echo["body_length"].as_u64() == Some(up_bytes),
         "upload: {status} {echo}"
     );
     let up_secs = started.elapsed().as_secs_f64();
@@ -230,7 +232,8 @@ async fn stream(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> 
     let down_secs = started.elapsed().as_secs_f64();
     let after = peak_rss_mib();
     println!(
-        "{{\"bytes\": {bytes}, \"upload_seconds\": {up_secs:.2}, \"download_seconds\": {down_secs:.2}, \
+        "{{\"upload_bytes\": {up_bytes}, \"download_bytes\": {bytes}, \"upload_seconds\": {up_secs:.2}, \
+         \"download_seconds\": {down_secs:.2}, \
          \"peak_rss_mib_before\": {before:.1}, \"peak_rss_mib_after\": {after:.1}}}"
     );
     Ok(())
