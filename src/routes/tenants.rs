@@ -295,14 +295,21 @@ async fn update_tenant(
 }
 
 /// The audit details of an update: the names of the changed fields, and where the token
-/// endpoint moved from and to (URLs are not secret; secrets never appear).
+/// endpoint and the API base moved from and to (URLs are not secret; secrets never
+/// appear).
 fn change_details(current: &Tenant, next: &Tenant, changed: &[&str]) -> serde_json::Value {
     let mut details = json!({ "changed": changed, "uid": current.uid.to_string() });
+    let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
     if changed.contains(&"token_url") {
-        let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
         details["token_url"] = json!({
             "from": shown(&current.token_url),
             "to": shown(&next.token_url),
+        });
+    }
+    if changed.contains(&"api_base_url") {
+        details["api_base_url"] = json!({
+            "from": shown(&current.api_base_url),
+            "to": shown(&next.api_base_url),
         });
     }
     details

@@ -352,6 +352,15 @@ async fn a_moved_api_base_is_where_calls_go(app: TestApp) {
         .await;
     let tenant = json_body(resp, StatusCode::OK).await;
     assert_eq!(tenant["api_base_url"], moved);
+    let audit = json_body(
+        app.admin(Method::GET, "/audit-events", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        audit["items"][0]["details"]["api_base_url"]["to"], moved,
+        "the move is on the record: {audit}"
+    );
     let echo = json_body(
         call(
             &app,
