@@ -145,11 +145,18 @@ async fn invalidate_token(
         .into());
     }
     let outcome = state.vendor.invalidate(&id, &body.fingerprint);
-    if let Ok(Invalidation::Dropped) = outcome {
-        // Like forced refreshes, invalidations make edX be asked on a caller's word.
+    if current.is_some() {
+        // Like forced refreshes, invalidations make edX be asked on a caller's word: each
+        // is on the record, whatever came of it (an unknown tenant is not).
+        let result = match &outcome {
+            Ok(Invalidation::Dropped) => "dropped".to_owned(),
+            Ok(Invalidation::FingerprintMismatch) => "fingerprint_mismatch".to_owned(),
+            Err(error) => error.to_string(),
+        };
         let detail = json!({
             "uid": current.map(|u| u.to_string()),
             "fingerprint": body.fingerprint,
+            "result": result,
         });
         let entry = audit(
             &caller,

@@ -67,6 +67,11 @@ async fn invalidating_the_held_token_drops_it_and_the_next_call_fetches_a_new_on
         .collect();
     assert_eq!(invalidations.len(), 1, "{audit}");
     assert_eq!(invalidations[0]["target"], "acme");
+    assert_eq!(invalidations[0]["details"]["result"], "dropped");
+    assert_eq!(
+        invalidations[0]["details"]["fingerprint"],
+        fingerprint.as_str()
+    );
     assert!(
         !audit
             .to_string()
@@ -104,6 +109,23 @@ async fn a_late_report_about_an_old_token_drops_nothing_and_calls_nobody(app: Te
         "the fresh token is kept"
     );
     assert_eq!(app.issuer.calls(&client), 2, "no call to edX");
+    let audit = json_body(
+        app.admin(Method::GET, "/audit-events", None).await,
+        StatusCode::OK,
+    )
+    .await;
+    let results: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "token.invalidate")
+        .map(|e| &e["details"]["result"])
+        .collect();
+    assert_eq!(
+        results,
+        ["fingerprint_mismatch", "fingerprint_mismatch", "dropped"],
+        "every report is on the record, newest first"
+    );
 }
 
 async fn an_invalidation_within_the_refresh_interval_is_refused_with_retry_after(app: TestApp) {
