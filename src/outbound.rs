@@ -120,4 +120,27 @@ mod tests {
         let text = format!("{error:?}");
         assert!(text.contains("no public address"), "{text}");
     }
+
+    #[tokio::test]
+    async fn the_proxys_streaming_client_keeps_to_the_same_policy() {
+        let client = streaming_client(
+            UrlPolicy::PublicHttpsOnly,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let error = client
+            .get("https://localhost/api/enterprise/v1/enterprise-customer/")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+        assert!(format!("{error:?}").contains("no public address"));
+        let error = client
+            .get("http://edx.example.invalid/")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_builder(), "https only: {error:?}");
+    }
 }

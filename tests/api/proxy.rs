@@ -375,7 +375,22 @@ async fn a_moved_api_base_is_where_calls_go(app: TestApp) {
     assert_eq!(echo["path"], "/api/enterprise/v1/enterprise-customer/");
 }
 
+async fn an_api_base_stored_under_the_insecure_flag_is_not_called_after_a_restart_without_it(
+    mut app: TestApp,
+) {
+    let client = app.issuer_tenant("acme").await;
+    let key = app.create_key(&["proxy:acme"]).await;
+    app.settings.allow_insecure_token_urls = false;
+    app.restart().await;
+    let resp = call(&app, Method::GET, ENTERPRISE, &key).await;
+    let problem = assert_problem(resp, StatusCode::BAD_GATEWAY).await;
+    assert_eq!(problem["type"], "urn:tokenvend:problem:tenant-unusable");
+    assert_eq!(app.issuer.api_calls(), 0, "nothing was sent to the API");
+    assert_eq!(app.issuer.calls(&client), 0, "nor to the token endpoint");
+}
+
 on_sqlite_only!(
+    an_api_base_stored_under_the_insecure_flag_is_not_called_after_a_restart_without_it,
     opaque_tokens_go_as_bearer_tokens,
     a_moved_api_base_is_where_calls_go,
     the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies,
