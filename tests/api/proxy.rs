@@ -249,6 +249,13 @@ async fn proxy_scopes_never_read_the_token_and_other_tenants_are_hidden(app: Tes
     )
     .await;
     assert!(listed.to_string().contains("\"proxy:acme\""), "{listed}");
+
+    // The scope is bound to the tenant, not its id: a successor under the id is another.
+    let resp = app.admin(Method::DELETE, "/tenants/acme", None).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    app.issuer_tenant("acme").await;
+    let resp = call(&app, Method::GET, ENTERPRISE, &proxy_key).await;
+    assert_problem(resp, StatusCode::NOT_FOUND).await;
 }
 
 async fn an_unreachable_api_is_502(app: TestApp) {
