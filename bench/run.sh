@@ -3,8 +3,11 @@
 # the same bytes (same machine, same run), with wrk from a second process, with a caller
 # key without a rate limit and with one (a per-key limit it never reaches: the limiter's
 # cost on the hit path), and counts the
-# upstream calls made by concurrent requests on a cold tenant. Prints markdown for
-# BENCHMARKS.md. Usage: bash bench/run.sh [seconds] [connections]
+# upstream calls made by concurrent requests on a cold tenant; then the proxy's overhead
+# (an edX-like API call through /tenants/{id}/proxy/... against the same call made
+# directly with the token, same run) and the memory held while 100 MB stream back
+# through the proxy (and 10 MB, the request limit, up). Prints markdown for BENCHMARKS.md.
+# Usage: bash bench/run.sh [seconds] [connections] (STREAM_MB=100 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -51,10 +54,33 @@ done
 paste "$OUT.rps.tokenvend" "$OUT.rps.tokenvend-ratelimited" "$OUT.rps.bare" | awk '{ t += $1; l += $2; b += $3 } END {
   printf "\nmean requests/s: tokenvend %.0f, with a per-key rate limit %.0f, bare %.0f\n", t / NR, l / NR, b / NR
   printf "tokenvend / bare throughput: %.0f%%; with the rate limit: %.0f%%\n", 100 * t / b, 100 * l / b }'
-curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests)_total' || true
+echo
+echo "proxy overhead: the local issuer's API through the proxy against the same API called directly"
+echo
+echo "| round | target | requests/s | p50 | p99 |"
+echo "| --- | --- | --- | --- | --- |"
+for round in $(seq 1 "$ROUNDS"); do
+  run direct "$round" "$API_URL" -H "Authorization: $API_AUTHORIZATION"
+  run proxy "$round" "$PROXY_URL" -H "Authorization: Bearer $KEY"
+done
+# p99 in milliseconds, whatever unit wrk chose.
+ms() { awk '{ v = $1; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v);
+  f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : 1;
+  print v * f }'; }
+for name in direct proxy; do
+  awk '$1=="99%" {print $2}' "$OUT.$name" | ms >"$OUT.p99.$name"
+done
+paste "$OUT.rps.proxy" "$OUT.rps.direct" | awk '{ p += $1; d += $2 } END {
+  printf "\nmean requests/s: proxy %.0f, direct %.0f; proxy / direct throughput: %.0f%%\n", p / NR, d / NR, 100 * p / d }'
+paste "$OUT.p99.proxy" "$OUT.p99.direct" | awk '{ printf "last round p99: proxy %.2f ms, direct %.2f ms; proxy / direct p99: %.2f\n", $1, $2, $1 / $2 }'
+curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests|proxy_requests|proxy_401_retries)_total' || true
 kill $PID 2>/dev/null || true
 rm -f "$OUT".*
 
 echo
 echo "cold tenant, 1000 concurrent requests:"
 "$BIN" cold 1000 2>/dev/null
+
+echo
+echo "memory while ${STREAM_MB:-100} MB stream back through the proxy, after 10 MB (the request limit) went up (one process: tokenvend, the issuer and the client):"
+"$BIN" stream "${STREAM_MB:-100}" 2>/dev/null

@@ -3,8 +3,12 @@
 //!
 //! `bench_server serve` prints the two URLs and a caller key, then serves until killed;
 //! `bench_server cold N` fires N concurrent requests at a cold tenant and prints how many
-//! upstream calls they caused. `bench/run.sh` drives both; `bench/outage.sh` runs it on a
-//! PostgreSQL cluster it stops (`BENCH_DATABASE_URL`).
+//! upstream calls they caused; `bench_server stream MB` fetches MB megabytes through the
+//! proxy (and sends 10 MB up, the most a proxied request may carry), and prints the
+//! process's peak memory before and after.
+//! `serve` also prints a proxied edX API URL and the same API called directly with the
+//! token. `bench/run.sh` drives them; `bench/outage.sh` runs it on a PostgreSQL cluster it
+//! stops (`BENCH_DATABASE_URL`).
 
 use std::time::{Duration, Instant};
 
@@ -80,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let key: Value = client
         .post(format!("{base}/api-keys"))
         .bearer_auth(&admin_key)
-        .json(&json!({"name": "bench", "scopes": ["token:bench"]}))
+        .json(&json!({"name": "bench", "scopes": ["token:bench", "proxy:bench"]}))
         .send()
         .await?
         .json()
@@ -99,7 +103,13 @@ async fn main() -> anyhow::Result<()> {
     let limited_key = limited["key"].as_str().unwrap_or_default().to_owned();
     let token_url = format!("{base}/tenants/bench/token");
 
+    let api_path = "api/enterprise/v1/enterprise-customer/";
+    let proxy_url = format!("{base}/tenants/bench/proxy/{api_path}");
     match mode.as_str() {
+        "stream" => {
+            let mb: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100);
+            stream(&client, &base, &key, mb * 1_000_000).await?;
+        }
         "cold" => {
             let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
             // edX takes its time: every request arrives while the one fetch is under way.
@@ -141,6 +151,19 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let bare_url = format!("http://{}/tenants/bench/token", listener.local_addr()?);
             tokio::spawn(async move { axum::serve(listener, bare).await });
+            let token: Value = client
+                .get(&token_url)
+                .bearer_auth(&key)
+                .send()
+                .await?
+                .json()
+                .await?;
+            println!("PROXY_URL={proxy_url}");
+            println!("API_URL={}/{api_path}", issuer_server.api_base_url());
+            println!(
+                "API_AUTHORIZATION='JWT {}'",
+                token["access_token"].as_str().unwrap_or_default()
+            );
             println!("TOKENVEND_URL={token_url}");
             println!("BARE_URL={bare_url}");
             println!("KEY={key}");
@@ -152,5 +175,80 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The process's peak resident memory so far (`VmHWM`), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// 10 MB up through the proxy (streamed, generated as it is sent; the request limit is
+/// 10 MiB) and `bytes` back (streamed, counted and dropped as they arrive): the peak
+/// memory must not grow by anything like the body sizes, since nothing holds a body.
+async fn stream(client: &reqwest::Client, base: &str, key: &str, bytes: u64) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    // Warm: a token and a connection.
+    let warm = format!("{base}/tenants/bench/proxy/api/enterprise/v1/enterprise-customer/");
+    client
+        .get(&warm)
+        .bearer_auth(key)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    let before = peak_rss_mib();
+    let started = Instant::now();
+    const CHUNK: u64 = 64 * 1024;
+    let up_bytes: u64 = 10_000_000;
+    let chunks = futures::stream::iter((0..up_bytes.div_ceil(CHUNK)).map(move |n| {
+        let len = CHUNK.min(up_bytes - n * CHUNK) as usize;
+        Ok::<_, std::io::Error>(vec![b'x'; len])
+    }));
+    let up = client
+        .put(format!(
+            "{base}/tenants/bench/proxy/api/enterprise/v1/uploads"
+        ))
+        .bearer_auth(key)
+        .header(header::CONTENT_LENGTH, up_bytes)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await?;
+    let status = up.status();
+    let echo: Value = up.json().await?;
+    anyhow::ensure!(
+        echo["body_length"].as_u64() == Some(up_bytes),
+        "upload: {status} {echo}"
+    );
+    let up_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let down = client
+        .get(format!(
+            "{base}/tenants/bench/proxy/api/test/large?bytes={bytes}"
+        ))
+        .bearer_auth(key)
+        .send()
+        .await?;
+    let mut received: u64 = 0;
+    let mut body = down.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        received += chunk?.len() as u64;
+    }
+    anyhow::ensure!(received == bytes, "download: {received} of {bytes} bytes");
+    let down_secs = started.elapsed().as_secs_f64();
+    let after = peak_rss_mib();
+    println!(
+        "{{\"upload_bytes\": {up_bytes}, \"download_bytes\": {bytes}, \"upload_seconds\": {up_secs:.2}, \
+         \"download_seconds\": {down_secs:.2}, \
+         \"peak_rss_mib_before\": {before:.1}, \"peak_rss_mib_after\": {after:.1}}}"
+    );
     Ok(())
 }

@@ -319,6 +319,23 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Like `require_token_access`, for the proxy: a proxy or a token scope for the tenant.
+    pub fn require_proxy_access(
+        &self,
+        tenant: &str,
+        current: Option<TenantUid>,
+    ) -> Result<(), ApiError> {
+        match self.0.scopes.proxy_access(tenant, current) {
+            TenantAccess::Granted => Ok(()),
+            TenantAccess::Hidden => Err(ApiError::TenantNotFound),
+            TenantAccess::Forbidden => Err(ApiError::Forbidden {
+                needed: format!("proxy:{tenant}"),
+            }),
+        }
+    }
+}
+
 /// A scope an endpoint needs, checked before the request body is read.
 pub trait RequiredScope {
     fn scope() -> Scope;

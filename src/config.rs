@@ -37,6 +37,7 @@ pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
 pub const KEY_RATE_VAR: &str = "TOKENVEND_KEY_RATE";
 pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
 pub const UPSTREAM_RATE_VAR: &str = "TOKENVEND_UPSTREAM_RATE";
+pub const PROXY_TIMEOUT_VAR: &str = "TOKENVEND_PROXY_TIMEOUT";
 
 /// A setting that is missing or wrong, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,10 @@ pub struct SettingsArgs {
     /// Failed authentications per minute per client address before 429s; 0: no limit.
     #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
     pub auth_failures: String,
+    /// Seconds one proxied edX API call may take to answer (and to send each part of
+    /// its body).
+    #[arg(long, env = PROXY_TIMEOUT_VAR, default_value = "30", global = true)]
+    pub proxy_timeout: String,
     /// A second address, host:port, serving only /metrics without a key.
     #[arg(long, env = METRICS_LISTEN_VAR, global = true)]
     pub metrics_listen: Option<String>,
@@ -160,6 +165,8 @@ pub struct ServingSettings {
     pub metrics_listen: Option<String>,
     /// `TOKENVEND_KEY_RATE` and `TOKENVEND_AUTH_FAILURES`.
     pub rate_limits: RateLimitSettings,
+    /// `TOKENVEND_PROXY_TIMEOUT`: how long one proxied edX API call may take to answer.
+    pub proxy_timeout: Duration,
 }
 
 impl Default for ServingSettings {
@@ -169,6 +176,7 @@ impl Default for ServingSettings {
             max_connections: 10_000,
             metrics_listen: None,
             rate_limits: RateLimitSettings::default(),
+            proxy_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -348,6 +356,11 @@ impl Settings {
                 key_rate: parse_rate(KEY_RATE_VAR, &args.key_rate, MAX_KEY_RATE)?,
                 auth_failures: parse_rate(AUTH_FAILURES_VAR, &args.auth_failures, 1_000_000)?,
             },
+            proxy_timeout: Duration::from_secs(parse_count(
+                PROXY_TIMEOUT_VAR,
+                &args.proxy_timeout,
+                1..=3600,
+            )?),
         };
 
         let allow_insecure_token_urls = match non_empty(&args.allow_insecure_token_urls) {

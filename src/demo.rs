@@ -120,7 +120,8 @@ pub async fn run(
 tokenvend demo is running: the service on an embedded SQLite store {stored},
 with a local edX-like issuer standing in for edX at {issuer_url}.
 Tenants: acme (1 h tokens), globex (5 min tokens, refreshed ahead), initech (edX refuses
-its secret, so it shows as failing).
+its secret, so it shows as failing). The issuer also serves an edX-like API that echoes
+what it receives: the proxy line below calls it with acme's token.
 
   dashboard:   {base}/dashboard   (paste the caller key)
   caller key:  {key}   (scopes tenants:read, token:*)
@@ -129,6 +130,7 @@ Try:
   curl -s {base}/tenants/acme/token -H 'Authorization: Bearer {key}'
   curl -s {base}/tokens/status -H 'Authorization: Bearer {key}'
   curl -s {base}/oauth2/access_token -d grant_type=client_credentials -d client_id=acme -d client_secret={key}
+  curl -s {base}/tenants/acme/proxy/api/enterprise/v1/enterprise-customer/ -H 'Authorization: Bearer {key}'
 
 Press Ctrl-C to stop.",
         issuer_url = edx.token_url(),

@@ -62,6 +62,12 @@ pub enum ApiError {
     /// reason is for operators: it is in the token status and the log, not in the answer.
     #[error("the tenant's stored settings cannot be used; its token status says why")]
     TenantUnusable(String),
+    /// The proxy could not reach the tenant's edX API (the cause is logged, not sent).
+    #[error("the edX API could not be reached")]
+    ApiUnreachable(String),
+    /// The tenant's edX API did not answer a proxied call in time.
+    #[error("the edX API did not answer in time (TOKENVEND_PROXY_TIMEOUT)")]
+    ApiTimeout,
     #[error("the store is unavailable; try again shortly")]
     StoreUnavailable(#[source] sqlx::Error),
     #[error("internal error")]
@@ -185,6 +191,8 @@ impl ApiError {
             ApiError::Upstream { failure, .. } => failure.status,
             ApiError::TenantUnusable(_) => StatusCode::BAD_GATEWAY,
             ApiError::RefreshTooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ApiUnreachable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::ApiTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -206,6 +214,8 @@ impl ApiError {
             ApiError::Upstream { failure, .. } => failure.slug,
             ApiError::TenantUnusable(_) => "tenant-unusable",
             ApiError::RefreshTooSoon { .. } => "refresh-too-soon",
+            ApiError::ApiUnreachable(_) => "api-unreachable",
+            ApiError::ApiTimeout => "api-timeout",
             ApiError::StoreUnavailable(_) => "store-unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -230,6 +240,8 @@ impl ApiError {
             },
             ApiError::TenantUnusable(_) => "Bad Gateway",
             ApiError::RefreshTooSoon { .. } => "Too Many Requests",
+            ApiError::ApiUnreachable(_) => "Bad Gateway",
+            ApiError::ApiTimeout => "Gateway Timeout",
             ApiError::StoreUnavailable(_) => "Service Unavailable",
             ApiError::Internal(_) => "Internal Server Error",
         }
@@ -259,6 +271,9 @@ impl IntoResponse for ApiError {
             ApiError::Upstream { detail, .. } => tracing::info!(%detail, "no token to serve"),
             ApiError::TenantUnusable(problem) => {
                 tracing::error!(%problem, "the tenant cannot be asked a token for")
+            }
+            ApiError::ApiUnreachable(cause) => {
+                tracing::warn!(%cause, "the proxied edX API could not be reached")
             }
             _ => {}
         }

@@ -32,6 +32,8 @@ pub mod operator;
 /// The one outbound HTTP policy: no environment proxies, no redirects, timeouts, public
 /// addresses only.
 pub mod outbound;
+/// The proxy: a tenant's edX API called with its token, which callers never see.
+pub mod proxy;
 /// `tokenvend rekey`: re-seals every stored secret and token under the current master key.
 pub mod rekey;
 /// HTTP routes, one module per resource.

@@ -37,6 +37,12 @@ struct BudgetLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    tenant: String,
+    class: &'static str,
+}
+
 /// How a token request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenResult {
@@ -63,6 +69,9 @@ pub struct Metrics {
     tenants: Gauge,
     budget_remaining: Family<HostLabels, Gauge<f64, AtomicU64>>,
     budget_asks: Family<BudgetLabels, Counter>,
+    proxy_calls: Family<ProxyLabels, Counter>,
+    proxy_latency: Histogram,
+    proxy_retries: Family<TenantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +127,24 @@ impl Metrics {
             "Asks to the upstream budget by host and outcome (granted, waited, deferred, refused)",
             budget_asks.clone(),
         );
+        let proxy_calls = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "proxy_requests",
+            "Proxied edX API calls by tenant and status class (2xx..5xx, or error: tokenvend's own)",
+            proxy_calls.clone(),
+        );
+        let proxy_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Time until a proxied edX API call's answer began (token included)",
+            proxy_latency.clone(),
+        );
+        let proxy_retries = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "proxy_401_retries",
+            "Proxied calls retried with a new token after the API answered 401",
+            proxy_retries.clone(),
+        );
         let counter = |result| {
             token_requests
                 .get_or_create(&ResultLabels { result })
@@ -136,6 +163,9 @@ impl Metrics {
             tenants,
             budget_remaining,
             budget_asks,
+            proxy_calls,
+            proxy_latency,
+            proxy_retries,
         }
     }
 
@@ -153,6 +183,34 @@ impl Metrics {
                 host: host.to_owned(),
             })
             .set(remaining);
+    }
+
+    /// A proxied call answered with `status` (`None`: tokenvend's own failure) after
+    /// `seconds`.
+    pub fn observe_proxy(&self, tenant: &str, status: Option<u16>, seconds: f64) {
+        let class = match status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            Some(_) => "other",
+            None => "error",
+        };
+        self.proxy_calls
+            .get_or_create(&ProxyLabels {
+                tenant: tenant.to_owned(),
+                class,
+            })
+            .inc();
+        self.proxy_latency.observe(seconds);
+    }
+
+    pub fn count_proxy_retry(&self, tenant: &str) {
+        self.proxy_retries
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+            })
+            .inc();
     }
 
     pub fn count_token_request(&self, result: TokenResult) {

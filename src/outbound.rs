@@ -1,5 +1,5 @@
 //! The one outbound HTTP policy: every call tokenvend makes to another service (token and
-//! JWKS requests now; the proxy and webhooks later) goes through a client built here.
+//! JWKS requests, proxied API calls; webhooks later) goes through a client built here.
 //!
 //! The policy: environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored,
 //! since a proxy would resolve and connect in our place, past the address check; redirects
@@ -24,20 +24,36 @@ pub struct Timeouts {
 
 /// A client that follows the outbound policy under `policy`.
 pub fn client(policy: UrlPolicy, timeouts: Timeouts) -> reqwest::Result<reqwest::Client> {
-    let builder = reqwest::Client::builder()
+    with_policy(policy, builder(timeouts.connect).timeout(timeouts.total)).build()
+}
+
+/// A client for proxied API calls: the same policy, connections kept per host, but no
+/// total timeout (a large body streams for as long as it flows): `read_timeout` bounds
+/// each wait for more data instead.
+pub fn streaming_client(
+    policy: UrlPolicy,
+    connect: Duration,
+    read_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    with_policy(policy, builder(connect).read_timeout(read_timeout)).build()
+}
+
+fn builder(connect: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeouts.connect)
-        .timeout(timeouts.total)
+        .connect_timeout(connect)
         .user_agent(concat!("tokenvend/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(60));
-    let builder = match policy {
+        .pool_idle_timeout(Duration::from_secs(60))
+}
+
+fn with_policy(policy: UrlPolicy, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    match policy {
         UrlPolicy::PublicHttpsOnly => builder
             .https_only(true)
             .dns_resolver(Arc::new(PublicOnlyResolver)),
         UrlPolicy::AllowInsecure => builder,
-    };
-    builder.build()
+    }
 }
 
 /// Resolves names like the system does, but only to public addresses: a URL whose name
@@ -103,5 +119,28 @@ mod tests {
         assert!(error.is_connect(), "{error:?}");
         let text = format!("{error:?}");
         assert!(text.contains("no public address"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_proxys_streaming_client_keeps_to_the_same_policy() {
+        let client = streaming_client(
+            UrlPolicy::PublicHttpsOnly,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let error = client
+            .get("https://localhost/api/enterprise/v1/enterprise-customer/")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+        assert!(format!("{error:?}").contains("no public address"));
+        let error = client
+            .get("http://edx.example.invalid/")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(error.is_builder(), "https only: {error:?}");
     }
 }

@@ -22,6 +22,7 @@ use crate::config::{
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::routes;
 use crate::state::AppState;
 use crate::store::{DatabaseUrl, Store};
@@ -121,12 +122,13 @@ impl Application {
         let events = Events::new(store.clone(), clock.clone());
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
+        let metrics = Arc::new(Metrics::new());
         let parts = VendorParts {
             master_key: master_key.clone(),
             clock,
             settings: settings.vending.clone(),
             policy: url_policy,
-            metrics: Arc::new(Metrics::new()),
+            metrics: metrics.clone(),
             events: events.clone(),
         };
         let vendor =
@@ -144,6 +146,13 @@ impl Application {
         )
         .map_err(|e| StartupError::HttpClient(e.into()))?;
         let deliverer = settings.webhooks.send.then_some(deliverer);
+        let proxy = Proxy::new(
+            vendor.clone(),
+            metrics,
+            url_policy,
+            settings.serving.proxy_timeout,
+        )
+        .map_err(|e| StartupError::HttpClient(e.into()))?;
         let state = AppState {
             store,
             keys: Arc::new(keys),
@@ -151,6 +160,7 @@ impl Application {
             url_policy,
             vendor,
             events,
+            proxy: Arc::new(proxy),
         };
         Ok(Self {
             listener,

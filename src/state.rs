@@ -7,6 +7,7 @@ use axum::extract::FromRef;
 use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::proxy::Proxy;
 use crate::store::Store;
 use crate::vending::Vendor;
 use crate::webhooks::Events;
@@ -20,6 +21,7 @@ pub struct AppState {
     pub vendor: Vendor,
     /// Raises webhook events (`Events::raise`).
     pub events: Events,
+    pub proxy: Arc<Proxy>,
 }
 
 /// What the caller-key extractors take from the state.

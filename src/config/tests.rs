@@ -75,6 +75,8 @@ fn each_bad_setting_names_its_variable() {
         (&["--bootstrap-admin", "off"], BOOTSTRAP_ADMIN_VAR),
         (&["--header-timeout", "0"], HEADER_TIMEOUT_VAR),
         (&["--header-timeout", "1.5"], HEADER_TIMEOUT_VAR),
+        (&["--proxy-timeout", "0"], PROXY_TIMEOUT_VAR),
+        (&["--proxy-timeout", "soon"], PROXY_TIMEOUT_VAR),
         (&["--max-connections", "0"], MAX_CONNECTIONS_VAR),
         (&["--max-connections", "many"], MAX_CONNECTIONS_VAR),
         (&["--metrics-listen", "9090"], METRICS_LISTEN_VAR),
@@ -232,6 +234,7 @@ fn serving_limits_default_as_documented() {
     assert_eq!(settings.serving.header_timeout, Duration::from_secs(10));
     assert_eq!(settings.serving.max_connections, 10_000);
     assert!(settings.serving.metrics_listen.is_none());
+    assert_eq!(settings.serving.proxy_timeout, Duration::from_secs(30));
     assert!(settings.bootstrap_admin);
     let settings = parse(&[
         "--header-timeout",
@@ -242,8 +245,11 @@ fn serving_limits_default_as_documented() {
         "127.0.0.1:9090",
         "--bootstrap-admin",
         "disabled",
+        "--proxy-timeout",
+        "5",
     ])
     .unwrap();
+    assert_eq!(settings.serving.proxy_timeout, Duration::from_secs(5));
     assert_eq!(settings.serving.header_timeout, Duration::from_secs(3));
     assert_eq!(settings.serving.max_connections, 2);
     assert_eq!(

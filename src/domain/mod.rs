@@ -3,6 +3,7 @@
 mod expires_in;
 mod field_error;
 mod patch;
+mod proxy_path;
 mod scope;
 mod tenant;
 mod tenant_id;
@@ -13,6 +14,7 @@ mod token_url;
 pub use expires_in::parse_expires_in;
 pub use field_error::FieldError;
 pub use patch::Patch;
+pub use proxy_path::ProxyPath;
 pub use scope::{Scope, ScopeSet, TenantAccess};
 pub use tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TenantUid,
@@ -21,4 +23,6 @@ pub use tenant::{
 pub use tenant_id::TenantId;
 pub use tenant_patch::{drops_token, TenantPatch, TOKEN_FIELDS};
 pub use time::rfc3339;
-pub use token_url::{is_public_ip, parse_outbound_url, UrlPolicy};
+pub use token_url::{
+    display_url, is_public_ip, origin_of, parse_api_base_url, parse_outbound_url, UrlPolicy,
+};

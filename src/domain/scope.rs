@@ -15,6 +15,10 @@ pub enum Scope {
     /// (`None` until bound: such a scope grants nothing). A tenant created later under the
     /// same id is another tenant, which the scope does not cover.
     Token(TenantId, Option<TenantUid>),
+    /// Every tenant's edX API through the proxy (never the token itself).
+    ProxyAll,
+    /// One tenant's edX API through the proxy, bound like `Token`.
+    Proxy(TenantId, Option<TenantUid>),
     /// `/metrics` (Prometheus scrapes).
     Metrics,
 }
@@ -28,23 +32,30 @@ impl FromStr for Scope {
             "tenants:read" => Ok(Scope::TenantsRead),
             "tenants:write" => Ok(Scope::TenantsWrite),
             "token:*" => Ok(Scope::TokenAll),
+            "proxy:*" => Ok(Scope::ProxyAll),
             "metrics" => Ok(Scope::Metrics),
-            other => match other.strip_prefix("token:") {
-                // The stored form carries the binding: `token:<id>@<tenant uid>`.
-                Some(bound) => {
+            other => {
+                let tenant_scope = |bound: &str| -> Result<(TenantId, Option<TenantUid>), String> {
+                    // The stored form carries the binding: `token:<id>@<tenant uid>`.
                     let (id, uid) = match bound.split_once('@') {
                         Some((id, uid)) => (id, Some(TenantUid::parse(uid)?)),
                         None => (bound, None),
                     };
                     TenantId::parse(id)
-                        .map(|id| Scope::Token(id, uid))
+                        .map(|id| (id, uid))
                         .map_err(|e| format!("{s:?}: tenant id {e}"))
+                };
+                if let Some(bound) = other.strip_prefix("token:") {
+                    tenant_scope(bound).map(|(id, uid)| Scope::Token(id, uid))
+                } else if let Some(bound) = other.strip_prefix("proxy:") {
+                    tenant_scope(bound).map(|(id, uid)| Scope::Proxy(id, uid))
+                } else {
+                    Err(format!(
+                        "{s:?} is not a scope (admin, tenants:read, tenants:write, token:*, \
+                         token:<tenant id>, proxy:*, proxy:<tenant id>, metrics)"
+                    ))
                 }
-                None => Err(format!(
-                    "{s:?} is not a scope (admin, tenants:read, tenants:write, token:*, \
-                     token:<tenant id>, metrics)"
-                )),
-            },
+            }
         }
     }
 }
@@ -57,7 +68,28 @@ impl fmt::Display for Scope {
             Scope::TenantsWrite => f.write_str("tenants:write"),
             Scope::TokenAll => f.write_str("token:*"),
             Scope::Token(id, _) => write!(f, "token:{id}"),
+            Scope::ProxyAll => f.write_str("proxy:*"),
+            Scope::Proxy(id, _) => write!(f, "proxy:{id}"),
             Scope::Metrics => f.write_str("metrics"),
+        }
+    }
+}
+
+impl Scope {
+    /// The tenant a tenant scope names while it is not bound yet.
+    pub fn unbound_tenant(&self) -> Option<&TenantId> {
+        match self {
+            Scope::Token(id, None) | Scope::Proxy(id, None) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// This tenant scope bound to `uid` (other scopes unchanged).
+    fn bound_to(self, uid: Option<TenantUid>) -> Scope {
+        match self {
+            Scope::Token(id, None) => Scope::Token(id, uid),
+            Scope::Proxy(id, None) => Scope::Proxy(id, uid),
+            other => other,
         }
     }
 }
@@ -92,12 +124,12 @@ impl ScopeSet {
     pub fn bind(self, current: impl Fn(&TenantId) -> Option<TenantUid>) -> Result<Self, TenantId> {
         self.0
             .into_iter()
-            .map(|scope| match scope {
-                Scope::Token(id, None) => match current(&id) {
-                    Some(uid) => Ok(Scope::Token(id, Some(uid))),
+            .map(|scope| match scope.unbound_tenant().cloned() {
+                Some(id) => match current(&id) {
+                    Some(uid) => Ok(scope.bound_to(Some(uid))),
                     None => Err(id),
                 },
-                other => Ok(other),
+                None => Ok(scope),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self::new)
@@ -106,18 +138,15 @@ impl ScopeSet {
     /// Binds the tenant scopes whose tenant `current` knows, and leaves the others unbound
     /// (granting nothing).
     pub fn bind_known(self, current: impl Fn(&TenantId) -> Option<TenantUid>) -> Self {
-        Self::new(self.0.into_iter().map(|scope| match scope {
-            Scope::Token(id, None) => {
-                let uid = current(&id);
-                Scope::Token(id, uid)
-            }
-            other => other,
+        Self::new(self.0.into_iter().map(|scope| {
+            let uid = scope.unbound_tenant().and_then(&current);
+            scope.bound_to(uid)
         }))
     }
 
     /// Whether some tenant scope is not bound yet.
     pub fn has_unbound(&self) -> bool {
-        self.0.iter().any(|s| matches!(s, Scope::Token(_, None)))
+        self.0.iter().any(|s| s.unbound_tenant().is_some())
     }
 
     /// Parses the space-separated form kept in the store.
@@ -134,6 +163,7 @@ impl ScopeSet {
         self.iter()
             .map(|scope| match scope {
                 Scope::Token(id, Some(uid)) => format!("token:{id}@{uid}"),
+                Scope::Proxy(id, Some(uid)) => format!("proxy:{id}@{uid}"),
                 other => other.to_string(),
             })
             .collect::<Vec<_>>()
@@ -182,6 +212,29 @@ impl ScopeSet {
             TenantAccess::Forbidden
         }
     }
+
+    /// What the key may do with `tenant`'s edX API through the proxy: a proxy or a token
+    /// scope for it grants it; tenant scopes for other tenants only hide it (as for
+    /// `token_access`).
+    pub fn proxy_access(&self, tenant: &str, current: Option<TenantUid>) -> TenantAccess {
+        let mut has_tenant_scope = false;
+        for scope in &self.0 {
+            match scope {
+                Scope::ProxyAll => return TenantAccess::Granted,
+                Scope::Proxy(id, Some(bound))
+                    if id.as_str() == tenant && current == Some(*bound) =>
+                {
+                    return TenantAccess::Granted
+                }
+                Scope::Proxy(..) => has_tenant_scope = true,
+                _ => {}
+            }
+        }
+        match self.token_access(tenant, current) {
+            TenantAccess::Forbidden if has_tenant_scope => TenantAccess::Hidden,
+            access => access,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +253,8 @@ mod tests {
             "tenants:write",
             "token:*",
             "token:acme",
+            "proxy:*",
+            "proxy:acme",
             "metrics",
         ] {
             assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
@@ -257,6 +312,41 @@ mod tests {
             set("token:a token:b").bind(|id| (id.as_str() == "a").then_some(old)),
             Err(TenantId::parse("b").unwrap()),
             "binding fails on an unknown tenant"
+        );
+    }
+
+    #[test]
+    fn proxy_scopes_cover_the_proxy_only_and_token_scopes_cover_both() {
+        let a = TenantUid::generate();
+        let proxy = set("proxy:a").bind(|_| Some(a)).unwrap();
+        assert_eq!(proxy.to_stored(), format!("proxy:a@{a}"));
+        assert_eq!(proxy.to_public(), ["proxy:a"]);
+        assert_eq!(proxy.proxy_access("a", Some(a)), TenantAccess::Granted);
+        assert_eq!(proxy.proxy_access("b", None), TenantAccess::Hidden);
+        assert_eq!(
+            proxy.token_access("a", Some(a)),
+            TenantAccess::Forbidden,
+            "a proxy scope never reads the token"
+        );
+        let token = set(&format!("token:a@{a}"));
+        assert_eq!(token.proxy_access("a", Some(a)), TenantAccess::Granted);
+        assert_eq!(token.proxy_access("b", None), TenantAccess::Hidden);
+        assert_eq!(
+            set("proxy:*").proxy_access("b", None),
+            TenantAccess::Granted
+        );
+        assert_eq!(
+            set("token:*").proxy_access("b", None),
+            TenantAccess::Granted
+        );
+        assert_eq!(
+            set("tenants:read").proxy_access("a", Some(a)),
+            TenantAccess::Forbidden
+        );
+        assert_eq!(
+            set("proxy:a").proxy_access("a", Some(a)),
+            TenantAccess::Hidden,
+            "an unbound scope grants nothing"
         );
     }
 

@@ -49,6 +49,8 @@ pub struct Tenant {
     pub token_type: TokenType,
     pub asymmetric_jwt: bool,
     pub jwks_url: Option<Url>,
+    /// Where the proxy sends API calls; `None`: the origin of the token URL.
+    pub api_base_url: Option<Url>,
     /// Bumped by every change (optimistic concurrency).
     pub version: i64,
     /// Bumped when a change makes held tokens stale (credentials, URL, scope, type).

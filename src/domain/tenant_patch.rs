@@ -10,7 +10,7 @@ use super::patch::Patch;
 use super::tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TokenType,
 };
-use super::token_url::{parse_outbound_url, UrlPolicy};
+use super::token_url::{parse_api_base_url, parse_outbound_url, UrlPolicy};
 use crate::crypto::Sealed;
 
 /// A `PATCH /tenants/{id}` body.
@@ -33,6 +33,8 @@ pub struct TenantPatch {
     pub asymmetric_jwt: Patch<bool>,
     #[serde(default)]
     pub jwks_url: Patch<String>,
+    #[serde(default)]
+    pub api_base_url: Patch<String>,
 }
 
 /// Fields whose change makes a held token stale (it was issued for other credentials).
@@ -150,18 +152,31 @@ impl Tenant {
                 changed.push("jwks_url");
             }
         }
+        if let Some(url) = nullable("api_base_url", &patch.api_base_url, |raw| {
+            field("api_base_url", parse_api_base_url(raw, policy))
+        })? {
+            if url != next.api_base_url {
+                next.api_base_url = url;
+                changed.push("api_base_url");
+            }
+        }
         if changed.iter().any(|f| TOKEN_FIELDS.contains(f)) {
             next.credentials_version = current.credentials_version + 1;
         }
         // A stored secret is never sent somewhere new: whoever moves the token endpoint must
         // also give the secret for it (otherwise a `tenants:write` key could post any
         // tenant's secret to a host of its choosing).
-        if changed.contains(&"token_url") && !changed.contains(&"client_secret") {
-            return Err(FieldError::new(
-                "client_secret",
-                "is required in the same request when token_url changes (a stored secret is \
-             never sent to a new URL)",
-            ));
+        // The same for the API base: the token goes there.
+        for url_field in ["token_url", "api_base_url"] {
+            if changed.contains(&url_field) && !changed.contains(&"client_secret") {
+                return Err(FieldError::new(
+                    "client_secret",
+                    format!(
+                        "is required in the same request when {url_field} changes (a stored \
+                         secret or token is never sent to a new URL)"
+                    ),
+                ));
+            }
         }
         if !changed.is_empty() {
             next.version = current.version + 1;
@@ -198,6 +213,7 @@ mod tests {
             token_type: TokenType::Jwt,
             asymmetric_jwt: false,
             jwks_url: None,
+            api_base_url: None,
             version: 4,
             credentials_version: 2,
             created_at: at,
@@ -275,6 +291,33 @@ mod tests {
         let (_, changed) =
             apply(json!({"token_url": "https://lms.example.com/oauth2/access_token"})).unwrap();
         assert!(changed.is_empty());
+    }
+
+    #[test]
+    fn moving_the_api_base_needs_the_secret_too() {
+        for patch in [
+            json!({"api_base_url": "https://collector.attacker.example"}),
+            json!({"api_base_url": "https://api.example.com", "client_id": "x"}),
+        ] {
+            let err = apply(patch.clone()).unwrap_err();
+            assert_eq!(err.field, "client_secret", "{patch}");
+        }
+        let (next, changed) = apply(json!({
+            "api_base_url": "https://api.example.com",
+            "client_secret": "for-the-new-url",
+        }))
+        .unwrap();
+        assert_eq!(changed, ["client_secret", "api_base_url"]);
+        assert_eq!(
+            next.api_base_url.unwrap().as_str(),
+            "https://api.example.com/"
+        );
+        assert_eq!(
+            apply(json!({"api_base_url": "https://api.example.com/?a=1", "client_secret": "s"}))
+                .unwrap_err()
+                .field,
+            "api_base_url"
+        );
     }
 
     #[test]

@@ -55,6 +55,35 @@ pub fn parse_outbound_url(raw: &str, policy: UrlPolicy) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Where a tenant's proxied API calls go: an outbound URL (the same rules) without a
+/// query; proxied paths go below its path.
+pub fn parse_api_base_url(raw: &str, policy: UrlPolicy) -> Result<Url, String> {
+    let url = parse_outbound_url(raw, policy)?;
+    if url.query().is_some() {
+        return Err("must not contain a query".to_owned());
+    }
+    Ok(url)
+}
+
+/// The origin of `url` (`scheme://host[:port]/`): the default API base of a token URL.
+pub fn origin_of(url: &Url) -> Url {
+    let mut origin = url.clone();
+    origin.set_path("/");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    origin
+}
+
+/// A URL as tenants show it: an origin without its trailing `/`.
+pub fn display_url(url: &Url) -> String {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 fn check_public_host(host: &Host<&str>) -> Result<(), String> {
     const INSECURE_HINT: &str = "(set TOKENVEND_ALLOW_INSECURE_TOKEN_URLS=1 for local issuers)";
     match host {

@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["domain", "clock", "crypto", "metrics"]),
     ("store", &["store"]),
     ("upstream", &["outbound", "upstream", "webhooks"]),
-    ("vending", &["vending"]),
+    ("vending", &["vending", "proxy"]),
     (
         "http",
         &[

@@ -115,7 +115,7 @@ fn parse_rate_limit(raw: Option<serde_json::Value>) -> Result<Option<i32>, Field
 async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
     let mut current = HashMap::new();
     for scope in scopes.iter() {
-        if let Scope::Token(id, None) = scope {
+        if let Some(id) = scope.unbound_tenant() {
             if let Some(tenant) = state.store.get_tenant(id).await? {
                 current.insert(id.clone(), tenant.uid);
             }
@@ -124,7 +124,7 @@ async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
     scopes.bind(|id| current.get(id).copied()).map_err(|id| {
         FieldError::new(
             "scopes",
-            format!("token:{id} names no tenant; create the tenant first"),
+            format!("a tenant scope names {id}, which is no tenant; create the tenant first"),
         )
         .into()
     })

@@ -12,6 +12,7 @@ mod health;
 pub mod metrics_only;
 mod oauth;
 mod pagination;
+mod proxy;
 mod tenant_path;
 mod tenants;
 mod tokens;
@@ -38,7 +39,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
+    // Proxied calls have a timeout of their own (TOKENVEND_PROXY_TIMEOUT) and stream
+    // their answers: the overall request timeout is for the other routes.
+    let timed = Router::new()
         .merge(health::router())
         .merge(tenants::router())
         .merge(tokens::router())
@@ -48,6 +51,13 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(audit::router())
         .merge(webhooks::router())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    Router::new()
+        .merge(timed)
+        .merge(proxy::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -64,11 +74,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(telemetry::log_response)
                         .on_failure(()),
                 )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                )),
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .with_state(state)
 }

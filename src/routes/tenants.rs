@@ -13,8 +13,9 @@ use serde_json::json;
 use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
-    drops_token, parse_outbound_url, rfc3339, validate_client_id, validate_client_secret,
-    validate_name, validate_scope, FieldError, Tenant, TenantId, TenantPatch, TenantUid, TokenType,
+    display_url, drops_token, parse_api_base_url, parse_outbound_url, rfc3339, validate_client_id,
+    validate_client_secret, validate_name, validate_scope, FieldError, Tenant, TenantId,
+    TenantPatch, TenantUid, TokenType,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
@@ -25,6 +26,7 @@ use crate::routes::pagination::{
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
+use crate::vending::api_base_of;
 use crate::webhooks::Event;
 use url::Url;
 
@@ -48,6 +50,8 @@ pub struct TenantView {
     pub token_type: String,
     pub asymmetric_jwt: bool,
     pub jwks_url: Option<String>,
+    /// Where the proxy sends API calls: the tenant's own, or the origin of its token URL.
+    pub api_base_url: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -63,6 +67,7 @@ impl From<&Tenant> for TenantView {
             token_type: t.token_type.to_string(),
             asymmetric_jwt: t.asymmetric_jwt,
             jwks_url: t.jwks_url.as_ref().map(Url::to_string),
+            api_base_url: api_base_of(t).ok().as_ref().map(display_url),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
         }
@@ -81,6 +86,7 @@ struct CreateTenant {
     token_type: Option<String>,
     asymmetric_jwt: Option<bool>,
     jwks_url: Option<String>,
+    api_base_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +151,10 @@ async fn create_tenant(
         .jwks_url
         .map(|raw| state.outbound_url("jwks_url", &raw))
         .transpose()?;
+    let api_base_url = body
+        .api_base_url
+        .map(|raw| field("api_base_url", parse_api_base_url(&raw, state.url_policy)))
+        .transpose()?;
 
     let sealed = state.master_key.seal(
         Purpose::ClientSecret,
@@ -163,6 +173,7 @@ async fn create_tenant(
         token_type,
         asymmetric_jwt: body.asymmetric_jwt.unwrap_or(false),
         jwks_url,
+        api_base_url,
         version: 1,
         credentials_version: 1,
         created_at: at,
@@ -290,14 +301,21 @@ async fn update_tenant(
 }
 
 /// The audit details of an update: the names of the changed fields, and where the token
-/// endpoint moved from and to (URLs are not secret; secrets never appear).
+/// endpoint and the API base moved from and to (URLs are not secret; secrets never
+/// appear).
 fn change_details(current: &Tenant, next: &Tenant, changed: &[&str]) -> serde_json::Value {
     let mut details = json!({ "changed": changed, "uid": current.uid.to_string() });
+    let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
     if changed.contains(&"token_url") {
-        let shown = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(str::to_owned);
         details["token_url"] = json!({
             "from": shown(&current.token_url),
             "to": shown(&next.token_url),
+        });
+    }
+    if changed.contains(&"api_base_url") {
+        details["api_base_url"] = json!({
+            "from": shown(&current.api_base_url),
+            "to": shown(&next.api_base_url),
         });
     }
     details

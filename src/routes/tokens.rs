@@ -1,7 +1,9 @@
-//! Tokens: the hot path (`GET /tenants/{id}/token`), forced refresh, and token status.
+//! Tokens: the hot path (`GET /tenants/{id}/token`), forced refresh, invalidation, and
+//! token status.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Uri};
 use axum::response::IntoResponse;
@@ -11,20 +13,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::{Authorized, Caller, TenantsRead, TenantsWrite};
-use crate::domain::TenantId;
+use crate::domain::{FieldError, TenantId};
 use crate::error::{ApiError, Result};
-use crate::extract::{Path, Query};
+use crate::extract::{parse_json, Path, Query};
 use crate::routes::audit_entry::audit;
 use crate::routes::pagination::{decode_tenant_cursor, encode_tenant_cursor, page_size_within};
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
-use crate::vending::{TokenState, TokenStatus};
+use crate::vending::{Invalidation, TokenState, TokenStatus};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tenants/{id}/token", get(get_token))
         .route("/tenants/{id}/token/refresh", post(refresh_token))
+        .route("/tenants/{id}/token/invalidate", post(invalidate_token))
         .route("/tenants/{id}/token/status", get(get_token_status))
         .route("/tokens/status", get(list_token_status))
 }
@@ -97,6 +100,81 @@ async fn refresh_token(
         }
     }
     Ok(Json(refreshed?))
+}
+
+/// An invalidation body is one short field.
+const INVALIDATE_BODY_LIMIT: usize = 4096;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateBody {
+    fingerprint: String,
+}
+
+/// A caller got a 401 from edX with the token of this fingerprint: drop it if it is still
+/// the held one.
+async fn invalidate_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(raw_id): Path<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>> {
+    let current = TenantId::parse(&raw_id)
+        .ok()
+        .and_then(|id| state.vendor.uid_of(&id));
+    caller.require_token_access(&raw_id, current)?;
+    let id = path_tenant_id(&raw_id)?;
+    // The body is read only now, so that a key without scope gets 403 whatever it sends.
+    let body = axum::body::to_bytes(body, INVALIDATE_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge {
+            limit: INVALIDATE_BODY_LIMIT,
+        })?;
+    let body: InvalidateBody = parse_json(&body)?;
+    let is_fingerprint = |f: &str| {
+        f.len() == 16
+            && f.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !is_fingerprint(&body.fingerprint) {
+        return Err(FieldError::new(
+            "fingerprint",
+            "must be 16 lowercase hex digits (the token's fingerprint)",
+        )
+        .into());
+    }
+    let outcome = state.vendor.invalidate(&id, &body.fingerprint);
+    if current.is_some() {
+        // Like forced refreshes, invalidations make edX be asked on a caller's word: each
+        // is on the record, whatever came of it (an unknown tenant is not).
+        let result = match &outcome {
+            Ok(Invalidation::Dropped) => "dropped".to_owned(),
+            Ok(Invalidation::FingerprintMismatch) => "fingerprint_mismatch".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        let detail = json!({
+            "uid": current.map(|u| u.to_string()),
+            "fingerprint": body.fingerprint,
+            "result": result,
+        });
+        let entry = audit(
+            &caller,
+            &request_id,
+            "token.invalidate",
+            id.as_str(),
+            detail,
+        );
+        if let Err(error) = state.store.record_audit(&entry).await {
+            tracing::warn!(tenant = %id, %error, "could not record the invalidation in the audit trail");
+        }
+    }
+    Ok(Json(match outcome? {
+        Invalidation::Dropped => json!({ "invalidated": true }),
+        Invalidation::FingerprintMismatch => {
+            json!({ "invalidated": false, "reason": "fingerprint_mismatch" })
+        }
+    }))
 }
 
 async fn get_token_status(

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use super::backend::{Backend, Store};
-use crate::domain::{Scope, ScopeSet};
+use crate::domain::ScopeSet;
 
 /// A caller key row: only the SHA-256 of the key is stored.
 #[derive(Clone, sqlx::FromRow)]
@@ -58,7 +58,7 @@ impl Store {
             }
             let mut current = HashMap::new();
             for scope in scopes.iter() {
-                if let Scope::Token(id, None) = scope {
+                if let Some(id) = scope.unbound_tenant() {
                     if let Some(tenant) = self.get_tenant(id).await? {
                         current.insert(id.clone(), tenant.uid);
                     }

@@ -10,7 +10,8 @@ use crate::crypto::Sealed;
 use crate::domain::{Tenant, TenantId, TenantUid};
 
 const TENANT_COLUMNS: &str = "uid, id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
-     scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at";
+     scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at, \
+     api_base_url";
 
 /// A tenant row as stored; it becomes a `Tenant` through `TryFrom`, which refuses a row
 /// that does not parse instead of guessing.
@@ -27,6 +28,7 @@ pub struct TenantRow {
     pub token_type: String,
     pub asymmetric_jwt: bool,
     pub jwks_url: Option<String>,
+    pub api_base_url: Option<String>,
     pub version: i64,
     pub credentials_version: i64,
     pub created_at: DateTime<Utc>,
@@ -67,6 +69,7 @@ impl TryFrom<TenantRow> for Tenant {
             id: TenantId::parse(&row.id).map_err(|e| invalid("id", e))?,
             token_url: url("token_url", &row.token_url)?,
             jwks_url: url("jwks_url", &row.jwks_url)?,
+            api_base_url: url("api_base_url", &row.api_base_url)?,
             token_type: row
                 .token_type
                 .parse()
@@ -94,8 +97,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
                  token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
-                 credentials_version, created_at, updated_at, uid) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 credentials_version, created_at, updated_at, uid, api_base_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(t.id.as_str())
             .bind(&t.name)
@@ -112,6 +115,7 @@ impl Store {
             .bind(t.created_at)
             .bind(t.updated_at)
             .bind(t.uid.to_string())
+            .bind(t.api_base_url.as_ref().map(Url::as_str))
             .execute(&mut *tx)
             .await?;
             write_audit!(tx, audit)?;
@@ -168,7 +172,8 @@ impl Store {
                 "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
                  secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
                  asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
-                 credentials_version = $14 WHERE id = $1 AND uid = $15 AND version = $13",
+                 credentials_version = $14, api_base_url = $16 \
+                 WHERE id = $1 AND uid = $15 AND version = $13",
             )
             .bind(t.id.as_str())
             .bind(&t.name)
@@ -185,6 +190,7 @@ impl Store {
             .bind(expected_version)
             .bind(t.credentials_version)
             .bind(t.uid.to_string())
+            .bind(t.api_base_url.as_ref().map(Url::as_str))
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -7,13 +7,19 @@ use url::Url;
 
 use super::port::TenantKey;
 use crate::crypto::{MasterKey, Purpose};
-use crate::domain::{parse_outbound_url, Tenant, TenantId, TenantUid, TokenType, UrlPolicy};
+use crate::domain::{
+    origin_of, parse_api_base_url, parse_outbound_url, Tenant, TenantId, TenantUid, TokenType,
+    UrlPolicy,
+};
 use crate::store::InvalidTenantRow;
 use crate::upstream::{TokenRequest, DEFAULT_TOKEN_URL};
 
 pub struct TenantConfig {
     pub key: TenantKey,
     pub jwks_url: Option<Url>,
+    /// Where the proxy sends API calls (checked against the rules in force now), or why
+    /// it may not.
+    pub api_base: Result<Url, String>,
     /// What a token request sends, or why none may be sent (shown in the token status).
     pub upstream: Result<UpstreamParams, String>,
 }
@@ -82,6 +88,9 @@ impl TenantConfig {
         if let Err(problem) = &upstream {
             tracing::error!(tenant = %tenant.id, %problem, "the tenant cannot be asked a token for");
         }
+        let api_base = api_base_of(tenant)
+            .and_then(|url| parse_api_base_url(url.as_str(), policy))
+            .map_err(|problem| format!("api_base_url {problem}"));
         Self {
             key: TenantKey {
                 id: tenant.id.clone(),
@@ -89,6 +98,7 @@ impl TenantConfig {
                 credentials_version: tenant.credentials_version,
             },
             jwks_url,
+            api_base,
             upstream,
         }
     }
@@ -105,10 +115,22 @@ impl TenantConfig {
                 credentials_version: 0,
             },
             jwks_url: None,
+            api_base: Err("the stored tenant is invalid".to_owned()),
             upstream: Err(format!(
                 "the stored tenant is invalid: {} {}",
                 row.field, row.problem
             )),
         }
+    }
+}
+
+/// A tenant's API base: its own, or the origin of its token URL (of edX's default one).
+pub fn api_base_of(tenant: &Tenant) -> Result<Url, String> {
+    match (&tenant.api_base_url, &tenant.token_url) {
+        (Some(base), _) => Ok(base.clone()),
+        (None, Some(token_url)) => Ok(origin_of(token_url)),
+        (None, None) => Url::parse(DEFAULT_TOKEN_URL)
+            .map(|url| origin_of(&url))
+            .map_err(|e| e.to_string()),
     }
 }

@@ -59,7 +59,14 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         }
     }
     let epoch = slot.epoch.load(Ordering::SeqCst);
-    let task = tokio::spawn(fetch_task(core.clone(), slot.clone(), epoch, need, now));
+    let generation = slot.generation.load(Ordering::SeqCst);
+    let task = tokio::spawn(fetch_task(
+        core.clone(),
+        slot.clone(),
+        (epoch, generation),
+        need,
+        now,
+    ));
     let fetch = async move { task.await.unwrap_or(Err(VendError::Internal)) }
         .boxed()
         .shared();
@@ -69,7 +76,7 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
 
 /// How long until a caller may trigger another fetch for `slot`: the held token was
 /// fetched less than the minimum refresh interval ago.
-fn too_soon(core: &Core, slot: &Slot, now: DateTime<Utc>) -> Option<Duration> {
+pub fn too_soon(core: &Core, slot: &Slot, now: DateTime<Utc>) -> Option<Duration> {
     let token = slot.token.load_full()?;
     let interval = chrono::Duration::from_std(core.settings.min_refresh_interval).ok()?;
     let next = token.fetched_at + interval;
@@ -84,7 +91,7 @@ fn too_soon(core: &Core, slot: &Slot, now: DateTime<Utc>) -> Option<Duration> {
 async fn fetch_task(
     core: Arc<Core>,
     slot: Arc<Slot>,
-    epoch: u64,
+    (epoch, generation): (u64, u64),
     need: Need,
     started: DateTime<Utc>,
 ) -> Outcome {
@@ -105,8 +112,14 @@ async fn fetch_task(
     }
     match result {
         Ok(Obtained { token, stored }) => {
+            // A token held before an invalidation that happened during this fetch (one
+            // another replica had stored) is not brought back.
+            let stale =
+                slot.generation.load(Ordering::SeqCst) != generation && token.fetched_at < started;
             let was_failing = slot.health.lock().cause.is_some();
-            slot.install(token.clone());
+            if stale || !slot.install(token.clone()) {
+                return Ok(token);
+            }
             if was_failing {
                 let event =
                     Event::recovered(slot.id.as_str(), token.expires_at, &token.fingerprint);

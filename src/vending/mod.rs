@@ -14,6 +14,7 @@ mod config;
 mod core;
 mod error;
 mod flight;
+mod invalidate;
 mod jwks;
 #[cfg(test)]
 mod memory;
@@ -37,11 +38,13 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 pub use budget::{BudgetReport, HostBudget};
+pub use config::api_base_of;
 pub use error::VendError;
+pub use invalidate::Invalidation;
 pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
 pub use sealed::SealedTokenStore;
 pub use settings::VendingSettings;
-pub use slot::LastError;
+pub use slot::{LastError, ProxyStats};
 pub use status::{StatusPage, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 
@@ -185,6 +188,34 @@ impl Vendor {
         Ok(status::status_of(&slot, self.now()))
     }
 
+    /// Drops the held token if its fingerprint is `fingerprint` (a caller got a 401 with
+    /// it); `TooSoon` within the minimum refresh interval of its fetch or during a
+    /// failure cool-down.
+    pub fn invalidate(&self, id: &TenantId, fingerprint: &str) -> Result<Invalidation, VendError> {
+        let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
+        invalidate::invalidate(&self.core, &slot, fingerprint)
+    }
+
+    /// The token to use after edX refused `refused`: the held token when it is newer,
+    /// else a new one (the refused one invalidated, single-flight). `None` when no other
+    /// token may be had now (the interval rule, a cool-down, or a fetch that brought back
+    /// the same token).
+    pub async fn replace_refused(
+        &self,
+        id: &TenantId,
+        refused: &HeldToken,
+    ) -> Option<Arc<HeldToken>> {
+        match self.invalidate(id, &refused.fingerprint) {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(tenant = %id, %error, "the refused token is not replaced now");
+                return None;
+            }
+        }
+        let fresh = self.token(id, Duration::ZERO).await.ok()?;
+        (fresh.fingerprint != refused.fingerprint).then_some(fresh)
+    }
+
     /// Adds a tenant or applies a change to it (see `registry::upsert_tenant`).
     pub fn upsert_tenant(&self, tenant: &Tenant) {
         registry::upsert_tenant(&self.core, tenant);
@@ -225,6 +256,27 @@ impl Vendor {
     /// The identity of the tenant that holds `id` now, if any.
     pub fn uid_of(&self, id: &TenantId) -> Option<TenantUid> {
         Some(self.core.slot(id)?.config.load().key.uid)
+    }
+
+    /// Records a proxied call's answer (`None`: tokenvend's own failure) for the status.
+    pub fn record_proxy_call(&self, id: &TenantId, status: Option<u16>) {
+        let Some(slot) = self.core.slot(id) else {
+            return;
+        };
+        let mut stats = slot.proxy.lock();
+        stats.calls += 1;
+        stats.last_status = status;
+        if status == Some(401) {
+            stats.last_401_at = Some(crate::domain::rfc3339(self.now()));
+        }
+    }
+
+    /// Where the proxy sends the tenant's API calls, checked against the outbound rules in
+    /// force now.
+    pub fn api_base(&self, id: &TenantId) -> Result<url::Url, VendError> {
+        let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
+        let config = slot.config.load();
+        config.api_base.clone().map_err(VendError::Unusable)
     }
 
     pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {

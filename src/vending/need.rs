@@ -38,6 +38,9 @@ impl Need {
         now: DateTime<Utc>,
         started: Option<DateTime<Utc>>,
     ) -> bool {
+        if slot.is_invalidated(token) {
+            return false;
+        }
         match self {
             Need::Serve(min_ttl) => {
                 let recently = now - token.fetched_at

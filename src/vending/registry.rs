@@ -179,7 +179,9 @@ pub fn adopt(core: &Arc<Core>, stored: StoredToken) -> bool {
         }) {
             return false;
         }
-        slot.install(token.clone());
+        if !slot.install(token.clone()) {
+            return false;
+        }
     }
     tracing::debug!(tenant = %slot.id, fingerprint = %token.fingerprint, "serving a stored token");
     core.verify_in_background(&slot, token);

@@ -26,6 +26,16 @@ pub struct LastError {
     pub message: String,
 }
 
+/// What the dashboard shows of a tenant's proxied calls (kept here, beside its token).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProxyStats {
+    pub calls: u64,
+    /// The status of the last call (`null`: tokenvend's own failure, or none yet).
+    pub last_status: Option<u16>,
+    /// When the API last answered `401`.
+    pub last_401_at: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Health {
     pub last_error: Option<LastError>,
@@ -70,6 +80,12 @@ pub struct Slot {
     /// Until when (ms since the epoch; 0: not) refreshes ahead of time are put off because
     /// the upstream budget was short.
     deferred_until: AtomicI64,
+    /// The fingerprint of the token last dropped by an invalidation: never installed
+    /// again, whichever fetch or stored copy brings it back.
+    pub invalidated: Mutex<Option<String>>,
+    /// Bumped by every invalidation (see `invalidate.rs`).
+    pub generation: AtomicU64,
+    pub proxy: Mutex<ProxyStats>,
     /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
     jitter: f64,
 }
@@ -95,6 +111,9 @@ impl Slot {
             upstream_failures: AtomicU64::new(0),
             last_used: AtomicI64::new(0),
             deferred_until: AtomicI64::new(0),
+            invalidated: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            proxy: Mutex::new(ProxyStats::default()),
         }
     }
 
@@ -155,10 +174,21 @@ impl Slot {
         wait
     }
 
-    /// Serves `token` from now on and forgets past failures.
-    pub fn install(&self, token: Arc<HeldToken>) {
+    /// Serves `token` from now on and forgets past failures; refuses (false) the token an
+    /// invalidation dropped.
+    pub fn install(&self, token: Arc<HeldToken>) -> bool {
+        if self.is_invalidated(&token) {
+            tracing::debug!(tenant = %self.id, "not serving an invalidated token again");
+            return false;
+        }
         self.token.store(Some(token));
         *self.health.lock() = Health::default();
+        true
+    }
+
+    /// Whether `token` is the one an invalidation dropped.
+    pub fn is_invalidated(&self, token: &HeldToken) -> bool {
+        self.invalidated.lock().as_deref() == Some(token.fingerprint.as_str())
     }
 }
 

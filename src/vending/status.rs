@@ -10,7 +10,7 @@ use serde_json::Value;
 use chrono::{DateTime, Utc};
 
 use super::core::Core;
-use super::slot::{LastError, Slot};
+use super::slot::{LastError, ProxyStats, Slot};
 use super::token::{HeldToken, SignatureState};
 use crate::domain::rfc3339;
 
@@ -88,6 +88,8 @@ pub struct TokenStatus {
     pub last_error: Option<LastError>,
     pub upstream_calls: u64,
     pub upstream_failures: u64,
+    /// The tenant's calls through the proxy.
+    pub proxy: ProxyStats,
 }
 
 pub fn status_of(slot: &Slot, now: DateTime<Utc>) -> TokenStatus {
@@ -136,6 +138,7 @@ fn status_if(
         last_error: health.last_error.clone(),
         upstream_calls: slot.upstream_calls.load(Ordering::Relaxed),
         upstream_failures: slot.upstream_failures.load(Ordering::Relaxed),
+        proxy: slot.proxy.lock().clone(),
     })
 }
 

@@ -96,16 +96,17 @@ fn response_head(
     ))
 }
 
-fn response_tail(scope: Option<&str>) -> String {
+fn response_tail(scope: Option<&str>, fingerprint: &str) -> String {
     format!(
-        ",\"scope\":{}}}",
-        serde_json::to_string(&scope).unwrap_or_default()
+        ",\"scope\":{},\"fingerprint\":{}}}",
+        serde_json::to_string(&scope).unwrap_or_default(),
+        serde_json::to_string(fingerprint).unwrap_or_default()
     )
 }
 
 impl HeldToken {
     /// The token answer: `{"tenant_id", "access_token", "token_type", "issued_at",
-    /// "expires_at", "expires_in" (whole seconds left at `now`), "scope"}`.
+    /// "expires_at", "expires_in" (whole seconds left at `now`), "scope", "fingerprint"}`.
     pub fn response_json(&self, tenant_id: &str, now: DateTime<Utc>) -> Vec<u8> {
         let head = self.response_head.expose_secret();
         let mut out = Vec::with_capacity(head.len() + tenant_id.len() + 64);
@@ -185,10 +186,11 @@ impl HeldToken {
             .mul_f64(REFRESH_SHARE)
             .max(MIN_REFRESH_WINDOW)
             .min(lifetime / 2);
+        let fingerprint = fingerprint(access_token.expose_secret());
         Some(Self {
             response_head: response_head(&access_token, &token_type, issued_at, expires_at),
-            response_tail: response_tail(scope.as_deref()),
-            fingerprint: fingerprint(access_token.expose_secret()),
+            response_tail: response_tail(scope.as_deref(), &fingerprint),
+            fingerprint,
             access_token,
             token_type,
             scope,
@@ -327,7 +329,7 @@ mod tests {
             json!({
                 "tenant_id": "acme", "access_token": token, "token_type": "JWT",
                 "issued_at": "2027-01-15T07:59:55Z", "expires_at": "2027-01-15T08:01:00Z",
-                "expires_in": 40, "scope": null,
+                "expires_in": 40, "scope": null, "fingerprint": fingerprint(&token),
             })
         );
         let mut scoped = fetched("op\"aque".into(), Some(60));

@@ -154,7 +154,7 @@ async fn with_no_settings_it_serves_on_embedded_sqlite_and_generates_its_keys() 
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
 
 #[test]

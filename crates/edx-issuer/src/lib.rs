@@ -23,6 +23,7 @@
 //! The issuer reads the time from a function it is given ([`Issuer::new`]), so a test can
 //! share one manual clock between the service under test and the issuer.
 
+mod api;
 mod behaviour;
 mod jwt;
 mod server;
@@ -41,6 +42,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use api::{large_body_byte, REDIRECT_TARGET};
 pub use behaviour::{ClientBehaviour, ExpiresInFormat, Failure};
 pub use jwt::{KeyPublishing, AUDIENCE, DECOY_KEY_ID, KEY_ID};
 
@@ -59,6 +61,7 @@ struct IssuerCore {
     key: EncodingKey,
     publishing: Mutex<KeyPublishing>,
     registry: Mutex<Registry>,
+    api: Mutex<api::ApiRegistry>,
 }
 
 /// The registered clients and what they were sent.
@@ -99,12 +102,14 @@ impl Issuer {
                 key: jwt::signing_key(),
                 publishing: Mutex::new(KeyPublishing::default()),
                 registry: Mutex::new(Registry::default()),
+                api: Mutex::new(api::ApiRegistry::default()),
             }),
         }
     }
 
     /// Routes: `POST /oauth2/access_token` and `POST /oauth2/v1/access_token` (both edX
-    /// paths, same handler), `GET /oauth2/jwks.json`.
+    /// paths, same handler), `GET /oauth2/jwks.json`, and the edX-like API `/api/...`
+    /// that accepts only the tokens this issuer issued (see the `api` module).
     pub fn router(&self) -> Router {
         server::router(Arc::clone(&self.core), None)
     }
@@ -190,6 +195,22 @@ impl Issuer {
             .map(|record| record.last_form.clone())
     }
 
+    /// Revokes every token issued so far to `client_id` (the API answers `401` to them);
+    /// returns how many were revoked.
+    pub fn revoke_tokens_of(&self, client_id: &str) -> usize {
+        self.core.api.lock().revoke_client(client_id)
+    }
+
+    /// Revokes one issued token; false if this issuer never issued it.
+    pub fn revoke(&self, access_token: &str) -> bool {
+        self.core.api.lock().revoke(access_token)
+    }
+
+    /// Calls received by the API (`/api/...`), answered or refused.
+    pub fn api_calls(&self) -> u64 {
+        self.core.api.lock().calls
+    }
+
     /// The JWKS document published at `GET /oauth2/jwks.json`.
     pub fn jwks(&self) -> Value {
         jwt::jwks(*self.core.publishing.lock())
@@ -240,6 +261,11 @@ impl RunningIssuer {
     /// `http://{addr}/oauth2/v1/access_token` (the api.edx.org path).
     pub fn v1_token_url(&self) -> String {
         format!("http://{}/oauth2/v1/access_token", self.addr)
+    }
+
+    /// `http://{addr}`: the base of its edX-like API (`/api/...`).
+    pub fn api_base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// `http://{addr}/oauth2/jwks.json`

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
@@ -23,8 +23,8 @@ const HANG_FOR: Duration = Duration::from_secs(3600);
 
 /// The handlers' state: the issuer, and the signal that its server is going away.
 #[derive(Clone)]
-struct IssuerState {
-    core: Arc<IssuerCore>,
+pub(crate) struct IssuerState {
+    pub(crate) core: Arc<IssuerCore>,
     /// `None` for a bare [`crate::Issuer::router`], which nothing stops.
     shutdown: Option<watch::Receiver<()>>,
 }
@@ -32,7 +32,7 @@ struct IssuerState {
 impl IssuerState {
     /// Sleeps for `duration`; `false` if the serving [`RunningIssuer`](crate::RunningIssuer)
     /// was dropped first.
-    async fn pause(&self, duration: Duration) -> bool {
+    pub(crate) async fn pause(&self, duration: Duration) -> bool {
         if duration.is_zero() {
             return true;
         }
@@ -58,6 +58,7 @@ pub(crate) fn router(core: Arc<IssuerCore>, shutdown: Option<watch::Receiver<()>
         .route("/oauth2/access_token", post(token_endpoint))
         .route("/oauth2/v1/access_token", post(token_endpoint))
         .route("/oauth2/jwks.json", get(jwks_endpoint))
+        .route("/api/{*rest}", any(crate::api::api_endpoint))
         .with_state(IssuerState { core, shutdown })
 }
 
@@ -192,6 +193,12 @@ async fn token_endpoint(
         )
     };
 
+    let expires_at = (app.core.now)()
+        + chrono::Duration::from_std(behaviour.lifetime).unwrap_or(chrono::Duration::MAX);
+    app.core
+        .api
+        .lock()
+        .issue(&access_token, client_id, expires_at);
     let mut answer = json!({
         "access_token": access_token,
         "token_type": token_type,

@@ -82,6 +82,7 @@ impl Engine {
             token_type: TokenType::Jwt,
             asymmetric_jwt: false,
             jwks_url: None,
+            api_base_url: None,
             version: 1,
             credentials_version: 1,
             created_at: now,
@@ -440,6 +441,7 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
         token_type: "jwt".to_owned(),
         asymmetric_jwt: false,
         jwks_url: None,
+        api_base_url: None,
         version: 1,
         credentials_version: 1,
         created_at: Utc::now(),
@@ -472,4 +474,5 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
 }
 
 mod events;
+mod invalidation;
 mod status;

@@ -70,7 +70,10 @@ async fn the_service_keeps_to_openapi_yaml() {
         s.webhooks.send = false;
     })
     .await;
-    app.issuer_tenant("acme").await;
+    // Its proxied paths land on the issuer's edX-like API, which echoes any of them.
+    let api = format!("{}/api", app.issuer_server.api_base_url());
+    app.issuer_tenant_with("acme", |body| body["api_base_url"] = api.into())
+        .await;
     tenant_with_failure(&app, "rejected", Failure::InvalidClient).await;
     tenant_with_failure(&app, "slow", Failure::Hang).await;
     tenant_with_failure(&app, "down", Failure::Unavailable).await;

@@ -122,6 +122,21 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
         .await
         .unwrap();
     let key = app.create_key(&["tenants:read"]).await;
+    // Two calls through acme's proxy: one answered, one the API refuses (401).
+    let proxy_key = app.create_key(&["proxy:acme"]).await;
+    for (path, status) in [
+        ("api/enterprise/v1/enterprise-customer/", StatusCode::OK),
+        ("api/test/unauthorized", StatusCode::UNAUTHORIZED),
+    ] {
+        let resp = app
+            .client
+            .get(app.url(&format!("/tenants/acme/proxy/{path}")))
+            .bearer_auth(&proxy_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status);
+    }
 
     let (_driver, browser) = browser().await;
     // One tenant a page: the page must follow `next_cursor` to show them all.
@@ -166,6 +181,17 @@ async fn the_dashboard_shows_every_tenant_in_a_real_browser() {
     assert!(
         failing.contains("rejected"),
         "the last error is shown: {failing}"
+    );
+    let acme = browser
+        .find(Locator::Css("[data-tenant='acme']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        acme.contains("2 proxied") && acme.contains("401 "),
+        "the proxy traffic and the last 401 are shown: {acme}"
     );
 
     // The upstream budget of the issuer's host: two requests taken from it.

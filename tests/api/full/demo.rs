@@ -46,7 +46,7 @@ async fn the_demo_comes_up_and_its_printed_commands_work() {
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl "))
         .collect();
-    assert_eq!(curls.len(), 3, "{text}");
+    assert_eq!(curls.len(), 4, "{text}");
     let mut answers = Vec::new();
     for line in &curls {
         let output = tokio::process::Command::new("sh")
@@ -81,6 +81,12 @@ async fn the_demo_comes_up_and_its_printed_commands_work() {
     );
     assert_eq!(answers[2]["token_type"], "JWT");
     assert_eq!(answers[2]["access_token"], answers[0]["access_token"]);
+    // The proxy line reaches the issuer's edX-like API with acme's token.
+    assert_eq!(answers[3]["method"], "GET", "{}", answers[3]);
+    assert_eq!(
+        answers[3]["headers"]["authorization"][0],
+        format!("JWT {}", answers[0]["access_token"].as_str().unwrap())
+    );
 
     // The printed dashboard URL and key, in a real browser: the demo tenants, the failing
     // one included.

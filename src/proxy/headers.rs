@@ -1,0 +1,187 @@
+//! Which headers a proxied call passes on, each way, and the ones it adds.
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rand::RngCore;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on either way.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The caller's headers that never reach the API: its credentials, its cookies, the
+/// host, tokenvend's own, and what tokenvend sets itself.
+const NOT_SENT: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "expect",
+    "x-request-id",
+    "traceparent",
+];
+
+/// The fingerprint of the token a proxied call was made with.
+pub const FINGERPRINT_HEADER: &str = "x-tokenvend-token-fingerprint";
+
+fn is_tokenvend(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-tokenvend-")
+}
+
+/// The headers named by `Connection` (also hop-by-hop).
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn without(headers: &HeaderMap, drop: impl Fn(&HeaderName) -> bool) -> HeaderMap {
+    let listed = connection_listed(headers);
+    let mut out = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|l| l == name.as_str());
+        if !hop && !drop(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The caller's headers as the API gets them, before tokenvend adds its own.
+pub fn request_headers(incoming: &HeaderMap, keep_content_length: bool) -> HeaderMap {
+    without(incoming, |name| {
+        NOT_SENT.contains(&name.as_str())
+            || is_tokenvend(name)
+            || (!keep_content_length && name == header::CONTENT_LENGTH)
+    })
+}
+
+/// The API's headers as the caller gets them: no cookies are set on the caller's side
+/// (they would be the API's session for the tenant), nothing claims to be tokenvend's.
+pub fn response_headers(incoming: &HeaderMap) -> HeaderMap {
+    without(incoming, |name| {
+        name == header::SET_COOKIE || is_tokenvend(name)
+    })
+}
+
+/// A W3C `traceparent` for the call to the API: the caller's trace continued with a new
+/// parent id, or a new trace when the caller sent none (or a malformed one).
+pub fn traceparent(incoming: &HeaderMap) -> HeaderValue {
+    let mut rng = rand::thread_rng();
+    let mut span = [0u8; 8];
+    rng.fill_bytes(&mut span);
+    let span = hex::encode(span);
+    let caller = incoming
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let value = match caller {
+        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
+        None => {
+            let mut trace = [0u8; 16];
+            rng.fill_bytes(&mut trace);
+            format!("00-{}-{span}-01", hex::encode(trace))
+        }
+    };
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The trace id and flags of a version-00 `traceparent`.
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let [version, trace, parent, flags] = parts.as_slice() else {
+        return None;
+    };
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = *version == "00"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then_some((*trace, *flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn credentials_cookies_and_hop_by_hop_headers_stay_behind() {
+        let incoming = headers(&[
+            ("authorization", "Bearer caller-key"),
+            ("proxy-authorization", "Basic x"),
+            ("cookie", "sessionid=1"),
+            ("host", "tokenvend"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-tokenvend-anything", "1"),
+            ("accept", "application/json"),
+            ("content-length", "3"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+        ]);
+        let sent = request_headers(&incoming, true);
+        let names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "content-length", "x-custom"]);
+        assert_eq!(sent.get_all("x-custom").iter().count(), 2);
+        assert!(request_headers(&incoming, false)
+            .get("content-length")
+            .is_none());
+    }
+
+    #[test]
+    fn set_cookie_never_comes_back() {
+        let incoming = headers(&[
+            ("set-cookie", "a=1"),
+            ("content-type", "application/json"),
+            ("keep-alive", "timeout=5"),
+            ("x-tokenvend-token-fingerprint", "spoofed"),
+        ]);
+        let names: Vec<String> = response_headers(&incoming)
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(names, ["content-type"]);
+    }
+
+    #[test]
+    fn a_callers_trace_is_continued_and_a_missing_one_started() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let caller = headers(&[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))]);
+        let ours = traceparent(&caller);
+        let ours = ours.to_str().unwrap();
+        assert!(ours.starts_with(&format!("00-{trace}-")), "{ours}");
+        assert!(!ours.contains("00f067aa0ba902b7"), "a new parent id");
+        let fresh = traceparent(&headers(&[("traceparent", "garbage")]));
+        let fresh = fresh.to_str().unwrap();
+        assert_eq!(fresh.len(), 55, "{fresh}");
+        assert!(parse_traceparent(fresh).is_some());
+    }
+}

@@ -1,0 +1,213 @@
+//! The proxy (DESIGN.md "The proxy"): a caller's request passed on to the tenant's edX
+//! API with the tenant's token, which the caller never sees; bodies streamed both ways; a
+//! `401` answered by one retry with a new token when the request body was kept (at most
+//! 1 MiB); tokenvend's own failures told apart from the API's answers.
+
+mod body;
+mod headers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use secrecy::ExposeSecret;
+use url::Url;
+
+use self::body::{BodyError, OutgoingBody};
+use crate::domain::{ProxyPath, TenantId, UrlPolicy};
+use crate::metrics::Metrics;
+use crate::outbound;
+use crate::vending::{HeldToken, VendError, Vendor};
+
+pub use body::{MAX_BODY, RETRY_COPY};
+pub use headers::FINGERPRINT_HEADER;
+
+/// How long connecting to an API may take (within the proxy timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One call to pass on.
+pub struct ProxyCall {
+    pub tenant: TenantId,
+    pub method: Method,
+    pub path: ProxyPath,
+    /// The raw query string, passed on unchanged.
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub request_id: String,
+}
+
+/// Why a call was not passed on (or its answer not had): tokenvend's own failures.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No token could be had, or the tenant is unknown or unusable.
+    Token(VendError),
+    /// The API could not be reached (the cause, for the log).
+    Unreachable(String),
+    /// The API did not answer within the proxy timeout.
+    Timeout,
+    /// The request body is over `MAX_BODY`.
+    TooLarge,
+    /// The request body could not be read from the caller.
+    Unreadable,
+}
+
+pub struct Proxy {
+    vendor: Vendor,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy whose calls follow the outbound policy; `timeout` bounds the wait for an
+    /// answer, and each wait for more of its body.
+    pub fn new(
+        vendor: Vendor,
+        metrics: Arc<Metrics>,
+        policy: UrlPolicy,
+        timeout: Duration,
+    ) -> reqwest::Result<Self> {
+        Ok(Self {
+            vendor,
+            client: outbound::streaming_client(policy, CONNECT_TIMEOUT.min(timeout), timeout)?,
+            metrics,
+            timeout,
+        })
+    }
+
+    /// Passes `call` on and returns the API's answer, streamed.
+    pub async fn forward(&self, call: ProxyCall) -> Result<Response<Body>, ProxyError> {
+        let started = Instant::now();
+        let tenant = call.tenant.clone();
+        let result = self.forward_once_or_twice(call).await;
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        self.metrics
+            .observe_proxy(tenant.as_str(), status, started.elapsed().as_secs_f64());
+        self.vendor.record_proxy_call(&tenant, status);
+        result
+    }
+
+    async fn forward_once_or_twice(&self, call: ProxyCall) -> Result<Response<Body>, ProxyError> {
+        let base = self
+            .vendor
+            .api_base(&call.tenant)
+            .map_err(ProxyError::Token)?;
+        let url = call
+            .path
+            .target(&base, call.query.as_deref())
+            .ok_or_else(|| ProxyError::Token(VendError::Unusable("api_base_url".to_owned())))?;
+        let declared = call
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY) {
+            return Err(ProxyError::TooLarge);
+        }
+        let body = OutgoingBody::read(call.body).await.map_err(|e| match e {
+            BodyError::TooLarge => ProxyError::TooLarge,
+            BodyError::Unreadable => ProxyError::Unreadable,
+        })?;
+        let mut sent_headers = headers::request_headers(&call.headers, body.kept().is_none());
+        if let Ok(id) = HeaderValue::from_str(&call.request_id) {
+            sent_headers.insert("x-request-id", id);
+        }
+        sent_headers.insert("traceparent", headers::traceparent(&call.headers));
+        let token = self
+            .vendor
+            .token(&call.tenant, Duration::ZERO)
+            .await
+            .map_err(ProxyError::Token)?;
+        let (method, headers) = (&call.method, &sent_headers);
+        match body {
+            OutgoingBody::Kept(bytes) => {
+                let first = self
+                    .send(method, &url, headers, &token, bytes.clone().into())
+                    .await?;
+                if first.status() != StatusCode::UNAUTHORIZED {
+                    return Ok(answer(first, &token));
+                }
+                let Some(fresh) = self.vendor.replace_refused(&call.tenant, &token).await else {
+                    return Ok(answer(first, &token));
+                };
+                drop(first);
+                self.metrics.count_proxy_retry(call.tenant.as_str());
+                tracing::info!(tenant = %call.tenant, "the API refused the token; retrying once with a new one");
+                let second = self
+                    .send(method, &url, headers, &fresh, bytes.into())
+                    .await?;
+                Ok(answer(second, &fresh))
+            }
+            OutgoingBody::Streamed {
+                head,
+                rest,
+                over_limit,
+            } => {
+                let streamed = OutgoingBody::stream(head, rest, over_limit.clone());
+                let answered = self
+                    .send(method, &url, headers, &token, streamed)
+                    .await
+                    .map_err(|e| {
+                        if OutgoingBody::went_over_limit(&over_limit) {
+                            ProxyError::TooLarge
+                        } else {
+                            e
+                        }
+                    })?;
+                if answered.status() == StatusCode::UNAUTHORIZED {
+                    // Too large to send again: the token is still dropped for the next call.
+                    let _ = self.vendor.invalidate(&call.tenant, &token.fingerprint);
+                }
+                Ok(answer(answered, &token))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        token: &HeldToken,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, ProxyError> {
+        // edX takes a JWT as `JWT <token>`; opaque tokens are bearer tokens.
+        let scheme = if token.token_type.eq_ignore_ascii_case("jwt") {
+            "JWT"
+        } else {
+            "Bearer"
+        };
+        let mut authorization =
+            HeaderValue::from_str(&format!("{scheme} {}", token.access_token.expose_secret()))
+                .map_err(|_| ProxyError::Token(VendError::Internal))?;
+        authorization.set_sensitive(true);
+        let request = self
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone())
+            .header(header::AUTHORIZATION, authorization)
+            .body(body);
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => Err(ProxyError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) if error.is_timeout() => Err(ProxyError::Timeout),
+            Ok(Err(error)) => Err(ProxyError::Unreachable(format!("{error:#}"))),
+        }
+    }
+}
+
+/// The API's answer for the caller: its status, its headers less hop-by-hop ones and
+/// cookies, the fingerprint of the token used, and its body streamed.
+fn answer(from: reqwest::Response, token: &HeldToken) -> Response<Body> {
+    let status = from.status();
+    let mut headers = headers::response_headers(from.headers());
+    if let Ok(fingerprint) = HeaderValue::from_str(&token.fingerprint) {
+        headers.insert(FINGERPRINT_HEADER, fingerprint);
+    }
+    let mut response = Response::new(Body::from_stream(from.bytes_stream()));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

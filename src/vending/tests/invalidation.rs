@@ -1,0 +1,113 @@
+//! Invalidation: a token edX refused is dropped only while it is held, no more often than
+//! caller-triggered fetches may happen, and never comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{engine, settle, LIFETIME};
+use crate::vending::memory::FakeEdx;
+use crate::vending::{Invalidation, StoredToken, TokenState, VendError, VendingSettings};
+
+#[tokio::test]
+async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let acme = e.tenant("acme", "client-a");
+    e.add(&acme);
+    let first = e.token(&acme.id).await.unwrap();
+    settle().await;
+    let (_, stored_copy) = e.store.saved(&acme.id).expect("stored");
+    e.clock
+        .advance(VendingSettings::default().min_refresh_interval);
+
+    assert_eq!(
+        e.vendor.invalidate(&acme.id, "0123456789abcdef").unwrap(),
+        Invalidation::FingerprintMismatch,
+        "another token's fingerprint drops nothing"
+    );
+    assert_eq!(
+        e.vendor.invalidate(&acme.id, &first.fingerprint).unwrap(),
+        Invalidation::Dropped
+    );
+    assert_eq!(e.edx.calls(), 1, "dropping asks edX for nothing");
+    assert_eq!(
+        e.vendor.status(&acme.id).unwrap().state,
+        TokenState::Missing
+    );
+    assert!(
+        !e.vendor.adopt(StoredToken {
+            tenant_id: acme.id.clone(),
+            tenant_uid: acme.uid,
+            token: Some(stored_copy),
+        }),
+        "the stored copy of a dropped token is not served again"
+    );
+
+    let second = e.token(&acme.id).await.unwrap();
+    assert_ne!(second.fingerprint, first.fingerprint);
+    assert_eq!(e.edx.calls(), 2);
+    e.clock
+        .advance(VendingSettings::default().min_refresh_interval);
+    assert_eq!(
+        e.vendor.invalidate(&acme.id, &first.fingerprint).unwrap(),
+        Invalidation::FingerprintMismatch,
+        "a late report about the old token keeps the new one"
+    );
+    assert_eq!(
+        e.token(&acme.id).await.unwrap().fingerprint,
+        second.fingerprint
+    );
+    assert_eq!(e.edx.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_invalidation_within_the_refresh_interval_is_refused() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let acme = e.tenant("acme", "client-a");
+    e.add(&acme);
+    let held = e.token(&acme.id).await.unwrap();
+    let refused = e
+        .vendor
+        .invalidate(&acme.id, &held.fingerprint)
+        .expect_err("too soon");
+    let VendError::TooSoon { retry_after } = refused else {
+        panic!("too soon, got {refused:?}");
+    };
+    assert!(retry_after > Duration::ZERO);
+    assert_eq!(
+        e.token(&acme.id).await.unwrap().fingerprint,
+        held.fingerprint,
+        "kept"
+    );
+    assert!(
+        e.vendor.replace_refused(&acme.id, &held).await.is_none(),
+        "no replacement either"
+    );
+    assert_eq!(e.edx.calls(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_callers_refused_with_one_token_share_one_replacement() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let acme = e.tenant("acme", "client-a");
+    e.add(&acme);
+    let refused = e.token(&acme.id).await.unwrap();
+    e.clock
+        .advance(VendingSettings::default().min_refresh_interval);
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let vendor = e.vendor.clone();
+            let id = acme.id.clone();
+            let refused = Arc::clone(&refused);
+            tokio::spawn(async move { vendor.replace_refused(&id, &refused).await })
+        })
+        .collect();
+    let mut fingerprints = Vec::new();
+    for caller in callers {
+        let fresh = caller.await.unwrap().expect("a replacement");
+        fingerprints.push(fresh.fingerprint.clone());
+    }
+    fingerprints.dedup();
+    assert_eq!(fingerprints.len(), 1, "one new token for all");
+    assert_ne!(fingerprints[0], refused.fingerprint);
+    assert_eq!(e.edx.calls(), 2, "one fetch");
+}
