@@ -23,6 +23,9 @@ const NONCE_LEN: usize = 12;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     ClientSecret,
+    /// A tenant's client secret from before its last change, kept for a while as a
+    /// fallback (see `domain::PreviousSecret`).
+    PreviousClientSecret,
     AccessToken,
 }
 
@@ -30,6 +33,7 @@ impl Purpose {
     fn label(self) -> &'static str {
         match self {
             Purpose::ClientSecret => "client_secret",
+            Purpose::PreviousClientSecret => "previous_client_secret",
             Purpose::AccessToken => "access_token",
         }
     }

@@ -23,6 +23,8 @@ pub struct RekeyReport {
     /// The id of the key everything was re-sealed under.
     pub key_id: String,
     pub client_secrets: u64,
+    /// Client secrets from before a tenant's last change of it (kept for a day).
+    pub previous_secrets: u64,
     pub tokens: u64,
     /// Values that kept changing under the rekey, still sealed under an old key.
     pub skipped: u64,
@@ -48,6 +50,16 @@ impl RekeyReport {
             "re-sealed {} client secrets and {} tokens under key {}; {} skipped",
             self.client_secrets, self.tokens, self.key_id, self.skipped
         );
+        if self.previous_secrets > 0 {
+            line = line.replacen(
+                " client secrets",
+                &format!(
+                    " client secrets (and {} previous secrets)",
+                    self.previous_secrets
+                ),
+                1,
+            );
+        }
         if !self.failures.is_empty() {
             line.push_str(&format!("; {} could not be opened", self.failures.len()));
         } else if self.skipped > 0 {
@@ -67,7 +79,11 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
         ..RekeyReport::default()
     };
     // Webhook secrets, once stored, are a third kind here.
-    for kind in [SealedKind::ClientSecret, SealedKind::Token] {
+    for kind in [
+        SealedKind::ClientSecret,
+        SealedKind::PreviousSecret,
+        SealedKind::Token,
+    ] {
         for value in store.sealed_under_other_keys(kind, key.id()).await? {
             reseal(store, key, value, &mut report).await?;
         }
@@ -80,6 +96,7 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
         details: json!({
             "key_id": report.key_id,
             "client_secrets": report.client_secrets,
+            "previous_secrets": report.previous_secrets,
             "tokens": report.tokens,
             "skipped": report.skipped,
             "failed": report.failures.len(),
@@ -97,6 +114,7 @@ async fn reseal(
 ) -> Result<(), sqlx::Error> {
     let (purpose, what) = match value.kind {
         SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret"),
+        SealedKind::PreviousSecret => (Purpose::PreviousClientSecret, "previous client secret"),
         SealedKind::Token => (Purpose::AccessToken, "token"),
     };
     let mut current = Some(value);
@@ -119,6 +137,7 @@ async fn reseal(
         if store.reseal(&value, &sealed).await? {
             match value.kind {
                 SealedKind::ClientSecret => report.client_secrets += 1,
+                SealedKind::PreviousSecret => report.previous_secrets += 1,
                 SealedKind::Token => report.tokens += 1,
             }
             return Ok(());

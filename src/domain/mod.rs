@@ -15,8 +15,8 @@ pub use field_error::FieldError;
 pub use patch::Patch;
 pub use scope::{Scope, ScopeSet, TenantAccess};
 pub use tenant::{
-    validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TenantUid,
-    TokenType,
+    validate_client_id, validate_client_secret, validate_name, validate_scope, PreviousSecret,
+    Tenant, TenantUid, TokenType, PREVIOUS_SECRET_KEPT,
 };
 pub use tenant_id::TenantId;
 pub use tenant_patch::{drops_token, TenantPatch, TOKEN_FIELDS};

@@ -198,6 +198,7 @@ mod tests {
             token_type: TokenType::Jwt,
             asymmetric_jwt: false,
             jwks_url: None,
+            previous_secret: None,
             version: 4,
             credentials_version: 2,
             created_at: at,

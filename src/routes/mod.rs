@@ -15,6 +15,7 @@ mod pagination;
 mod tenant_path;
 mod tenants;
 mod tokens;
+mod verify;
 
 use std::time::Duration;
 

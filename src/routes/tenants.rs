@@ -14,7 +14,8 @@ use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
     drops_token, parse_outbound_url, rfc3339, validate_client_id, validate_client_secret,
-    validate_name, validate_scope, FieldError, Tenant, TenantId, TenantPatch, TenantUid, TokenType,
+    validate_name, validate_scope, FieldError, PreviousSecret, Tenant, TenantId, TenantPatch,
+    TenantUid, TokenType, PREVIOUS_SECRET_KEPT,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
@@ -23,6 +24,7 @@ use crate::routes::pagination::{
     decode_tenant_cursor, encode_tenant_cursor, page_size, PageParams,
 };
 use crate::routes::tenant_path::path_tenant_id;
+use crate::routes::verify::{verify_credentials, WriteParams};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
 use url::Url;
@@ -118,6 +120,7 @@ async fn create_tenant(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
+    Query(params): Query<WriteParams>,
     Json(body): Json<CreateTenant>,
 ) -> Result<impl IntoResponse> {
     let id = field("id", TenantId::parse(&required(body.id, "id")?))?;
@@ -162,10 +165,22 @@ async fn create_tenant(
         token_type,
         asymmetric_jwt: body.asymmetric_jwt.unwrap_or(false),
         jwks_url,
+        previous_secret: None,
         version: 1,
         credentials_version: 1,
         created_at: at,
         updated_at: at,
+    };
+    let verified = if params.verify {
+        // edX is not asked about credentials that could not be stored anyway.
+        if state.store.get_tenant_row(&id).await?.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "a tenant with id {id} already exists"
+            )));
+        }
+        Some(verify_credentials(&state, &caller, &request_id, &record, "create").await?)
+    } else {
+        None
     };
     let entry = audit(
         &caller,
@@ -180,7 +195,10 @@ async fn create_tenant(
         .await
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
     state.vendor.upsert_tenant(&record);
-    tracing::info!(tenant = %id, "tenant created");
+    if let Some(verified) = verified {
+        state.vendor.keep_verified(verified).await;
+    }
+    tracing::info!(tenant = %id, verified = params.verify, "tenant created");
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/tenants/{id}"))],
@@ -240,6 +258,7 @@ async fn update_tenant(
     Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
+    Query(params): Query<WriteParams>,
     Json(patch): Json<TenantPatch>,
 ) -> Result<axum::Json<TenantView>> {
     let id = path_tenant_id(&raw_id)?;
@@ -256,11 +275,20 @@ async fn update_tenant(
                 secret.expose_secret().as_bytes(),
             )
         };
-        let (next, changed) = current.patched(&patch, state.url_policy, seal, now())?;
+        let at = now();
+        let (mut next, changed) = current.patched(&patch, state.url_policy, seal, at)?;
         if changed.is_empty() {
             return Ok(axum::Json(TenantView::from(&current)));
         }
         let drop_token = drops_token(&changed);
+        // Only new credentials need trying: a change of name or JWKS URL keeps them.
+        let verified = if params.verify && drop_token {
+            Some(verify_credentials(&state, &caller, &request_id, &next, "update").await?)
+        } else {
+            None
+        };
+        next.previous_secret =
+            kept_previous_secret(&state, &current, &changed, verified.is_some(), at);
         let entry = audit(
             &caller,
             &request_id,
@@ -273,14 +301,49 @@ async fn update_tenant(
             .update_tenant(&next, current.version, drop_token, &entry)
             .await?
         {
-            tracing::info!(tenant = %id, ?changed, drop_token, "tenant updated");
+            tracing::info!(tenant = %id, ?changed, drop_token, verified = verified.is_some(), "tenant updated");
             state.vendor.upsert_tenant(&next);
+            if let Some(verified) = verified {
+                state.vendor.keep_verified(verified).await;
+            }
             return Ok(axum::Json(TenantView::from(&next)));
         }
     }
     Err(ApiError::Conflict(
         "the tenant was changed concurrently; retry the update".to_owned(),
     ))
+}
+
+/// The previous client secret an update keeps. An unverified change of the secret alone
+/// (same client, same token endpoint) keeps the replaced one, sealed under its own
+/// purpose, for a day: if edX refuses the new one, tokens are still had with the old one
+/// meanwhile. A verified change, or a change of client or endpoint, keeps none (a secret
+/// is never sent anywhere new); other changes keep what was kept, while it lasts.
+fn kept_previous_secret(
+    state: &AppState,
+    current: &Tenant,
+    changed: &[&str],
+    verified: bool,
+    now: DateTime<Utc>,
+) -> Option<PreviousSecret> {
+    let credentials_moved = changed.contains(&"client_id") || changed.contains(&"token_url");
+    if !changed.contains(&"client_secret") && !credentials_moved {
+        return current.previous_secret.clone().filter(|p| p.until > now);
+    }
+    if verified || credentials_moved {
+        return None;
+    }
+    let id = current.id.as_str();
+    let secret = state
+        .master_key
+        .open(Purpose::ClientSecret, id, &current.secret)
+        .ok()?;
+    Some(PreviousSecret {
+        sealed: state
+            .master_key
+            .seal(Purpose::PreviousClientSecret, id, &secret),
+        until: now + PREVIOUS_SECRET_KEPT,
+    })
 }
 
 /// The audit details of an update: the names of the changed fields, and where the token

@@ -10,14 +10,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, FutureExt};
+use tracing::Instrument;
 
 use super::core::Core;
 use super::error::VendError;
 use super::need::{Need, Obtained};
 use super::obtain::obtain;
 use super::port::TenantKey;
+use super::signals;
 use super::slot::{Outcome, Slot};
 use super::token::HeldToken;
+use crate::upstream::UpstreamError;
 
 /// Joins the fetch under way for this tenant, or starts one.
 pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'static, Outcome> {
@@ -47,7 +50,15 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         }
     }
     let epoch = slot.epoch.load(Ordering::SeqCst);
-    let task = tokio::spawn(fetch_task(core.clone(), slot.clone(), epoch, need, now));
+    let held = slot.token.load().as_ref().is_some_and(|t| t.servable(now));
+    // A child of the request that started it (if any); the fetch outlives that request.
+    let span = tracing::info_span!(
+        "token_fetch",
+        tenant = %slot.id,
+        "tokenvend.trigger" = need.trigger(held),
+    );
+    let task =
+        tokio::spawn(fetch_task(core.clone(), slot.clone(), epoch, need, now).instrument(span));
     let fetch = async move { task.await.unwrap_or(Err(VendError::Internal)) }
         .boxed()
         .shared();
@@ -92,8 +103,15 @@ async fn fetch_task(
         return result.map(|obtained| obtained.token);
     }
     match result {
-        Ok(Obtained { token, stored }) => {
+        Ok(Obtained {
+            token,
+            stored,
+            notice,
+        }) => {
             slot.install(token.clone());
+            if let Some(notice) = notice {
+                slot.health.lock().last_error = Some(notice);
+            }
             if !stored {
                 persist(&core, &config.key, token.clone());
             }
@@ -101,6 +119,9 @@ async fn fetch_task(
             Ok(token)
         }
         Err(VendError::Upstream { cause, .. }) => {
+            if let UpstreamError::Rejected { code, .. } = &cause {
+                signals::credentials_rejected(&slot.id, code, None);
+            }
             let wait = slot.record_failure(&cause, now);
             tracing::warn!(
                 tenant = %slot.id,

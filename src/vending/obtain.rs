@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use super::config::TenantConfig;
 use super::core::Core;
 use super::error::VendError;
 use super::need::{Need, Obtained};
 use super::port::{RefreshGuard, StoreFault, TenantKey};
-use super::slot::{Outcome, Slot};
+use super::signals;
+use super::slot::{LastError, Slot};
 use super::token::HeldToken;
 use crate::domain::rfc3339;
-use crate::upstream::UpstreamError;
+use crate::upstream::{FetchedToken, UpstreamError};
 
 /// How long a read or write under the refresh lock may take before the refresh goes on
 /// without it (a store that hangs must not hold callers past their deadline).
@@ -46,14 +48,18 @@ pub async fn obtain(
 ) -> Result<Obtained, VendError> {
     let deadline = Instant::now() + core.settings.request_deadline;
     let held_before = slot.token.load_full();
-    let Some(mut guard) = refresh_lock(core, &config.key).await else {
-        let token = fetch_upstream(core, slot, config, deadline).await?;
+    let locking =
+        refresh_lock(core, &config.key).instrument(tracing::info_span!("store.refresh_lock"));
+    let Some(mut guard) = locking.await else {
+        let (token, notice) = fetch_upstream(core, slot, config, deadline).await?;
         return Ok(Obtained {
             token,
             stored: false,
+            notice,
         });
     };
-    match bounded(guard.stored()).await {
+    let reading = bounded(guard.stored()).instrument(tracing::info_span!("store.read_token"));
+    match reading.await {
         // A token stored for another tenant identity (a deleted predecessor under the
         // same id) is never taken.
         Ok(Some(stored)) if stored.tenant_uid == config.key.uid => {
@@ -70,6 +76,7 @@ pub async fn obtain(
                     return Ok(Obtained {
                         token: Arc::new(token),
                         stored: true,
+                        notice: None,
                     });
                 }
             }
@@ -79,8 +86,10 @@ pub async fn obtain(
             tracing::warn!(tenant = %slot.id, %error, "cannot read the stored token")
         }
     }
-    let token = fetch_upstream(core, slot, config, deadline).await?;
-    match bounded(guard.save_and_release(&token)).await {
+    let (token, notice) = fetch_upstream(core, slot, config, deadline).await?;
+    let saving =
+        bounded(guard.save_and_release(&token)).instrument(tracing::info_span!("store.save_token"));
+    match saving.await {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!(tenant = %slot.id, "token not stored: the tenant changed meanwhile")
@@ -91,6 +100,7 @@ pub async fn obtain(
     Ok(Obtained {
         token,
         stored: true,
+        notice,
     })
 }
 
@@ -131,12 +141,14 @@ async fn refresh_lock(core: &Core, tenant: &TenantKey) -> Option<Box<dyn Refresh
     }
 }
 
+/// A new token from edX, and a notice for the token status when it was had with the
+/// previous client secret.
 async fn fetch_upstream(
     core: &Core,
     slot: &Slot,
     config: &TenantConfig,
     deadline: Instant,
-) -> Outcome {
+) -> Result<(Arc<HeldToken>, Option<LastError>), VendError> {
     let params = config
         .upstream
         .as_ref()
@@ -149,11 +161,31 @@ async fn fetch_upstream(
         cause,
         retry_after: None,
     };
-    let fetched = core
-        .source
-        .fetch(&request, deadline, &count)
-        .await
-        .map_err(upstream_error)?;
+    let mut notice = None;
+    let fetched = match core.source.fetch(&request, deadline, &count).await {
+        Err(UpstreamError::Rejected { status, code }) if code == "invalid_client" => {
+            let (fetched, until) = previous_secret_fallback(core, slot, config, deadline, &count)
+                .await
+                .ok_or_else(|| {
+                    upstream_error(UpstreamError::Rejected {
+                        status,
+                        code: code.clone(),
+                    })
+                })?;
+            notice = Some(LastError {
+                at: rfc3339(core.now()),
+                status: Some(status),
+                message: format!(
+                    "the new client secret was refused by edX ({code}); serving with the \
+                     previous secret until {}",
+                    rfc3339(until)
+                ),
+            });
+            signals::credentials_rejected(&slot.id, &code, Some(until));
+            fetched
+        }
+        other => other.map_err(upstream_error)?,
+    };
     let token =
         HeldToken::from_fetch(fetched, core.now(), core.settings.skew).map_err(upstream_error)?;
     tracing::info!(
@@ -162,5 +194,28 @@ async fn fetch_upstream(
         expires_at = %rfc3339(token.expires_at),
         "fetched a new token"
     );
-    Ok(Arc::new(token))
+    Ok((Arc::new(token), notice))
+}
+
+/// After edX refused the client secret as `invalid_client`: a token asked for with the
+/// tenant's previous secret, while it is kept, and until when that secret is kept.
+async fn previous_secret_fallback(
+    core: &Core,
+    slot: &Slot,
+    config: &TenantConfig,
+    deadline: Instant,
+    count: &(dyn Fn() + Send + Sync),
+) -> Option<(FetchedToken, DateTime<Utc>)> {
+    let params = config.upstream.as_ref().ok()?;
+    let (request, until) = params.previous_request(core.now())?;
+    match core.source.fetch(&request, deadline, count).await {
+        Ok(fetched) => {
+            tracing::warn!(tenant = %slot.id, until = %rfc3339(until), "edX refused the new client secret; serving with the previous one");
+            Some((fetched, until))
+        }
+        Err(error) => {
+            tracing::debug!(tenant = %slot.id, %error, "the previous client secret does not work either");
+            None
+        }
+    }
 }
