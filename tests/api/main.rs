@@ -27,6 +27,8 @@ mod serving;
 mod status_pages;
 mod tenants;
 mod tokens;
+mod tracing;
+mod verify;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
 /// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and
