@@ -205,7 +205,7 @@ pub fn log_response(response: &Response<Body>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if otel::exporting() {
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
     }
     // A hot-path request (its span is at debug level; disabled below it): only a failure
     // is worth a line at info.

@@ -164,7 +164,7 @@ impl UpstreamClient {
             on_attempt();
             let span = tracing::info_span!(
                 "upstream_attempt",
-                attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1,
+                attempt = attempts.fetch_add(1, Ordering::Relaxed) as i64 + 1,
                 "server.address" = request.token_url.host_str().unwrap_or("-"),
                 "http.response.status_code" = field::Empty,
                 outcome = field::Empty,
@@ -212,7 +212,7 @@ impl UpstreamClient {
         let result = match sent {
             Ok(response) => {
                 let status = response.status();
-                span.record("http.response.status_code", status.as_u16());
+                span.record("http.response.status_code", i64::from(status.as_u16()));
                 let headers = response.headers().clone();
                 match read_limited(response).await {
                     Ok(body) => classify(status, &headers, &body),

@@ -261,9 +261,14 @@ async fn the_previous_client_secret_is_re_sealed_too(mut app: TestApp) {
     app.settings.old_master_keys = Vec::new();
     app.restart().await;
     let resp = app.get_token("acme").await;
-    assert_eq!(resp.status(), StatusCode::OK, "served with the previous secret");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "served with the previous secret"
+    );
     let status = json_body(
-        app.admin(Method::GET, "/tenants/acme/token/status", None).await,
+        app.admin(Method::GET, "/tenants/acme/token/status", None)
+            .await,
         StatusCode::OK,
     )
     .await;
