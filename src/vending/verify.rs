@@ -15,6 +15,7 @@ use super::error::VendError;
 use super::port::TenantKey;
 use super::token::HeldToken;
 use crate::domain::Tenant;
+use crate::upstream::UpstreamError;
 
 /// A token fetched with a tenant's credentials before it is stored.
 pub struct VerifiedToken {
@@ -44,9 +45,15 @@ pub async fn verify(core: &Core, tenant: &Tenant) -> Result<VerifiedToken, VendE
         .fetch(&request, deadline, &count)
         .instrument(span)
         .await;
-    let upstream_error = |cause| VendError::Upstream {
-        cause,
-        retry_after: None,
+    // No cool-down is started for a tenant not yet stored: edX's own word on when to
+    // come back is all a caller gets.
+    let upstream_error = |cause: UpstreamError| {
+        let retry_after = match &cause {
+            UpstreamError::Throttled { retry_after, .. }
+            | UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        VendError::Upstream { cause, retry_after }
     };
     let token = HeldToken::from_fetch(
         fetched.map_err(upstream_error)?,
