@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, SubsecRound, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -334,14 +334,16 @@ fn kept_previous_secret(
         return None;
     }
     let id = current.id.as_str();
-    let secret = state
-        .master_key
-        .open(Purpose::ClientSecret, id, &current.secret)
-        .ok()?;
+    let secret = SecretSlice::from(
+        state
+            .master_key
+            .open(Purpose::ClientSecret, id, &current.secret)
+            .ok()?,
+    );
     Some(PreviousSecret {
         sealed: state
             .master_key
-            .seal(Purpose::PreviousClientSecret, id, &secret),
+            .seal(Purpose::PreviousClientSecret, id, secret.expose_secret()),
         until: now + PREVIOUS_SECRET_KEPT,
     })
 }

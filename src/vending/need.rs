@@ -65,3 +65,24 @@ impl Need {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_need_names_why_it_fetches() {
+        let cases = [
+            (Need::Serve(Duration::ZERO), false, "caller"),
+            (Need::Serve(Duration::ZERO), true, "caller"),
+            (Need::Serve(Duration::from_secs(60)), false, "caller"),
+            (Need::Serve(Duration::from_secs(60)), true, "min_ttl"),
+            (Need::Refresh { scheduled: false }, true, "refresh_ahead"),
+            (Need::Refresh { scheduled: true }, true, "scheduled"),
+            (Need::Force, true, "forced"),
+        ];
+        for (need, held, trigger) in cases {
+            assert_eq!(need.trigger(held), trigger, "{need:?} held={held}");
+        }
+    }
+}
