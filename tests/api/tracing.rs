@@ -14,6 +14,27 @@ use edx_issuer::Issuer;
 use serde_json::{json, Value};
 
 use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+
+/// The address the service logged it listens on (it binds port 0 itself: a port picked
+/// beforehand could be taken meanwhile by a test running beside this one); the rest of
+/// its log is drained in the background.
+fn listening_address(stderr: std::process::ChildStderr) -> String {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("tokenvend listening addr=").nth(1) {
+                let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the service logs the address it listens on")
+}
 use crate::helpers::eventually_within;
 
 /// Every OTLP export request body received.
@@ -72,10 +93,9 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
     issuer.register("client-traced", &secret);
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let admin_key = format!("tv-test-admin-{}", uuid::Uuid::new_v4().simple());
     let mut child = tokenvend(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("TOKENVEND_ADMIN_KEY", &admin_key)
         .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
@@ -89,7 +109,8 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let address = listening_address(child.stderr.take().unwrap());
+    let base = format!("http://{address}");
     let client = reqwest::Client::new();
     wait_healthy(&client, &base, &mut child).await;
 
@@ -128,11 +149,11 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
     assert_ne!(parts[2], caller_span, "{sent}");
 
     terminate(&child);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
+    assert!(status.success(), "{status:?}");
     eventually_within(
         Duration::from_secs(10),
         "the spans flushed at shutdown",
