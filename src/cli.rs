@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::otel::OtelSettings;
 use crate::config::{ConfigError, Settings, SettingsArgs, MASTER_KEY_VAR};
 #[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
@@ -111,7 +112,18 @@ async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(err) => return fail(&err),
     };
-    telemetry::init(settings.log_format);
+    // Traces are for the running service; `migrate` only logs.
+    let traces = match &command {
+        ServiceCommand::Migrate => None,
+        _ => match OtelSettings::from_env() {
+            Ok(traces) => traces,
+            Err(err) => return fail(&err),
+        },
+    };
+    let telemetry = match telemetry::init_with_traces(settings.log_format, traces.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(err) => return fail(&err),
+    };
     let outcome = match command {
         ServiceCommand::Serve => serve(settings).await,
         ServiceCommand::Migrate => startup::open_store(&settings)
@@ -121,6 +133,7 @@ async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
         #[cfg(feature = "demo")]
         ServiceCommand::Demo(args) => crate::demo::run(&args, settings, shutdown_signal()).await,
     };
+    telemetry.shutdown().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),

@@ -2,6 +2,7 @@
 //! start-up. A bad value stops start-up with one line naming the variable.
 
 mod key_strength;
+pub mod otel;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};

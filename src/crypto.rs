@@ -23,6 +23,9 @@ const NONCE_LEN: usize = 12;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     ClientSecret,
+    /// A tenant's client secret from before its last change, kept for a while as a
+    /// fallback (see `domain::PreviousSecret`).
+    PreviousClientSecret,
     AccessToken,
     /// A webhook endpoint's signing secret (sealed with the webhook id as the owner).
     WebhookSecret,
@@ -32,6 +35,7 @@ impl Purpose {
     fn label(self) -> &'static str {
         match self {
             Purpose::ClientSecret => "client_secret",
+            Purpose::PreviousClientSecret => "previous_client_secret",
             Purpose::AccessToken => "access_token",
             Purpose::WebhookSecret => "webhook_secret",
         }

@@ -55,6 +55,10 @@ pub enum ApiError {
         failure: UpstreamFailure,
         detail: String,
     },
+    /// `?verify=true`: edX refused the credentials of a tenant write (422 with the OAuth
+    /// error code as `upstream_error`); nothing was stored.
+    #[error("edX refused these credentials (HTTP {status}, {code}); nothing was changed")]
+    CredentialsRefused { status: u16, code: String },
     /// A forced refresh too soon after the last fetch, or during a failure cool-down.
     #[error("a refresh was asked for too soon after the last one (or while edX is left alone after a failure); try again after Retry-After")]
     RefreshTooSoon { retry_after: Duration },
@@ -173,6 +177,9 @@ pub struct Problem {
     /// The request field that failed validation (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The OAuth error code edX refused credentials with (`credentials-refused` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<String>,
 }
 
 impl ApiError {
@@ -182,7 +189,9 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::CredentialsRefused { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -206,6 +215,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::TenantNotFound => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Validation(_) => "validation",
+            ApiError::CredentialsRefused { .. } => "credentials-refused",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
@@ -228,6 +238,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::TenantNotFound => "Not Found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::Validation(_) => "Invalid field",
+            ApiError::CredentialsRefused { .. } => "Credentials refused",
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::UnsupportedMediaType => "Unsupported Media Type",
             ApiError::PayloadTooLarge { .. } => "Payload Too Large",
@@ -255,6 +266,10 @@ impl ApiError {
             detail: self.to_string(),
             field: match self {
                 ApiError::Validation(e) => Some(e.field.clone()),
+                _ => None,
+            },
+            upstream_error: match self {
+                ApiError::CredentialsRefused { code, .. } => Some(code.clone()),
                 _ => None,
             },
         }

@@ -41,7 +41,8 @@ pub struct Connection {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum TenantsCommand {
-    /// Register a company's edX credentials. The client secret is read from
+    /// Register a company's edX credentials, after checking them with edX (a token is
+    /// fetched and kept; --no-verify skips the check). The client secret is read from
     /// TOKENVEND_CLIENT_SECRET or, when that is unset, from standard input (never from
     /// the command line, where other users could see it).
     Add(AddTenant),
@@ -75,6 +76,9 @@ pub struct AddTenant {
     /// The JWKS that signs this tenant's tokens (to check their signatures).
     #[arg(long)]
     pub jwks_url: Option<String>,
+    /// Store the credentials without asking edX for a token first.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -178,6 +182,11 @@ impl Api {
         let field = body["field"]
             .as_str()
             .map(|f| format!(" (field {f})"))
+            .or_else(|| {
+                body["upstream_error"]
+                    .as_str()
+                    .map(|code| format!(" (edX said {code}; --no-verify stores them anyway)"))
+            })
             .unwrap_or_default();
         let hint = match status {
             StatusCode::UNAUTHORIZED => " Check TOKENVEND_KEY.",
@@ -272,7 +281,12 @@ pub async fn tenants(
                     body[field] = json!(value);
                 }
             }
-            let created = api.call(Method::POST, "/tenants", Some(body)).await?;
+            let path = if add.no_verify {
+                "/tenants"
+            } else {
+                "/tenants?verify=true"
+            };
+            let created = api.call(Method::POST, path, Some(body)).await?;
             api.print(&created, |t| format!("added tenant {}", text(&t["id"])));
         }
         TenantsCommand::List => {

@@ -23,6 +23,8 @@ pub struct RekeyReport {
     /// The id of the key everything was re-sealed under.
     pub key_id: String,
     pub client_secrets: u64,
+    /// Client secrets from before a tenant's last change of it (kept for a day).
+    pub previous_secrets: u64,
     pub tokens: u64,
     pub webhook_secrets: u64,
     /// Values that kept changing under the rekey, still sealed under an old key.
@@ -50,6 +52,16 @@ impl RekeyReport {
             "re-sealed {} client secrets, {} tokens and {} webhook secrets under key {}; {} skipped",
             self.client_secrets, self.tokens, self.webhook_secrets, self.key_id, self.skipped
         );
+        if self.previous_secrets > 0 {
+            line = line.replacen(
+                " client secrets",
+                &format!(
+                    " client secrets (and {} previous secrets)",
+                    self.previous_secrets
+                ),
+                1,
+            );
+        }
         if !self.failures.is_empty() {
             line.push_str(&format!("; {} could not be opened", self.failures.len()));
         } else if self.skipped > 0 {
@@ -70,6 +82,7 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
     };
     for kind in [
         SealedKind::ClientSecret,
+        SealedKind::PreviousSecret,
         SealedKind::Token,
         SealedKind::WebhookSecret,
     ] {
@@ -85,6 +98,7 @@ pub async fn rekey(store: &Store, key: &MasterKey) -> Result<RekeyReport, sqlx::
         details: json!({
             "key_id": report.key_id,
             "client_secrets": report.client_secrets,
+            "previous_secrets": report.previous_secrets,
             "tokens": report.tokens,
             "webhook_secrets": report.webhook_secrets,
             "skipped": report.skipped,
@@ -103,6 +117,11 @@ async fn reseal(
 ) -> Result<(), sqlx::Error> {
     let (purpose, what, owner) = match value.kind {
         SealedKind::ClientSecret => (Purpose::ClientSecret, "client secret", "tenant"),
+        SealedKind::PreviousSecret => (
+            Purpose::PreviousClientSecret,
+            "previous client secret",
+            "tenant",
+        ),
         SealedKind::Token => (Purpose::AccessToken, "token", "tenant"),
         SealedKind::WebhookSecret => (Purpose::WebhookSecret, "signing secret", "webhook"),
     };
@@ -126,6 +145,7 @@ async fn reseal(
         if store.reseal(&value, &sealed).await? {
             match value.kind {
                 SealedKind::ClientSecret => report.client_secrets += 1,
+                SealedKind::PreviousSecret => report.previous_secrets += 1,
                 SealedKind::Token => report.tokens += 1,
                 SealedKind::WebhookSecret => report.webhook_secrets += 1,
             }

@@ -1,6 +1,9 @@
-//! Logging: a tracing subscriber writing text or JSON to stderr, one span per request
-//! carrying method, matched route, request id, tenant and caller key id, and the request
-//! id itself (its clean-up middleware and its extractor).
+//! Logging and tracing: a tracing subscriber writing text or JSON to stderr (and, when an
+//! OTLP endpoint is configured, exporting spans: `otel.rs`), one span per request carrying
+//! method, matched route, request id, tenant and caller key id, and the request id itself
+//! (its clean-up middleware and its extractor).
+
+mod otel;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,8 +12,13 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{Request, Response};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{field, Span};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::otel::OtelSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -29,6 +37,65 @@ impl FromStr for LogFormat {
             other => Err(format!("{other:?} is not text or json")),
         }
     }
+}
+
+/// The process's telemetry, to be shut down when the service stops: queued spans are
+/// exported then.
+#[derive(Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued (a bounded wait) and stops the exporter.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The exporter's own thread does the sending; waiting for it blocks.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(error)) = flushed {
+            eprintln!("tokenvend: could not export the last spans: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber, exporting spans over OTLP when `traces` says so;
+/// `RUST_LOG` filters the log (default `info`). Does nothing if a subscriber is already
+/// installed (tests install their own).
+pub fn init_with_traces(
+    format: LogFormat,
+    traces: Option<&OtelSettings>,
+) -> Result<Telemetry, String> {
+    let Some(settings) = traces else {
+        init(format);
+        return Ok(Telemetry::default());
+    };
+    let provider = otel::provider(settings)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Text => log.boxed(),
+        LogFormat::Json => log
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(otel::layer(&provider))
+        .try_init();
+    if installed.is_ok() {
+        otel::mark_exporting();
+    }
+    Ok(Telemetry {
+        provider: Some(provider),
+    })
 }
 
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`).
@@ -116,22 +183,39 @@ pub fn request_span(request: &Request<Body>) -> Span {
                 request_id,
                 tenant = field::Empty,
                 caller = field::Empty,
+                otel.name = field::Empty,
+                otel.kind = "server",
+                http.response.status_code = field::Empty,
             )
         };
     }
-    if route == HOT_ROUTE && request.method() == axum::http::Method::GET {
+    let span = if route == HOT_ROUTE && request.method() == axum::http::Method::GET {
         request_span!(tracing::Level::DEBUG)
     } else {
         request_span!(tracing::Level::INFO)
+    };
+    if otel::exporting() {
+        span.record("otel.name", format!("{} {route}", request.method()));
+        otel::continue_trace(&span, request.headers());
     }
+    span
 }
 
 pub fn log_response(response: &Response<Body>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    if span.is_disabled() {
-        // A hot-path request below the log level: only a failure is worth a line.
-        if status >= 400 {
+    if otel::exporting() {
+        span.record("http.response.status_code", i64::from(status));
+    }
+    // A hot-path request (its span is at debug level; disabled below it): only a failure
+    // is worth a line at info.
+    let hot = span
+        .metadata()
+        .is_none_or(|metadata| *metadata.level() == tracing::Level::DEBUG);
+    if hot {
+        if status < 400 {
+            tracing::debug!(status, latency_ms, "request finished");
+        } else {
             let request_id = response
                 .headers()
                 .get(REQUEST_ID_HEADER)

@@ -17,8 +17,8 @@ pub use patch::Patch;
 pub use proxy_path::ProxyPath;
 pub use scope::{Scope, ScopeSet, TenantAccess};
 pub use tenant::{
-    validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TenantUid,
-    TokenType,
+    validate_client_id, validate_client_secret, validate_name, validate_scope, PreviousSecret,
+    Tenant, TenantUid, TokenType, PREVIOUS_SECRET_KEPT,
 };
 pub use tenant_id::TenantId;
 pub use tenant_patch::{drops_token, TenantPatch, TOKEN_FIELDS};

@@ -51,12 +51,27 @@ pub struct Tenant {
     pub jwks_url: Option<Url>,
     /// Where the proxy sends API calls; `None`: the origin of the token URL.
     pub api_base_url: Option<Url>,
+    /// The client secret from before the last change of it, while it may still be used
+    /// as a fallback.
+    pub previous_secret: Option<PreviousSecret>,
     /// Bumped by every change (optimistic concurrency).
     pub version: i64,
     /// Bumped when a change makes held tokens stale (credentials, URL, scope, type).
     pub credentials_version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How long a changed client secret is kept (sealed) as a fallback: an unverified
+/// rotation whose new secret edX refuses keeps working with the old one meanwhile.
+pub const PREVIOUS_SECRET_KEPT: chrono::Duration = chrono::Duration::hours(24);
+
+/// The client secret a tenant had before its last change of it, sealed under its own
+/// purpose (`Purpose::PreviousClientSecret`), and until when it may be sent to edX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub sealed: Sealed,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

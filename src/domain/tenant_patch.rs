@@ -214,6 +214,7 @@ mod tests {
             asymmetric_jwt: false,
             jwks_url: None,
             api_base_url: None,
+            previous_secret: None,
             version: 4,
             credentials_version: 2,
             created_at: at,

@@ -17,6 +17,7 @@ mod tenant_path;
 mod tenants;
 mod tokens;
 mod upstream;
+mod verify;
 mod webhooks;
 
 use std::time::Duration;

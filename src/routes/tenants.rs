@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, SubsecRound, Utc};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -14,8 +14,8 @@ use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
     display_url, drops_token, parse_api_base_url, parse_outbound_url, rfc3339, validate_client_id,
-    validate_client_secret, validate_name, validate_scope, FieldError, Tenant, TenantId,
-    TenantPatch, TenantUid, TokenType,
+    validate_client_secret, validate_name, validate_scope, FieldError, PreviousSecret, Tenant,
+    TenantId, TenantPatch, TenantUid, TokenType, PREVIOUS_SECRET_KEPT,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
@@ -24,6 +24,7 @@ use crate::routes::pagination::{
     decode_tenant_cursor, encode_tenant_cursor, page_size, PageParams,
 };
 use crate::routes::tenant_path::path_tenant_id;
+use crate::routes::verify::{verify_credentials, WriteParams};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
 use crate::vending::api_base_of;
@@ -125,6 +126,7 @@ async fn create_tenant(
     State(state): State<AppState>,
     Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
+    Query(params): Query<WriteParams>,
     Json(body): Json<CreateTenant>,
 ) -> Result<impl IntoResponse> {
     let id = field("id", TenantId::parse(&required(body.id, "id")?))?;
@@ -174,10 +176,22 @@ async fn create_tenant(
         asymmetric_jwt: body.asymmetric_jwt.unwrap_or(false),
         jwks_url,
         api_base_url,
+        previous_secret: None,
         version: 1,
         credentials_version: 1,
         created_at: at,
         updated_at: at,
+    };
+    let verified = if params.verify {
+        // edX is not asked about credentials that could not be stored anyway.
+        if state.store.get_tenant_row(&id).await?.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "a tenant with id {id} already exists"
+            )));
+        }
+        Some(verify_credentials(&state, &caller, &request_id, &record, "create").await?)
+    } else {
+        None
     };
     let entry = audit(
         &caller,
@@ -192,7 +206,10 @@ async fn create_tenant(
         .await
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
     state.vendor.upsert_tenant(&record);
-    tracing::info!(tenant = %id, "tenant created");
+    if let Some(verified) = verified {
+        state.vendor.keep_verified(verified).await;
+    }
+    tracing::info!(tenant = %id, verified = params.verify, "tenant created");
     state.events.raise(Event::tenant_created(id.as_str())).await;
     Ok((
         StatusCode::CREATED,
@@ -253,6 +270,7 @@ async fn update_tenant(
     Authorized(caller, _): Authorized<TenantsWrite>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
+    Query(params): Query<WriteParams>,
     Json(patch): Json<TenantPatch>,
 ) -> Result<axum::Json<TenantView>> {
     let id = path_tenant_id(&raw_id)?;
@@ -269,11 +287,20 @@ async fn update_tenant(
                 secret.expose_secret().as_bytes(),
             )
         };
-        let (next, changed) = current.patched(&patch, state.url_policy, seal, now())?;
+        let at = now();
+        let (mut next, changed) = current.patched(&patch, state.url_policy, seal, at)?;
         if changed.is_empty() {
             return Ok(axum::Json(TenantView::from(&current)));
         }
         let drop_token = drops_token(&changed);
+        // Only new credentials need trying: a change of name or JWKS URL keeps them.
+        let verified = if params.verify && drop_token {
+            Some(verify_credentials(&state, &caller, &request_id, &next, "update").await?)
+        } else {
+            None
+        };
+        next.previous_secret =
+            kept_previous_secret(&state, &current, &changed, verified.is_some(), at);
         let entry = audit(
             &caller,
             &request_id,
@@ -286,8 +313,11 @@ async fn update_tenant(
             .update_tenant(&next, current.version, drop_token, &entry)
             .await?
         {
-            tracing::info!(tenant = %id, ?changed, drop_token, "tenant updated");
+            tracing::info!(tenant = %id, ?changed, drop_token, verified = verified.is_some(), "tenant updated");
             state.vendor.upsert_tenant(&next);
+            if let Some(verified) = verified {
+                state.vendor.keep_verified(verified).await;
+            }
             state
                 .events
                 .raise(Event::tenant_updated(id.as_str(), &changed))
@@ -298,6 +328,40 @@ async fn update_tenant(
     Err(ApiError::Conflict(
         "the tenant was changed concurrently; retry the update".to_owned(),
     ))
+}
+
+/// The previous client secret an update keeps. An unverified change of the secret alone
+/// (same client, same token endpoint) keeps the replaced one, sealed under its own
+/// purpose, for a day: if edX refuses the new one, tokens are still had with the old one
+/// meanwhile. A verified change, or a change of client or endpoint, keeps none (a secret
+/// is never sent anywhere new); other changes keep what was kept, while it lasts.
+fn kept_previous_secret(
+    state: &AppState,
+    current: &Tenant,
+    changed: &[&str],
+    verified: bool,
+    now: DateTime<Utc>,
+) -> Option<PreviousSecret> {
+    let credentials_moved = changed.contains(&"client_id") || changed.contains(&"token_url");
+    if !changed.contains(&"client_secret") && !credentials_moved {
+        return current.previous_secret.clone().filter(|p| p.until > now);
+    }
+    if verified || credentials_moved {
+        return None;
+    }
+    let id = current.id.as_str();
+    let secret = SecretSlice::from(
+        state
+            .master_key
+            .open(Purpose::ClientSecret, id, &current.secret)
+            .ok()?,
+    );
+    Some(PreviousSecret {
+        sealed: state
+            .master_key
+            .seal(Purpose::PreviousClientSecret, id, secret.expose_secret()),
+        until: now + PREVIOUS_SECRET_KEPT,
+    })
 }
 
 /// The audit details of an update: the names of the changed fields, and where the token

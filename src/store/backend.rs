@@ -77,7 +77,9 @@ impl Store {
     pub async fn sealed_key_ids(&self) -> Result<Vec<String>, sqlx::Error> {
         on_pool!(self, |pool| sqlx::query_scalar(
             "SELECT secret_key_id FROM tenants UNION SELECT key_id FROM tokens \
-             UNION SELECT secret_key_id FROM webhooks"
+             UNION SELECT secret_key_id FROM webhooks \
+             UNION SELECT previous_secret_key_id FROM tenants \
+             WHERE previous_secret_key_id IS NOT NULL"
         )
         .fetch_all(pool)
         .await)

@@ -12,6 +12,8 @@ use crate::crypto::Sealed;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealedKind {
     ClientSecret,
+    /// A tenant's client secret from before its last change (kept for a day).
+    PreviousSecret,
     Token,
     /// A webhook endpoint's signing secret: its owner is the webhook, not a tenant (the
     /// webhook id stands in both `tenant_id` and `tenant_uid`).
@@ -45,6 +47,11 @@ impl SealedKind {
                 "SELECT id AS tenant_id, uid AS tenant_uid, secret_key_id AS key_id, \
                  secret_ciphertext AS ciphertext FROM tenants WHERE secret_key_id <> $1"
             }
+            SealedKind::PreviousSecret => {
+                "SELECT id AS tenant_id, uid AS tenant_uid, previous_secret_key_id AS key_id, \
+                 previous_secret_ciphertext AS ciphertext FROM tenants \
+                 WHERE previous_secret_key_id <> $1"
+            }
             SealedKind::Token => {
                 "SELECT tenant_id, tenant_uid, key_id, ciphertext FROM tokens WHERE key_id <> $1"
             }
@@ -57,7 +64,7 @@ impl SealedKind {
 
     fn order(self) -> &'static str {
         match self {
-            SealedKind::ClientSecret => " ORDER BY id",
+            SealedKind::ClientSecret | SealedKind::PreviousSecret => " ORDER BY id",
             SealedKind::Token => " ORDER BY tenant_id",
             SealedKind::WebhookSecret => " ORDER BY id",
         }
@@ -65,7 +72,7 @@ impl SealedKind {
 
     fn one(self) -> &'static str {
         match self {
-            SealedKind::ClientSecret => " AND id = $2 AND uid = $3",
+            SealedKind::ClientSecret | SealedKind::PreviousSecret => " AND id = $2 AND uid = $3",
             SealedKind::Token => " AND tenant_id = $2 AND tenant_uid = $3",
             SealedKind::WebhookSecret => " AND id = $2 AND id = $3",
         }
@@ -80,6 +87,11 @@ impl SealedKind {
                 "UPDATE tenants SET secret_key_id = $1, secret_ciphertext = $2, \
                  version = version + 1 WHERE id = $3 AND uid = $4 AND secret_key_id = $5 \
                  AND secret_ciphertext = $6"
+            }
+            SealedKind::PreviousSecret => {
+                "UPDATE tenants SET previous_secret_key_id = $1, previous_secret_ciphertext = $2, \
+                 version = version + 1 WHERE id = $3 AND uid = $4 \
+                 AND previous_secret_key_id = $5 AND previous_secret_ciphertext = $6"
             }
             SealedKind::Token => {
                 "UPDATE tokens SET key_id = $1, ciphertext = $2 WHERE tenant_id = $3 \

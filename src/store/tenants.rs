@@ -7,11 +7,11 @@ use url::Url;
 use super::backend::{Backend, Store};
 use super::keys::AuditEntry;
 use crate::crypto::Sealed;
-use crate::domain::{Tenant, TenantId, TenantUid};
+use crate::domain::{PreviousSecret, Tenant, TenantId, TenantUid};
 
 const TENANT_COLUMNS: &str = "uid, id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
      scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at, \
-     api_base_url";
+     api_base_url, previous_secret_key_id, previous_secret_ciphertext, previous_secret_until";
 
 /// A tenant row as stored; it becomes a `Tenant` through `TryFrom`, which refuses a row
 /// that does not parse instead of guessing.
@@ -33,6 +33,11 @@ pub struct TenantRow {
     pub credentials_version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The sealed client secret from before its last change, and until when it may be
+    /// used (all three set, or none).
+    pub previous_secret_key_id: Option<String>,
+    pub previous_secret_ciphertext: Option<Vec<u8>>,
+    pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
 /// A stored tenant row that does not parse: it is reported (and its tenant refused), never
@@ -80,6 +85,23 @@ impl TryFrom<TenantRow> for Tenant {
                 key_id: row.secret_key_id,
                 bytes: row.secret_ciphertext,
             },
+            previous_secret: match (
+                row.previous_secret_key_id,
+                row.previous_secret_ciphertext,
+                row.previous_secret_until,
+            ) {
+                (Some(key_id), Some(bytes), Some(until)) => Some(PreviousSecret {
+                    sealed: Sealed { key_id, bytes },
+                    until,
+                }),
+                (None, None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "previous_secret",
+                        "is only partly stored".to_owned(),
+                    ))
+                }
+            },
             scope: row.scope,
             asymmetric_jwt: row.asymmetric_jwt,
             version: row.version,
@@ -92,13 +114,16 @@ impl TryFrom<TenantRow> for Tenant {
 
 impl Store {
     pub async fn insert_tenant(&self, t: &Tenant, audit: &AuditEntry) -> Result<(), sqlx::Error> {
+        let previous = t.previous_secret.as_ref();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
                  token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
-                 credentials_version, created_at, updated_at, uid, api_base_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 credentials_version, created_at, updated_at, uid, api_base_url, \
+                 previous_secret_key_id, previous_secret_ciphertext, previous_secret_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18, $19)",
             )
             .bind(t.id.as_str())
             .bind(&t.name)
@@ -116,6 +141,9 @@ impl Store {
             .bind(t.updated_at)
             .bind(t.uid.to_string())
             .bind(t.api_base_url.as_ref().map(Url::as_str))
+            .bind(previous.map(|p| &p.sealed.key_id))
+            .bind(previous.map(|p| &p.sealed.bytes))
+            .bind(previous.map(|p| p.until))
             .execute(&mut *tx)
             .await?;
             write_audit!(tx, audit)?;
@@ -166,13 +194,15 @@ impl Store {
         drop_token: bool,
         audit: &AuditEntry,
     ) -> Result<bool, sqlx::Error> {
+        let previous = t.previous_secret.as_ref();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let updated = sqlx::query(
                 "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
                  secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
                  asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
-                 credentials_version = $14, api_base_url = $16 \
+                 credentials_version = $14, api_base_url = $16, previous_secret_key_id = $17, \
+                 previous_secret_ciphertext = $18, previous_secret_until = $19 \
                  WHERE id = $1 AND uid = $15 AND version = $13",
             )
             .bind(t.id.as_str())
@@ -191,6 +221,9 @@ impl Store {
             .bind(t.credentials_version)
             .bind(t.uid.to_string())
             .bind(t.api_base_url.as_ref().map(Url::as_str))
+            .bind(previous.map(|p| &p.sealed.key_id))
+            .bind(previous.map(|p| &p.sealed.bytes))
+            .bind(previous.map(|p| p.until))
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -2,6 +2,9 @@
 //! answer, failure classes, and bounded retries with jittered backoff. Its HTTP client
 //! follows the outbound policy of `crate::outbound`.
 
+mod trace_context;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,7 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tracing::{field, Instrument as _};
 use url::Url;
 
 use crate::domain::{parse_expires_in, TokenType, UrlPolicy};
@@ -173,9 +177,17 @@ impl UpstreamClient {
             .with_max_delay(self.settings.retry_base_delay * 8)
             .with_max_times(self.settings.max_attempts.saturating_sub(1))
             .with_jitter();
+        let attempts = AtomicUsize::new(0);
         let attempt = || async {
             before_attempt().await?;
-            self.attempt(request).await
+            let span = tracing::info_span!(
+                "upstream_attempt",
+                attempt = attempts.fetch_add(1, Ordering::Relaxed) as i64 + 1,
+                "server.address" = request.token_url.host_str().unwrap_or("-"),
+                "http.response.status_code" = field::Empty,
+                outcome = field::Empty,
+            );
+            self.attempt(request).instrument(span).await
         };
         let retried = attempt
             .retry(backoff)
@@ -205,16 +217,20 @@ impl UpstreamClient {
             form.push(("asymmetric_jwt", "true"));
         }
         let started = Instant::now();
-        let sent = self
+        let mut post = self
             .http
             .post(request.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await;
+            .form(&form);
+        for (name, value) in trace_context::current_headers() {
+            post = post.header(name, value);
+        }
+        let sent = post.send().await;
+        let span = tracing::Span::current();
         let result = match sent {
             Ok(response) => {
                 let status = response.status();
+                span.record("http.response.status_code", i64::from(status.as_u16()));
                 let headers = response.headers().clone();
                 match read_limited(response).await {
                     Ok(body) => classify(status, &headers, &body),
@@ -227,6 +243,7 @@ impl UpstreamClient {
             Ok(_) => "success",
             Err(e) => e.outcome(),
         };
+        span.record("outcome", outcome);
         self.metrics
             .observe_upstream(outcome, started.elapsed().as_secs_f64());
         result

@@ -2,6 +2,7 @@
 //! against the outbound rules in force now (not only when they were written), or the
 //! reason the tenant cannot be asked a token for.
 
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use url::Url;
 
@@ -31,19 +32,53 @@ pub struct UpstreamParams {
     scope: Option<String>,
     token_type: TokenType,
     asymmetric_jwt: bool,
+    /// The client secret from before its last change, and until when it may be used.
+    previous_secret: Option<(SecretString, DateTime<Utc>)>,
 }
 
 impl UpstreamParams {
     pub fn request(&self) -> TokenRequest<'_> {
+        self.request_with(&self.client_secret)
+    }
+
+    /// The same request with the previous client secret, while it may still be used:
+    /// the safety net of a rotation whose new secret edX refuses.
+    pub fn previous_request(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Option<(TokenRequest<'_>, DateTime<Utc>)> {
+        let (secret, until) = self.previous_secret.as_ref()?;
+        (now < *until).then(|| (self.request_with(secret), *until))
+    }
+
+    fn request_with<'a>(&'a self, secret: &'a SecretString) -> TokenRequest<'a> {
         TokenRequest {
             token_url: &self.token_url,
             client_id: &self.client_id,
-            client_secret: &self.client_secret,
+            client_secret: secret,
             scope: self.scope.as_deref(),
             token_type: self.token_type,
             asymmetric_jwt: self.asymmetric_jwt,
         }
     }
+}
+
+/// The previous client secret, opened; one that cannot be opened is only logged (the
+/// current secret is what counts).
+fn open_previous(tenant: &Tenant, key: &MasterKey) -> Option<(SecretString, DateTime<Utc>)> {
+    let previous = tenant.previous_secret.as_ref()?;
+    let opened = key
+        .open(
+            Purpose::PreviousClientSecret,
+            tenant.id.as_str(),
+            &previous.sealed,
+        )
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    if opened.is_none() {
+        tracing::warn!(tenant = %tenant.id, "the stored previous client secret cannot be opened; it is not used");
+    }
+    Some((SecretString::from(opened?), previous.until))
 }
 
 /// Checks a stored URL against the rules in force now.
@@ -75,6 +110,7 @@ impl TenantConfig {
                 scope: tenant.scope.clone(),
                 token_type: tenant.token_type,
                 asymmetric_jwt: tenant.asymmetric_jwt,
+                previous_secret: open_previous(tenant, key),
             })
         })();
         let jwks_url = tenant

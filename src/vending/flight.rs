@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, FutureExt};
+use tracing::Instrument;
 
 use super::core::Core;
 use super::error::VendError;
@@ -60,13 +61,16 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
     }
     let epoch = slot.epoch.load(Ordering::SeqCst);
     let generation = slot.generation.load(Ordering::SeqCst);
-    let task = tokio::spawn(fetch_task(
-        core.clone(),
-        slot.clone(),
-        (epoch, generation),
-        need,
-        now,
-    ));
+    let held = slot.token.load().as_ref().is_some_and(|t| t.servable(now));
+    // A child of the request that started it (if any); the fetch outlives that request.
+    let span = tracing::info_span!(
+        "token_fetch",
+        tenant = %slot.id,
+        "tokenvend.trigger" = need.trigger(held),
+    );
+    let task = tokio::spawn(
+        fetch_task(core.clone(), slot.clone(), (epoch, generation), need, now).instrument(span),
+    );
     let fetch = async move { task.await.unwrap_or(Err(VendError::Internal)) }
         .boxed()
         .shared();
@@ -111,7 +115,11 @@ async fn fetch_task(
         return result.map(|obtained| obtained.token);
     }
     match result {
-        Ok(Obtained { token, stored }) => {
+        Ok(Obtained {
+            token,
+            stored,
+            notice,
+        }) => {
             // A token held before an invalidation that happened during this fetch (one
             // another replica had stored) is not brought back.
             let stale =
@@ -119,6 +127,9 @@ async fn fetch_task(
             let was_failing = slot.health.lock().cause.is_some();
             if stale || !slot.install(token.clone()) {
                 return Ok(token);
+            }
+            if let Some(notice) = notice {
+                slot.health.lock().last_error = Some(notice);
             }
             if was_failing {
                 let event =

@@ -143,7 +143,7 @@ impl TokenSource for FakeEdx {
         &'a self,
         request: &'a TokenRequest<'a>,
         _deadline: Instant,
-        before_attempt: &'a AttemptGate<'a>,
+        before_attempt: &'a AttemptGate<'_>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
         async move {
             before_attempt().await?;

@@ -25,9 +25,11 @@ mod registry;
 mod scheduler;
 mod sealed;
 mod settings;
+pub mod signals;
 mod slot;
 mod status;
 mod token;
+mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub use settings::VendingSettings;
 pub use slot::{LastError, ProxyStats};
 pub use status::{StatusPage, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
+pub use verify::VerifiedToken;
 
 use self::budget::UpstreamBudget;
 use self::core::Core;
@@ -214,6 +217,18 @@ impl Vendor {
         }
         let fresh = self.token(id, Duration::ZERO).await.ok()?;
         (fresh.fingerprint != refused.fingerprint).then_some(fresh)
+    }
+
+    /// Asks edX for a token with `tenant`'s settings before it is stored (nothing is
+    /// served, stored or counted against the tenant as held now).
+    pub async fn verify(&self, tenant: &Tenant) -> Result<VerifiedToken, VendError> {
+        verify::verify(&self.core, tenant).await
+    }
+
+    /// Serves and stores a verified token once its tenant is stored and registered (see
+    /// `upsert_tenant`): its first caller needs no upstream call.
+    pub async fn keep_verified(&self, verified: VerifiedToken) {
+        verify::keep(&self.core, verified).await;
     }
 
     /// Adds a tenant or applies a change to it (see `registry::upsert_tenant`).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, FutureExt};
+use tracing::Instrument;
 use url::Url;
 
 use super::budget::{Priority, UpstreamBudget};
@@ -17,10 +18,12 @@ use super::core::Core;
 use super::error::VendError;
 use super::need::{Need, Obtained};
 use super::port::{RefreshGuard, StoreFault, TenantKey};
-use super::slot::{Outcome, Slot};
+use super::signals;
+use super::slot::{LastError, Slot};
 use super::token::HeldToken;
 use crate::domain::rfc3339;
-use crate::upstream::UpstreamError;
+use crate::upstream::{AttemptGate, FetchedToken, UpstreamError};
+use crate::webhooks::Event;
 
 /// How long a read or write under the refresh lock may take before the refresh goes on
 /// without it (a store that hangs must not hold callers past their deadline).
@@ -49,14 +52,18 @@ pub async fn obtain(
 ) -> Result<Obtained, VendError> {
     let deadline = Instant::now() + core.settings.request_deadline;
     let held_before = slot.token.load_full();
-    let Some(mut guard) = refresh_lock(core, &config.key).await else {
-        let token = fetch_upstream(core, slot, config, need, deadline).await?;
+    let locking =
+        refresh_lock(core, &config.key).instrument(tracing::info_span!("store.refresh_lock"));
+    let Some(mut guard) = locking.await else {
+        let (token, notice) = fetch_upstream(core, slot, config, need, deadline).await?;
         return Ok(Obtained {
             token,
             stored: false,
+            notice,
         });
     };
-    match bounded(guard.stored()).await {
+    let reading = bounded(guard.stored()).instrument(tracing::info_span!("store.read_token"));
+    match reading.await {
         // A token stored for another tenant identity (a deleted predecessor under the
         // same id) is never taken.
         Ok(Some(stored)) if stored.tenant_uid == config.key.uid => {
@@ -73,6 +80,7 @@ pub async fn obtain(
                     return Ok(Obtained {
                         token: Arc::new(token),
                         stored: true,
+                        notice: None,
                     });
                 }
             }
@@ -82,8 +90,10 @@ pub async fn obtain(
             tracing::warn!(tenant = %slot.id, %error, "cannot read the stored token")
         }
     }
-    let token = fetch_upstream(core, slot, config, need, deadline).await?;
-    match bounded(guard.save_and_release(&token)).await {
+    let (token, notice) = fetch_upstream(core, slot, config, need, deadline).await?;
+    let saving =
+        bounded(guard.save_and_release(&token)).instrument(tracing::info_span!("store.save_token"));
+    match saving.await {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!(tenant = %slot.id, "token not stored: the tenant changed meanwhile")
@@ -94,6 +104,7 @@ pub async fn obtain(
     Ok(Obtained {
         token,
         stored: true,
+        notice,
     })
 }
 
@@ -130,13 +141,15 @@ async fn refresh_lock(core: &Core, tenant: &TenantKey) -> Option<Box<dyn Refresh
     }
 }
 
+/// A new token from edX, and a notice for the token status when it was had with the
+/// previous client secret.
 async fn fetch_upstream(
     core: &Core,
     slot: &Slot,
     config: &TenantConfig,
     need: Need,
     deadline: Instant,
-) -> Outcome {
+) -> Result<(Arc<HeldToken>, Option<LastError>), VendError> {
     let params = config
         .upstream
         .as_ref()
@@ -169,11 +182,43 @@ async fn fetch_upstream(
         },
         cause,
     };
-    let fetched = core
-        .source
-        .fetch(&request, deadline, &gate)
-        .await
-        .map_err(upstream_error)?;
+    let mut notice = None;
+    let fetched = match core.source.fetch(&request, deadline, &gate).await {
+        Err(UpstreamError::Rejected { status, code }) if code == "invalid_client" => {
+            let (fetched, until) = previous_secret_fallback(core, slot, config, deadline, &gate)
+                .await
+                .ok_or_else(|| {
+                    upstream_error(UpstreamError::Rejected {
+                        status,
+                        code: code.clone(),
+                    })
+                })?;
+            notice = Some(LastError {
+                at: rfc3339(core.now()),
+                status: Some(status),
+                message: format!(
+                    "the new client secret was refused by edX ({code}); serving with the \
+                     previous secret until {}",
+                    rfc3339(until)
+                ),
+            });
+            // Said once while the previous secret serves, not on every refresh.
+            let said = slot.health.lock().last_error.as_ref().is_some_and(|e| {
+                e.message
+                    .starts_with("the new client secret was refused by edX")
+            });
+            if !said {
+                signals::credentials_rejected(&slot.id, &code, Some(until));
+                core.events.raise_later(Event::credentials_rejected(
+                    slot.id.as_str(),
+                    status,
+                    &code,
+                ));
+            }
+            fetched
+        }
+        other => other.map_err(upstream_error)?,
+    };
     let token =
         HeldToken::from_fetch(fetched, core.now(), core.settings.skew).map_err(upstream_error)?;
     tracing::info!(
@@ -182,7 +227,30 @@ async fn fetch_upstream(
         expires_at = %rfc3339(token.expires_at),
         "fetched a new token"
     );
-    Ok(Arc::new(token))
+    Ok((Arc::new(token), notice))
+}
+
+/// After edX refused the client secret as `invalid_client`: a token asked for with the
+/// tenant's previous secret, while it is kept, and until when that secret is kept.
+async fn previous_secret_fallback(
+    core: &Core,
+    slot: &Slot,
+    config: &TenantConfig,
+    deadline: Instant,
+    gate: &AttemptGate<'_>,
+) -> Option<(FetchedToken, DateTime<Utc>)> {
+    let params = config.upstream.as_ref().ok()?;
+    let (request, until) = params.previous_request(core.now())?;
+    match core.source.fetch(&request, deadline, gate).await {
+        Ok(fetched) => {
+            tracing::warn!(tenant = %slot.id, until = %rfc3339(until), "edX refused the new client secret; serving with the previous one");
+            Some((fetched, until))
+        }
+        Err(error) => {
+            tracing::debug!(tenant = %slot.id, %error, "the previous client secret does not work either");
+            None
+        }
+    }
 }
 
 /// Whose budget a token request is taken from: its endpoint's host (and port, if not the
@@ -198,7 +266,7 @@ pub fn budget_host(url: &Url) -> String {
 /// Takes one request from the budget of `host`: from the fleet's bucket in the store when
 /// there is one (and it answers in time), else from this process's. A reservation that
 /// comes due before the deadline is waited for; otherwise the request is not sent.
-async fn take_budget(
+pub async fn take_budget(
     core: &Core,
     host: &str,
     priority: Priority,

@@ -103,7 +103,7 @@ pub trait TokenSource: Send + Sync + 'static {
         &'a self,
         request: &'a TokenRequest<'a>,
         deadline: Instant,
-        before_attempt: &'a AttemptGate<'a>,
+        before_attempt: &'a AttemptGate<'_>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>>;
 }
 
@@ -112,7 +112,7 @@ impl TokenSource for UpstreamClient {
         &'a self,
         request: &'a TokenRequest<'a>,
         deadline: Instant,
-        before_attempt: &'a AttemptGate<'a>,
+        before_attempt: &'a AttemptGate<'_>,
     ) -> BoxFuture<'a, Result<FetchedToken, UpstreamError>> {
         Box::pin(UpstreamClient::fetch(
             self,

@@ -30,6 +30,8 @@ mod serving;
 mod status_pages;
 mod tenants;
 mod tokens;
+mod tracing;
+mod verify;
 mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their

@@ -53,6 +53,69 @@ fn parse(ran: &Ran) -> Value {
 }
 
 #[tokio::test]
+async fn tenants_add_verifies_the_credentials_unless_told_not_to() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = app.admin_key.clone();
+    let token_url = app.issuer_server.token_url();
+    app.issuer.register("cli-verified", "the-secret-edx-knows");
+    let add = |id: &'static str, extra: &'static [&'static str]| {
+        let mut args = vec!["tenants", "add", id, "--client-id", "cli-verified"];
+        args.extend(["--token-url", token_url.as_str()]);
+        args.extend(extra);
+        args
+    };
+
+    let ran = cli(
+        &app,
+        &admin,
+        &add("refused", &[]),
+        Some("a-wrong-secret\n"),
+        &[],
+    )
+    .await;
+    assert!(!ran.ok, "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("422") && ran.stderr.contains("invalid_client"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("--no-verify"), "{}", ran.stderr);
+    let resp = app
+        .admin(reqwest::Method::GET, "/tenants/refused", None)
+        .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "nothing stored");
+    assert_eq!(app.issuer.calls("cli-verified"), 1);
+
+    let ran = cli(
+        &app,
+        &admin,
+        &add("unchecked", &["--no-verify"]),
+        Some("a-wrong-secret\n"),
+        &[],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    assert_eq!(app.issuer.calls("cli-verified"), 1, "edX was not asked");
+
+    let ran = cli(
+        &app,
+        &admin,
+        &add("checked", &[]),
+        Some("the-secret-edx-knows\n"),
+        &[],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    assert_eq!(app.issuer.calls("cli-verified"), 2);
+    json_body(app.get_token("checked").await, StatusCode::OK).await;
+    assert_eq!(
+        app.issuer.calls("cli-verified"),
+        2,
+        "the verified token is served"
+    );
+}
+
+#[tokio::test]
 async fn every_operator_command_works_against_a_running_service() {
     let app = spawn_app(Backend::Sqlite).await;
     let admin = app.admin_key.clone();

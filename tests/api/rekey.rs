@@ -54,6 +54,7 @@ async fn token_of(app: &TestApp, id: &str) -> String {
 async fn stored_under_other_keys(app: &TestApp, key: &MasterKey) -> i64 {
     app.raw_count(
         "SELECT (SELECT COUNT(*) FROM tenants WHERE secret_key_id <> $1) \
+         + (SELECT COUNT(*) FROM tenants WHERE previous_secret_key_id <> $1) \
          + (SELECT COUNT(*) FROM tokens WHERE key_id <> $1) \
          + (SELECT COUNT(*) FROM webhooks WHERE secret_key_id <> $1)",
         &[key.id()],
@@ -143,8 +144,8 @@ async fn the_master_key_rotates_online_and_no_secret_is_re_entered(mut app: Test
     assert_eq!(rekey[0]["target"], k2.id());
     assert_eq!(
         rekey[0]["details"],
-        serde_json::json!({"key_id": k2.id(), "client_secrets": 2, "tokens": 2,
-            "webhook_secrets": 1, "skipped": 0, "failed": 0})
+        serde_json::json!({"key_id": k2.id(), "client_secrets": 2, "previous_secrets": 0,
+            "tokens": 2, "webhook_secrets": 1, "skipped": 0, "failed": 0})
     );
 
     // A second run has nothing left to do.
@@ -245,7 +246,59 @@ async fn a_value_changed_since_the_rekey_read_it_is_not_overwritten(app: TestApp
     store.close().await;
 }
 
+async fn the_previous_client_secret_is_re_sealed_too(mut app: TestApp) {
+    let (k1, k1_b64) = with_known_key(&mut app).await;
+    app.issuer_tenant("acme").await;
+    // An unverified rotation keeps the old secret (sealed under k1) as a fallback.
+    let resp = app
+        .admin(
+            Method::PATCH,
+            "/tenants/acme",
+            Some(&serde_json::json!({"client_secret": "a-secret-edx-refuses"})),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (k2, k2_b64) = MasterKey::generate();
+    app.settings.master_key = Some(k2.clone());
+    app.settings.old_master_keys = vec![k1.clone()];
+    app.restart().await;
+
+    let output = run_rekey(&app, &k2_b64, Some(&k1_b64)).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "re-sealed 1 client secrets (and 1 previous secrets), 0 tokens and 0 webhook secrets"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(stored_under_other_keys(&app, &k2).await, 0);
+
+    // The new key alone starts (nothing is left under k1), and the previous secret opens.
+    app.settings.old_master_keys = Vec::new();
+    app.restart().await;
+    let resp = app.get_token("acme").await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "served with the previous secret"
+    );
+    let status = json_body(
+        app.admin(Method::GET, "/tenants/acme/token/status", None)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        status["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("serving with the previous secret")),
+        "{status}"
+    );
+}
+
 crate::on_both_backends!(
+    the_previous_client_secret_is_re_sealed_too,
     the_master_key_rotates_online_and_no_secret_is_re_entered,
     rekey_exits_1_naming_the_tenant_and_key_it_cannot_open,
     a_value_changed_since_the_rekey_read_it_is_not_overwritten,

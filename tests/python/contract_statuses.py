@@ -14,7 +14,8 @@ Run by tests/api/contract.rs around its Schemathesis run, in two phases:
 
 Environment: BASE_URL, SPEC, STATE, HAR (down), ADMIN_KEY, TOKEN_ONLY_KEY (scope
 token:acme), READ_ONLY_KEY (scope tenants:read). Tenants: acme (healthy), rejected (edX
-refuses its credentials), slow (edX never answers), down (edX answers 503).
+refuses its credentials), slow (edX never answers), down (edX answers 503), garbage (edX
+answers 200 with a body that is not JSON); each has an issuer client `client-<tenant>`.
 """
 
 import json
@@ -213,6 +214,7 @@ def phase_up():
     reached.add(expect("429", "POST", "/tenants/{id}/token/refresh",
                        path_parameters={"id": "rejected"}))
     reached |= proxy_and_invalidation()
+    reached |= verify_failures()
     reached |= rate_limited()
     return reached
 
@@ -284,6 +286,32 @@ def proxy_and_invalidation():
                         headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30).json()
     reached.add(expect("429", "POST", invalidate, path_parameters=acme,
                        body={"fingerprint": held["fingerprint"]}, media_type=json_type))
+    return reached
+
+
+def verify_failures():
+    """`?verify=true` on tenant writes, with credentials of the local issuer's failing
+    clients: refused (422 with upstream_error), garbage (502), down (503), hanging (504).
+    Nothing is stored, and acme keeps its settings."""
+    reached = set()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    acme_before = requests.get(BASE_URL + "/tenants/acme", headers=admin, timeout=30).json()
+    token_url = acme_before["token_url"]
+    merge = "application/merge-patch+json"
+    for status, client in [("422", "client-rejected"), ("502", "client-garbage"),
+                           ("503", "client-down"), ("504", "client-slow")]:
+        tenant = f"verify-{status}"
+        reached.add(expect(status, "POST", "/tenants", query={"verify": "true"}, body={
+            "id": tenant, "name": "n", "client_id": client, "client_secret": "s3cret",
+            "token_url": token_url}))
+        gone = requests.get(f"{BASE_URL}/tenants/{tenant}", headers=admin, timeout=30)
+        assert gone.status_code == 404, f"{tenant} was stored: {gone.status_code}"
+        reached.add(expect(status, "PATCH", "/tenants/{id}", path_parameters={"id": "acme"},
+                           query={"verify": "true"},
+                           body={"client_id": client, "client_secret": "s3cret"},
+                           media_type=merge))
+    acme_after = requests.get(BASE_URL + "/tenants/acme", headers=admin, timeout=30).json()
+    assert acme_after == acme_before, (acme_before, acme_after)
     return reached
 
 

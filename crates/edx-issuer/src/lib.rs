@@ -82,6 +82,7 @@ struct Client {
 struct CallRecord {
     calls: u64,
     last_form: Vec<(String, String)>,
+    last_traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -211,6 +212,17 @@ impl Issuer {
         self.core.api.lock().calls
     }
 
+    /// The W3C `traceparent` header of the last token request that named this
+    /// `client_id`, if it carried one (tests check that traces reach edX).
+    pub fn last_traceparent(&self, client_id: &str) -> Option<String> {
+        self.core
+            .registry
+            .lock()
+            .calls
+            .get(client_id)
+            .and_then(|record| record.last_traceparent.clone())
+    }
+
     /// The JWKS document published at `GET /oauth2/jwks.json`.
     pub fn jwks(&self) -> Value {
         jwt::jwks(*self.core.publishing.lock())
@@ -224,9 +236,13 @@ impl Issuer {
 }
 
 impl IssuerCore {
-    /// Counts a token request and records its form; returns the named client's behaviour
+    /// Counts a token request and records its form and `traceparent`; returns the named client's behaviour
     /// and secret if it is registered.
-    fn record(&self, form: Option<&[(String, String)]>) -> Option<(ClientBehaviour, String)> {
+    fn record(
+        &self,
+        form: Option<&[(String, String)]>,
+        traceparent: Option<&str>,
+    ) -> Option<(ClientBehaviour, String)> {
         let mut registry = self.registry.lock();
         registry.total_calls += 1;
         let form = form?;
@@ -234,6 +250,7 @@ impl IssuerCore {
         let record = registry.calls.entry(client_id.to_owned()).or_default();
         record.calls += 1;
         record.last_form = form.to_vec();
+        record.last_traceparent = traceparent.map(str::to_owned);
         registry
             .clients
             .get(client_id)

@@ -76,7 +76,10 @@ async fn token_endpoint(
     let form = std::str::from_utf8(&body)
         .ok()
         .and_then(|body| serde_urlencoded::from_str::<Vec<(String, String)>>(body).ok());
-    let client = app.core.record(form.as_deref());
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    let client = app.core.record(form.as_deref(), traceparent);
     tracing::debug!(
         client_id = form.as_deref().and_then(|f| field(f, "client_id")),
         "local issuer: token request"

@@ -77,6 +77,7 @@ async fn the_service_keeps_to_openapi_yaml() {
     tenant_with_failure(&app, "rejected", Failure::InvalidClient).await;
     tenant_with_failure(&app, "slow", Failure::Hang).await;
     tenant_with_failure(&app, "down", Failure::Unavailable).await;
+    tenant_with_failure(&app, "garbage", Failure::Garbage).await;
     let token_only = app.create_key(&["token:acme"]).await;
     let read_only = app.create_key(&["tenants:read"]).await;
 

@@ -1,0 +1,97 @@
+//! OpenTelemetry: spans exported over OTLP/HTTP when an endpoint is configured, the W3C
+//! trace context of a caller continued by its request's span, and the flush at shutdown.
+//! Off (the default), none of this runs: no layer, no propagator, nothing per request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::HeaderMap;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::{Span, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::config::otel::{OtelSettings, OtlpProtocol};
+
+/// Whether spans are exported: set once, when the exporting subscriber is installed.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The tracer provider over an OTLP/HTTP exporter (batched; `OTEL_BSP_*` apply), with the
+/// W3C trace-context propagator installed for incoming and outgoing requests.
+pub fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
+    let protocol = match settings.protocol {
+        OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => Protocol::HttpJson,
+    };
+    // The endpoint comes from OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, which the exporter
+    // reads itself (adding /v1/traces to the general one, as the specification says).
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .build()
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot export traces there: {e}"))?;
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The layer that turns tokenvend's spans into OpenTelemetry spans: every span of ours
+/// (the hot path's request span is at debug level, so the log filter alone would drop
+/// it), and events at info and above as span events.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    let tracer = provider.tracer("tokenvend");
+    let exported = filter_fn(|metadata| {
+        if metadata.is_span() {
+            metadata.target().starts_with("tokenvend") && *metadata.level() <= tracing::Level::DEBUG
+        } else {
+            *metadata.level() <= tracing::Level::INFO
+        }
+    });
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(exported)
+}
+
+pub fn mark_exporting() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
+/// Makes `span` continue the caller's trace when its request carries a W3C
+/// `traceparent` (and `tracestate`).
+pub fn continue_trace(span: &Span, headers: &HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Headers(headers))
+    });
+    // Without a valid traceparent this is an empty context: the span starts a trace.
+    let _ = span.set_parent(parent);
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}

@@ -1,0 +1,117 @@
+//! Verifying credentials before they are stored (`?verify=true` on a tenant write): one
+//! token fetch with the new settings through the same upstream client and outbound rules,
+//! nothing served or stored meanwhile; the token is kept once the tenant is stored, so
+//! that its first caller needs no second upstream call.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::{BoxFuture, FutureExt};
+use tracing::Instrument;
+
+use super::budget::Priority;
+use super::config::TenantConfig;
+use super::core::Core;
+use super::error::VendError;
+use super::obtain::{budget_host, take_budget};
+use super::port::TenantKey;
+use super::token::HeldToken;
+use crate::domain::Tenant;
+use crate::upstream::UpstreamError;
+
+/// A token fetched with a tenant's credentials before it is stored.
+pub struct VerifiedToken {
+    key: TenantKey,
+    token: Arc<HeldToken>,
+    /// Upstream attempts it took (counted in the tenant's status once it is kept).
+    attempts: u64,
+}
+
+/// Asks edX for a token with `tenant`'s settings, serving and storing nothing.
+pub async fn verify(core: &Core, tenant: &Tenant) -> Result<VerifiedToken, VendError> {
+    let config = TenantConfig::new(tenant, &core.master_key, core.policy);
+    let params = config
+        .upstream
+        .as_ref()
+        .map_err(|problem| VendError::Unusable(problem.clone()))?;
+    let request = params.request();
+    let deadline = Instant::now() + core.settings.request_deadline;
+    let attempts = AtomicU64::new(0);
+    let host = budget_host(request.token_url);
+    // Taken from the host's budget like every token request, but outside the reserve
+    // kept for tenants whose callers have no token.
+    let count = || -> BoxFuture<'_, Result<(), UpstreamError>> {
+        let host = host.as_str();
+        let attempts = &attempts;
+        async move {
+            take_budget(core, host, Priority::Caller, deadline).await?;
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        .boxed()
+    };
+    let span =
+        tracing::info_span!("token_fetch", tenant = %tenant.id, "tokenvend.trigger" = "verify");
+    let fetched = core
+        .source
+        .fetch(&request, deadline, &count)
+        .instrument(span)
+        .await;
+    // No cool-down is started for a tenant not yet stored: edX's own word on when to
+    // come back is all a caller gets.
+    let upstream_error = |cause: UpstreamError| {
+        let retry_after = match &cause {
+            UpstreamError::Throttled { retry_after, .. }
+            | UpstreamError::Unavailable { retry_after, .. } => *retry_after,
+            UpstreamError::OverBudget { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        VendError::Upstream { cause, retry_after }
+    };
+    let token = HeldToken::from_fetch(
+        fetched.map_err(upstream_error)?,
+        core.now(),
+        core.settings.skew,
+    )
+    .map_err(upstream_error)?;
+    tracing::info!(tenant = %tenant.id, fingerprint = %token.fingerprint, "verified the credentials");
+    Ok(VerifiedToken {
+        key: config.key,
+        token: Arc::new(token),
+        attempts: attempts.into_inner(),
+    })
+}
+
+/// Serves and stores (sealed) a verified token, once its tenant is stored and registered
+/// with the same identity and credentials; otherwise it is dropped.
+pub async fn keep(core: &Arc<Core>, verified: VerifiedToken) {
+    let VerifiedToken {
+        key,
+        token,
+        attempts,
+    } = verified;
+    let Some(slot) = core.slot(&key.id) else {
+        return;
+    };
+    {
+        // Under the flight lock, as a fetch's own result is installed.
+        let _inflight = slot.inflight.lock();
+        if slot.config.load().key != key {
+            tracing::debug!(tenant = %key.id, "verified token not kept: the tenant changed meanwhile");
+            return;
+        }
+        slot.install(token.clone());
+        slot.upstream_calls.fetch_add(attempts, Ordering::Relaxed);
+    }
+    core.verify_in_background(&slot, token.clone());
+    match core.tokens.save(&key, &token).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(tenant = %key.id, "verified token not stored: the tenant changed meanwhile")
+        }
+        Err(error) => {
+            tracing::warn!(tenant = %key.id, %error, "could not store the verified token")
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! OpenTelemetry through the real binary (global tracer providers are process-wide, so
+//! the service runs in a process of its own): spans exported as OTLP/HTTP JSON to a small
+//! collector on loopback, the caller's trace continued, and the trace passed on to edX.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use edx_issuer::Issuer;
+use serde_json::{json, Value};
+
+use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+
+/// The address the service logged it listens on (it binds port 0 itself: a port picked
+/// beforehand could be taken meanwhile by a test running beside this one); the rest of
+/// its log is drained in the background.
+fn listening_address(stderr: std::process::ChildStderr) -> String {
+    use std::io::BufRead;
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("tokenvend listening addr=").nth(1) {
+                let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the service logs the address it listens on")
+}
+use crate::helpers::eventually_within;
+
+/// Every OTLP export request body received.
+type Received = Arc<Mutex<Vec<Value>>>;
+
+/// A collector accepting OTLP/HTTP JSON on `POST /v1/traces`; returns its base URL.
+async fn collector() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(|State(received): State<Received>, body: Bytes| async move {
+                let value: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+                received.lock().unwrap().push(value);
+                axum::Json(json!({}))
+            }),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}"), received)
+}
+
+/// Every exported span.
+fn spans(received: &Received) -> Vec<Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|body| {
+            body["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+#[tokio::test]
+async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
+    let (endpoint, received) = collector().await;
+    let issuer = Issuer::new(chrono::Utc::now);
+    let issuer_server = issuer.start().await.unwrap();
+    let secret = format!("trace-secret-{}", uuid::Uuid::new_v4().simple());
+    issuer.register("client-traced", &secret);
+
+    let dir = tempfile::tempdir().unwrap();
+    let admin_key = format!("tv-test-admin-{}", uuid::Uuid::new_v4().simple());
+    let mut child = tokenvend(dir.path())
+        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
+        .env("TOKENVEND_ADMIN_KEY", &admin_key)
+        .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_SERVICE_NAME", "tokenvend-under-test")
+        // Longer than the test: the spans arrive with the flush at shutdown.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SDK_DISABLED")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = listening_address(child.stderr.take().unwrap());
+    let base = format!("http://{address}");
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &base, &mut child).await;
+
+    let resp = client
+        .post(format!("{base}/tenants"))
+        .bearer_auth(&admin_key)
+        .json(
+            &json!({"id": "traced", "name": "Traced", "client_id": "client-traced",
+            "client_secret": secret, "token_url": issuer_server.token_url()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let resp = client
+        .get(format!("{base}/tenants/traced/token"))
+        .bearer_auth(&admin_key)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token: Value = resp.json().await.unwrap();
+    let access_token = token["access_token"].as_str().unwrap().to_owned();
+
+    // edX got the same trace, from a span of tokenvend's (not the caller's).
+    let sent = issuer
+        .last_traceparent("client-traced")
+        .expect("a traceparent on the token request");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert_eq!(parts[1], trace_id, "{sent}");
+    assert_ne!(parts[2], caller_span, "{sent}");
+
+    terminate(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually_within(
+        Duration::from_secs(10),
+        "the spans flushed at shutdown",
+        async || {
+            spans(&received)
+                .iter()
+                .any(|s| attribute(s, "tokenvend.trigger").is_some())
+        },
+    )
+    .await;
+
+    let spans = spans(&received);
+    let in_trace: Vec<&Value> = spans.iter().filter(|s| s["traceId"] == trace_id).collect();
+    let request = in_trace
+        .iter()
+        .find(|s| s["name"] == "GET /tenants/{id}/token")
+        .unwrap_or_else(|| panic!("the request span in the caller's trace: {spans:#?}"));
+    assert_eq!(
+        request["parentSpanId"], caller_span,
+        "continues the caller's span"
+    );
+    let fetch = in_trace
+        .iter()
+        .find(|s| s["name"] == "token_fetch")
+        .expect("the fetch span in the caller's trace");
+    assert_eq!(
+        attribute(fetch, "tokenvend.trigger"),
+        Some(&json!({"stringValue": "caller"}))
+    );
+    assert_eq!(fetch["parentSpanId"], request["spanId"]);
+    let attempt = in_trace
+        .iter()
+        .find(|s| s["name"] == "upstream_attempt")
+        .expect("an upstream attempt span");
+    assert_eq!(attempt["parentSpanId"], fetch["spanId"]);
+    assert_eq!(parts[2], attempt["spanId"], "edX saw the attempt's span");
+
+    let exported = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Value::to_string)
+        .collect::<String>();
+    assert!(
+        exported.contains("tokenvend-under-test"),
+        "OTEL_SERVICE_NAME"
+    );
+    for hidden in [secret.as_str(), access_token.as_str(), admin_key.as_str()] {
+        assert!(
+            !exported.contains(hidden),
+            "a secret or token in the traces"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_otlp_protocol_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokenvend(dir.path())
+        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc/json")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("tokenvend: OTEL_EXPORTER_OTLP_PROTOCOL: "),
+        "{stderr}"
+    );
+}
