@@ -115,20 +115,7 @@ impl Store {
     }
 
     pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let deleted = sqlx::query("DELETE FROM api_keys WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Ok(false);
-            }
-            write_audit!(tx, audit)?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        delete_audited!(self, [], "DELETE FROM api_keys WHERE id = $1", id, audit)
     }
 
     /// Up to `limit` audit events older than `before` (newest first).

@@ -36,6 +36,29 @@ macro_rules! write_audit {
     };
 }
 
+/// Deletes the row of `$id` with `$delete`, after the `$before` statements (bound to the
+/// same id), and appends the audit entry, in one transaction; `Ok(false)`, with nothing
+/// written, when there was no such row.
+macro_rules! delete_audited {
+    ($store:expr, [$($before:expr),*], $delete:expr, $id:expr, $audit:expr) => {
+        on_pool!($store, |pool| {
+            let mut tx = pool.begin().await?;
+            $(sqlx::query($before).bind($id).execute(&mut *tx).await?;)*
+            let deleted = sqlx::query($delete)
+                .bind($id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, $audit)?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    };
+}
+
 mod backend;
 mod budget;
 mod database_url;

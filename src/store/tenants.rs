@@ -248,23 +248,12 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, sqlx::Error> {
         let id = id.as_str();
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Ok(false);
-            }
-            write_audit!(tx, audit)?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        delete_audited!(
+            self,
+            ["DELETE FROM tokens WHERE tenant_id = $1"],
+            "DELETE FROM tenants WHERE id = $1",
+            id,
+            audit
+        )
     }
 }

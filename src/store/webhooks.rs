@@ -100,19 +100,6 @@ impl Store {
 
     /// Deletes the endpoint and its deliveries; `false` when there was none.
     pub async fn delete_webhook(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let deleted = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Ok(false);
-            }
-            write_audit!(tx, audit)?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        delete_audited!(self, [], "DELETE FROM webhooks WHERE id = $1", id, audit)
     }
 }

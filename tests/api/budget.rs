@@ -114,12 +114,7 @@ async fn thirty_cold_tenants_on_one_host_are_held_to_the_budget(backend: Backend
     );
     assert_eq!(app.issuer.total_calls(), 11);
 
-    let metrics = app
-        .admin(Method::GET, "/metrics", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tokenvend_upstream_budget_asks_total{")
             && metrics.contains("outcome=\"refused\"} 21"),

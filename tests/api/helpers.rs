@@ -546,6 +546,13 @@ impl TestApp {
         resp.json().await.expect("status JSON")
     }
 
+    /// The `/metrics` text, read with the admin key.
+    pub async fn metrics(&self) -> String {
+        let resp = self.admin(Method::GET, "/metrics", None).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.expect("metrics text")
+    }
+
     pub fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }

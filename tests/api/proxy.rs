@@ -442,12 +442,7 @@ async fn a_revoked_token_is_replaced_once_and_the_call_retried(app: TestApp) {
     assert_eq!(app.issuer.api_calls(), api_calls + 2, "one retry");
     assert_eq!(held_token(&app, "acme").await["fingerprint"], new.as_str());
 
-    let metrics = app
-        .admin(Method::GET, "/metrics", None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tokenvend_proxy_401_retries_total{tenant=\"acme\"} 1"),
         "{metrics}"

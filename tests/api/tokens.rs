@@ -237,12 +237,7 @@ async fn min_ttl_fetches_a_fresher_token_at_most_once_per_request(app: TestApp) 
     .await;
     assert_ne!(refetched["access_token"], fresher["access_token"]);
     assert_eq!(app.issuer.calls(&client), 3, "one fetch for that request");
-    let metrics = app
-        .request(Method::GET, "/metrics", Some(&app.admin_key), None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tokenvend_token_requests_total{result=\"miss\"} 3"),
         "{metrics}"
@@ -607,12 +602,7 @@ async fn token_status_shows_the_window_and_claims_but_never_the_token(app: TestA
     )
     .await;
     assert_eq!(list["items"][0]["tenant_id"], "acme");
-    let metrics = app
-        .request(Method::GET, "/metrics", Some(&app.admin_key), None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for text in [
         status.to_string(),
         list.to_string(),
