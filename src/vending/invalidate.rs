@@ -5,12 +5,14 @@
 //! bumped, so that neither a fetch under way nor a stored copy brings it back.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::core::Core;
 use super::error::VendError;
 use super::flight::too_soon;
 use super::slot::Slot;
+use super::token::HeldToken;
 
 /// What an invalidation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,29 @@ pub enum Invalidation {
     FingerprintMismatch,
 }
 
-pub fn invalidate(core: &Core, slot: &Slot, fingerprint: &str) -> Result<Invalidation, VendError> {
+/// Deletes the stored copy of an invalidated token in the background, so that a restart
+/// does not adopt it again (a failure is logged: the copy is then refused in this
+/// process and draws another 401 after a restart at worst).
+fn forget_stored(core: &Arc<Core>, slot: &Slot, held: Arc<HeldToken>) {
+    let core = core.clone();
+    let key = slot.config.load().key.clone();
+    tokio::spawn(async move {
+        match core.tokens.forget(&key, &held).await {
+            Ok(deleted) => {
+                tracing::debug!(tenant = %key.id, deleted, "stored copy of the invalidated token")
+            }
+            Err(error) => {
+                tracing::warn!(tenant = %key.id, %error, "could not delete the invalidated token from the store")
+            }
+        }
+    });
+}
+
+pub fn invalidate(
+    core: &Arc<Core>,
+    slot: &Slot,
+    fingerprint: &str,
+) -> Result<Invalidation, VendError> {
     // Under the flight lock, where fetch results and stored tokens are installed.
     let _inflight = slot.inflight.lock();
     let Some(held) = slot
@@ -44,5 +68,6 @@ pub fn invalidate(core: &Core, slot: &Slot, fingerprint: &str) -> Result<Invalid
     slot.generation.fetch_add(1, Ordering::SeqCst);
     slot.token.store(None);
     tracing::info!(tenant = %slot.id, fingerprint = %held.fingerprint, "token invalidated");
+    forget_stored(core, slot, held);
     Ok(Invalidation::Dropped)
 }

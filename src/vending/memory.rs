@@ -57,6 +57,21 @@ impl TokenStore for MemoryTokenStore {
         futures::future::ready(Ok(current)).boxed()
     }
 
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>> {
+        let mut rows = self.rows.lock();
+        let same = rows
+            .get(&tenant.id)
+            .is_some_and(|(key, held)| key == tenant && held.fingerprint == token.fingerprint);
+        if same {
+            rows.remove(&tenant.id);
+        }
+        futures::future::ready(Ok(same)).boxed()
+    }
+
     fn stored<'a>(
         &'a self,
         tenant: &'a TenantId,

@@ -60,6 +60,14 @@ pub trait TokenStore: Send + Sync + 'static {
         token: &'a HeldToken,
     ) -> BoxFuture<'a, Result<bool, StoreFault>>;
 
+    /// Deletes the tenant's stored token if it is still `token` (it was invalidated), so
+    /// that a restart does not bring it back. Returns whether it was deleted.
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>>;
+
     /// The stored token of the tenant with this id, whichever identity it belongs to.
     fn stored<'a>(
         &'a self,

@@ -130,6 +130,20 @@ impl TokenStore for SealedTokenStore {
         .boxed()
     }
 
+    fn forget<'a>(
+        &'a self,
+        tenant: &'a TenantKey,
+        token: &'a HeldToken,
+    ) -> BoxFuture<'a, Result<bool, StoreFault>> {
+        async move {
+            self.store
+                .delete_token_if(&tenant.id, tenant.uid, token.fetched_at)
+                .await
+                .map_err(fault)
+        }
+        .boxed()
+    }
+
     fn stored<'a>(
         &'a self,
         tenant: &'a TenantId,

@@ -149,7 +149,35 @@ async fn an_invalidation_within_the_refresh_interval_is_refused_with_retry_after
     assert_eq!(app.issuer.calls(&client), 1);
 }
 
+async fn an_invalidated_token_is_not_brought_back_by_a_restart(mut app: TestApp) {
+    let client = app.issuer_tenant("acme").await;
+    let first = token(&app, "acme").await;
+    app.advance(PAST_THE_INTERVAL);
+    let fingerprint = first["fingerprint"].as_str().unwrap();
+    let answer = json_body(
+        invalidate(&app, "acme", &app.admin_key, fingerprint).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(answer, json!({ "invalidated": true }));
+    crate::helpers::eventually("the stored copy is deleted", async || {
+        app.raw_count("SELECT COUNT(*) FROM tokens WHERE tenant_id = 'acme'", &[])
+            .await
+            == 0
+    })
+    .await;
+    app.restart().await;
+    let second = token(&app, "acme").await;
+    assert_ne!(second["fingerprint"], first["fingerprint"]);
+    assert_eq!(
+        app.issuer.calls(&client),
+        2,
+        "the dead token was not adopted"
+    );
+}
+
 on_both_backends!(
+    an_invalidated_token_is_not_brought_back_by_a_restart,
     invalidating_the_held_token_drops_it_and_the_next_call_fetches_a_new_one,
     a_late_report_about_an_old_token_drops_nothing_and_calls_nobody,
     an_invalidation_within_the_refresh_interval_is_refused_with_retry_after,
