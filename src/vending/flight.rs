@@ -66,7 +66,11 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
     let span = tracing::info_span!(
         "token_fetch",
         tenant = %slot.id,
-        "tokenvend.trigger" = need.trigger(held),
+        "tokenvend.trigger" = slot
+            .next_trigger
+            .lock()
+            .take()
+            .unwrap_or_else(|| need.trigger(held)),
     );
     let task = tokio::spawn(
         fetch_task(core.clone(), slot.clone(), (epoch, generation), need, now).instrument(span),

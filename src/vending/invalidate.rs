@@ -67,6 +67,7 @@ pub fn invalidate(
     *slot.invalidated.lock() = Some(held.fingerprint.clone());
     slot.generation.fetch_add(1, Ordering::SeqCst);
     slot.token.store(None);
+    *slot.next_trigger.lock() = Some("invalidated");
     tracing::info!(tenant = %slot.id, fingerprint = %held.fingerprint, "token invalidated");
     forget_stored(core, slot, held);
     Ok(Invalidation::Dropped)

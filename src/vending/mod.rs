@@ -209,7 +209,12 @@ impl Vendor {
         refused: &HeldToken,
     ) -> Option<Arc<HeldToken>> {
         match self.invalidate(id, &refused.fingerprint) {
-            Ok(_) => {}
+            Ok(Invalidation::Dropped) => {
+                if let Some(slot) = self.core.slot(id) {
+                    *slot.next_trigger.lock() = Some("proxy_retry");
+                }
+            }
+            Ok(Invalidation::FingerprintMismatch) => {}
             Err(error) => {
                 tracing::debug!(tenant = %id, %error, "the refused token is not replaced now");
                 return None;

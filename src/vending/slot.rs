@@ -85,6 +85,10 @@ pub struct Slot {
     pub invalidated: Mutex<Option<String>>,
     /// Bumped by every invalidation (see `invalidate.rs`).
     pub generation: AtomicU64,
+    /// Why the next fetch happens, when a caller's need alone does not say it: set by an
+    /// invalidation (`invalidated`) and the proxy's retry after a 401 (`proxy_retry`),
+    /// taken by the fetch that follows (the `tokenvend.trigger` of its span).
+    pub next_trigger: Mutex<Option<&'static str>>,
     pub proxy: Mutex<ProxyStats>,
     /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
     jitter: f64,
@@ -113,6 +117,7 @@ impl Slot {
             deferred_until: AtomicI64::new(0),
             invalidated: Mutex::new(None),
             generation: AtomicU64::new(0),
+            next_trigger: Mutex::new(None),
             proxy: Mutex::new(ProxyStats::default()),
         }
     }

@@ -98,6 +98,8 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
         .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("TOKENVEND_ADMIN_KEY", &admin_key)
         .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+        // Invalidations and proxy retries a second apart (the test sleeps that long).
+        .env("TOKENVEND_MIN_REFRESH_INTERVAL", "1")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_SERVICE_NAME", "tokenvend-under-test")
@@ -119,7 +121,8 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
         .bearer_auth(&admin_key)
         .json(
             &json!({"id": "traced", "name": "Traced", "client_id": "client-traced",
-            "client_secret": secret, "token_url": issuer_server.token_url()}),
+            "client_secret": secret, "token_url": issuer_server.token_url(),
+            "api_base_url": issuer_server.api_base_url()}),
         )
         .send()
         .await
@@ -147,6 +150,45 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
     assert_eq!(parts.len(), 4, "{sent}");
     assert_eq!(parts[1], trace_id, "{sent}");
     assert_ne!(parts[2], caller_span, "{sent}");
+
+    // The fetch after an invalidation says so, and so does the proxy's retry after the
+    // API refused a (revoked) token.
+    let invalidated_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let retry_trace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resp = client
+        .post(format!("{base}/tenants/traced/token/invalidate"))
+        .bearer_auth(&admin_key)
+        .json(&json!({"fingerprint": token["fingerprint"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{base}/tenants/traced/token"))
+        .bearer_auth(&admin_key)
+        .header(
+            "traceparent",
+            format!("00-{invalidated_trace}-{caller_span}-01"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let second: Value = resp.json().await.unwrap();
+    assert_ne!(second["fingerprint"], token["fingerprint"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(issuer.revoke_tokens_of("client-traced") >= 2);
+    let resp = client
+        .get(format!(
+            "{base}/tenants/traced/proxy/api/enterprise/v1/enterprise-customer/"
+        ))
+        .bearer_auth(&admin_key)
+        .header("traceparent", format!("00-{retry_trace}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "one retry with a new token");
 
     terminate(&child);
     let status = tokio::task::spawn_blocking(move || child.wait())
@@ -184,6 +226,19 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
         Some(&json!({"stringValue": "caller"}))
     );
     assert_eq!(fetch["parentSpanId"], request["spanId"]);
+    for (trace, trigger) in [
+        (invalidated_trace, "invalidated"),
+        (retry_trace, "proxy_retry"),
+    ] {
+        let fetch = spans
+            .iter()
+            .find(|s| s["traceId"] == trace && s["name"] == "token_fetch")
+            .unwrap_or_else(|| panic!("a fetch span in trace {trace}: {spans:#?}"));
+        assert_eq!(
+            attribute(fetch, "tokenvend.trigger"),
+            Some(&json!({ "stringValue": trigger }))
+        );
+    }
     let attempt = in_trace
         .iter()
         .find(|s| s["name"] == "upstream_attempt")
@@ -201,7 +256,13 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
         exported.contains("tokenvend-under-test"),
         "OTEL_SERVICE_NAME"
     );
-    for hidden in [secret.as_str(), access_token.as_str(), admin_key.as_str()] {
+    let second_token = second["access_token"].as_str().unwrap();
+    for hidden in [
+        secret.as_str(),
+        access_token.as_str(),
+        second_token,
+        admin_key.as_str(),
+    ] {
         assert!(
             !exported.contains(hidden),
             "a secret or token in the traces"
