@@ -152,6 +152,13 @@ async fn an_invalidation_within_the_refresh_interval_is_refused_with_retry_after
 async fn an_invalidated_token_is_not_brought_back_by_a_restart(mut app: TestApp) {
     let client = app.issuer_tenant("acme").await;
     let first = token(&app, "acme").await;
+    // On SQLite the token is stored in the background, moments after it is served.
+    crate::helpers::eventually("the token is stored", async || {
+        app.raw_count("SELECT COUNT(*) FROM tokens WHERE tenant_id = 'acme'", &[])
+            .await
+            == 1
+    })
+    .await;
     app.advance(PAST_THE_INTERVAL);
     let fingerprint = first["fingerprint"].as_str().unwrap();
     let answer = json_body(
