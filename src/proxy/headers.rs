@@ -24,6 +24,18 @@ const NOT_SENT: &[&str] = &[
     "expect",
     "x-request-id",
     "traceparent",
+    // Claims about the caller or the request that only tokenvend may make to the API.
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
 /// The fingerprint of the token a proxied call was made with.

@@ -51,6 +51,8 @@ pub enum ProxyError {
     TooLarge,
     /// The request body could not be read from the caller.
     Unreadable,
+    /// The caller did not send its request body within the proxy timeout.
+    SlowBody,
 }
 
 pub struct Proxy {
@@ -106,10 +108,15 @@ impl Proxy {
         if declared.is_some_and(|n| n > MAX_BODY) {
             return Err(ProxyError::TooLarge);
         }
-        let body = OutgoingBody::read(call.body).await.map_err(|e| match e {
-            BodyError::TooLarge => ProxyError::TooLarge,
-            BodyError::Unreadable => ProxyError::Unreadable,
-        })?;
+        // A caller that trickles its body (or stops sending it) holds a connection and a
+        // buffer: the part kept for a retry must arrive within the proxy timeout.
+        let body = tokio::time::timeout(self.timeout, OutgoingBody::read(call.body))
+            .await
+            .map_err(|_| ProxyError::SlowBody)?
+            .map_err(|e| match e {
+                BodyError::TooLarge => ProxyError::TooLarge,
+                BodyError::Unreadable => ProxyError::Unreadable,
+            })?;
         let mut sent_headers = headers::request_headers(&call.headers, body.kept().is_none());
         if let Ok(id) = HeaderValue::from_str(&call.request_id) {
             sent_headers.insert("x-request-id", id);

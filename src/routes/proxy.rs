@@ -18,15 +18,15 @@ use crate::telemetry::RequestId;
 
 pub fn router() -> Router<AppState> {
     // At least one character of path: the API's root is never an edX API. The methods
-    // HTTP APIs use, as openapi.yaml lists them; any other (CONNECT, extensions) is 405.
+    // HTTP APIs use, as openapi.yaml lists them; any other is 405. TRACE above all: a
+    // server answering it echoes the request, the injected token included.
     let call = get(proxy_call)
         .post(proxy_call)
         .put(proxy_call)
         .patch(proxy_call)
         .delete(proxy_call)
         .head(proxy_call)
-        .options(proxy_call)
-        .trace(proxy_call);
+        .options(proxy_call);
     Router::new().route("/tenants/{id}/proxy/{*path}", call)
 }
 
@@ -74,5 +74,8 @@ async fn proxy_call(
             ProxyError::Unreadable => {
                 ApiError::BadRequest("the request body could not be read".to_owned())
             }
+            ProxyError::SlowBody => ApiError::BadRequest(
+                "the request body did not arrive within TOKENVEND_PROXY_TIMEOUT".to_owned(),
+            ),
         })
 }

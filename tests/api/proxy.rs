@@ -48,6 +48,9 @@ async fn the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies(app
         .header("cookie", "sessionid=the-callers-session")
         .header("x-tokenvend-debug", "1")
         .header("x-custom", "kept")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-http-method-override", "DELETE")
         .header("x-request-id", "req-from-the-caller")
         .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
         .send()
@@ -76,7 +79,13 @@ async fn the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies(app
         sent_trace.starts_with(&format!("00-{trace}-")),
         "{sent_trace}"
     );
-    for absent in ["cookie", "x-tokenvend-debug"] {
+    for absent in [
+        "cookie",
+        "x-tokenvend-debug",
+        "x-forwarded-for",
+        "forwarded",
+        "x-http-method-override",
+    ] {
         assert!(headers.get(absent).is_none(), "{absent} reached the API");
     }
     assert!(
@@ -534,5 +543,45 @@ mod timeout {
         let problem = assert_problem(resp, StatusCode::GATEWAY_TIMEOUT).await;
         assert_eq!(problem["type"], "urn:tokenvend:problem:api-timeout");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// A caller that announces a body and stops sending it holds a connection and a
+    /// buffer no longer than the proxy timeout.
+    #[tokio::test]
+    async fn sqlite_only_a_body_that_never_arrives_is_400_after_the_proxy_timeout() {
+        let app = spawn_app_with(Backend::Sqlite, |settings| {
+            settings.serving.proxy_timeout = Duration::from_secs(1);
+        })
+        .await;
+        app.issuer_tenant("acme").await;
+        let key = app.create_key(&["proxy:acme"]).await;
+        let address = app.address.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST {ENTERPRISE} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .expect("an answer within the proxy timeout, not a connection held open")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("TOKENVEND_PROXY_TIMEOUT"), "{answer}");
+        assert_eq!(app.issuer.api_calls(), 0, "nothing was sent");
+    }
+
+    /// TRACE makes a server echo the request back, the injected token included.
+    #[tokio::test]
+    async fn sqlite_only_trace_is_refused_before_a_token_is_used() {
+        let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+        let client = app.issuer_tenant("acme").await;
+        let key = app.create_key(&["proxy:acme"]).await;
+        let resp = call(&app, Method::TRACE, ENTERPRISE, &key).await;
+        assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert_eq!(app.issuer.api_calls(), 0);
+        assert_eq!(app.issuer.calls(&client), 0, "no token was fetched for it");
     }
 }
