@@ -92,14 +92,8 @@ impl Proxy {
     }
 
     async fn forward_once_or_twice(&self, call: ProxyCall) -> Result<Response<Body>, ProxyError> {
-        let base = self
-            .vendor
-            .api_base(&call.tenant)
-            .map_err(ProxyError::Token)?;
-        let url = call
-            .path
-            .target(&base, call.query.as_deref())
-            .ok_or_else(|| ProxyError::Token(VendError::Unusable("api_base_url".to_owned())))?;
+        // Checked before the body is read and before any token is used...
+        self.target(&call.tenant, &call.path, call.query.as_deref())?;
         let declared = call
             .headers
             .get(header::CONTENT_LENGTH)
@@ -127,6 +121,9 @@ impl Proxy {
             .token(&call.tenant, Duration::ZERO)
             .await
             .map_err(ProxyError::Token)?;
+        // ...and taken again with the token in hand: the tenant's API base may have moved
+        // while the body arrived, and the token is only ever sent to the current one.
+        let url = self.target(&call.tenant, &call.path, call.query.as_deref())?;
         let (method, headers) = (&call.method, &sent_headers);
         match body {
             OutgoingBody::Kept(bytes) => {
@@ -140,6 +137,7 @@ impl Proxy {
                     return Ok(answer(first, &token));
                 };
                 drop(first);
+                let url = self.target(&call.tenant, &call.path, call.query.as_deref())?;
                 self.metrics.count_proxy_retry(call.tenant.as_str());
                 tracing::info!(tenant = %call.tenant, "the API refused the token; retrying once with a new one");
                 let second = self
@@ -170,6 +168,18 @@ impl Proxy {
                 Ok(answer(answered, &token))
             }
         }
+    }
+
+    /// Where the call goes: the path under the tenant's current API base.
+    fn target(
+        &self,
+        tenant: &TenantId,
+        path: &ProxyPath,
+        query: Option<&str>,
+    ) -> Result<Url, ProxyError> {
+        let base = self.vendor.api_base(tenant).map_err(ProxyError::Token)?;
+        path.target(&base, query)
+            .ok_or_else(|| ProxyError::Token(VendError::Unusable("api_base_url".to_owned())))
     }
 
     async fn send(

@@ -573,6 +573,47 @@ mod timeout {
         assert_eq!(app.issuer.api_calls(), 0, "nothing was sent");
     }
 
+    /// The API base is taken again once the body is in: a call whose body was still
+    /// arriving when the tenant moved goes to the new base, never the old one.
+    #[tokio::test]
+    async fn sqlite_only_a_move_while_the_body_arrives_sends_the_call_to_the_new_base() {
+        let app = spawn_app_with(Backend::Sqlite, |_| {}).await;
+        app.issuer_tenant("acme").await;
+        let key = app.create_key(&["proxy:acme"]).await;
+        let address = app.address.trim_start_matches("http://").to_owned();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /tenants/acme/proxy/v1/enterprise-customer/ HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let moved = format!("{}/api/enterprise", app.issuer_server.api_base_url());
+        let secret = format!("moved-{}", uuid::Uuid::new_v4().simple());
+        app.issuer.register("client-acme", &secret);
+        let resp = app
+            .admin(
+                Method::PATCH,
+                "/tenants/acme",
+                Some(&json!({ "api_base_url": moved, "client_secret": secret })),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        stream.write_all(b"}").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("/api/enterprise/v1/enterprise-customer/"),
+            "the call went to the new base: {answer}"
+        );
+    }
+
     /// TRACE makes a server echo the request back, the injected token included.
     #[tokio::test]
     async fn sqlite_only_trace_is_refused_before_a_token_is_used() {
