@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use secrecy::ExposeSecret;
+use tracing::Instrument;
 use url::Url;
 
 use self::body::{BodyError, OutgoingBody};
@@ -206,9 +207,27 @@ impl Proxy {
             .headers(headers.clone())
             .header(header::AUTHORIZATION, authorization)
             .body(body);
-        match tokio::time::timeout(self.timeout, request.send()).await {
+        // One span per call to the API (two when a 401 is retried): never the token, the
+        // query or the headers, only where it went and how it was answered.
+        let span = tracing::info_span!(
+            "proxy_call",
+            "http.request.method" = %method,
+            "server.address" = url.host_str().unwrap_or("-"),
+            "url.path" = url.path(),
+            "http.response.status_code" = tracing::field::Empty,
+        );
+        let sent = tokio::time::timeout(self.timeout, request.send())
+            .instrument(span.clone())
+            .await;
+        match sent {
             Err(_) => Err(ProxyError::Timeout),
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                span.record(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                );
+                Ok(response)
+            }
             Ok(Err(error)) if error.is_timeout() => Err(ProxyError::Timeout),
             Ok(Err(error)) => Err(ProxyError::Unreachable(format!("{error:#}"))),
         }

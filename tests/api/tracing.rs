@@ -239,6 +239,24 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
             Some(&json!({ "stringValue": trigger }))
         );
     }
+    // The proxied calls: the refused one and its retry, in the caller's trace.
+    let proxied: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["traceId"] == retry_trace && s["name"] == "proxy_call")
+        .collect();
+    assert_eq!(proxied.len(), 2, "{spans:#?}");
+    let statuses: Vec<&Value> = proxied
+        .iter()
+        .filter_map(|s| attribute(s, "http.response.status_code"))
+        .collect();
+    assert!(
+        statuses.contains(&&json!({"intValue": "401"})),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&&json!({"intValue": "200"})),
+        "{statuses:?}"
+    );
     let attempt = in_trace
         .iter()
         .find(|s| s["name"] == "upstream_attempt")
