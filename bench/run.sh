@@ -7,7 +7,10 @@
 # (an edX-like API call through /tenants/{id}/proxy/... against the same call made
 # directly with the token, same run) and the memory held while 100 MB stream back
 # through the proxy (and 10 MB, the request limit, up). Prints markdown for BENCHMARKS.md.
-# Usage: bash bench/run.sh [seconds] [connections] (STREAM_MB=100 by default)
+# Usage: bash bench/run.sh [seconds] [connections] (STREAM_MB=100 by default; BIN=path
+# measures another build of bench_server, e.g. an earlier commit's, without building).
+# With two cores or more, the server runs on core 0 and wrk on core 1 (taskset), so that
+# the two do not take turns on one core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -16,12 +19,18 @@ CONNECTIONS=${2:-32}
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --example bench_server >/dev/null 2>&1 || cargo build --release --example bench_server
-BIN=target/release/examples/bench_server
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --example bench_server >/dev/null 2>&1 || cargo build --release --example bench_server
+  BIN=target/release/examples/bench_server
+fi
+SERVER_CPU=() WRK_CPU=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  SERVER_CPU=(taskset -c 0) WRK_CPU=(taskset -c 1)
+fi
 ulimit -n 65536 2>/dev/null || true
 
 OUT=$(mktemp)
-"$BIN" serve >"$OUT" 2>/dev/null &
+"${SERVER_CPU[@]}" "$BIN" serve >"$OUT" 2>/dev/null &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -f "$OUT"' EXIT
 for _ in $(seq 1 100); do grep -q '^ADMIN_KEY=' "$OUT" && break; sleep 0.1; done
@@ -32,7 +41,7 @@ ROUNDS=${ROUNDS:-3}
 run() { # name round url [header...]: one wrk run; prints a table row
   local name=$1 round=$2 url=$3
   shift 3
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$OUT.$name"
+  "${WRK_CPU[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$OUT.$name"
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$OUT.$name")
   p50=$(awk '$1=="50%" {print $2}' "$OUT.$name")
@@ -41,7 +50,7 @@ run() { # name round url [header...]: one wrk run; prints a table row
   echo "$rps" >>"$OUT.rps.$name"
 }
 
-echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS interleaved rounds, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS interleaved rounds, $(nproc) cores, ${SERVER_CPU[*]:-unpinned} server, ${WRK_CPU[*]:-unpinned} wrk, $(date -u +%Y-%m-%d)"
 echo
 echo "| round | target | requests/s | p50 | p99 |"
 echo "| --- | --- | --- | --- | --- |"

@@ -12,6 +12,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator of the `tokenvend` binary (src/main.rs), so that both are measured alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use axum::http::header;
 use axum::routing::get;
 use axum::Router;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::domain::TenantId;
 use crate::state::AppState;
-use crate::store::Store;
+use crate::store::{Store, TenantVersion};
 use crate::vending::Vendor;
 
 /// How often everything is reloaded, announcements or not.
@@ -115,31 +115,93 @@ async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Brings the engine's tenants up to date with the store (forgetting those it no longer
-/// has), then serves every stored token newer than the one held.
-pub async fn load_tenants_and_tokens(
-    store: &Store,
-    vendor: &Vendor,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut rows = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = store.list_tenants(&after, 500).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        rows.extend(page);
+/// Tenants read from the store at a time.
+const TENANT_PAGE: i64 = 2000;
+
+/// More changed tenants than this in a reload and every row is read again (page by page),
+/// rather than one row at a time.
+const ROW_BY_ROW_LIMIT: usize = 200;
+
+type LoadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds or updates every tenant of the store, a page at a time (the next page is read
+/// while the secrets of one are opened); returns the ids read.
+pub async fn load_tenants(store: &Store, vendor: &Vendor) -> Result<Vec<String>, LoadError> {
+    let mut ids = Vec::new();
+    let mut page = store.list_tenants("", TENANT_PAGE).await?;
+    while let Some(last) = page.last() {
+        let after = last.id.clone();
+        let full = page.len() >= TENANT_PAGE as usize;
+        ids.extend(page.iter().map(|row| row.id.clone()));
+        let next = async {
+            match full {
+                true => store.list_tenants(&after, TENANT_PAGE).await,
+                false => Ok(Vec::new()),
+            }
+        };
+        let (next, ()) = tokio::join!(next, vendor.apply_tenant_rows(page));
+        page = next?;
     }
-    vendor.replace_tenants(rows);
-    Ok(vendor.adopt_stored_tokens().await?)
+    Ok(ids)
 }
 
-/// Reloads every tenant, stored token and caller key from the store; returns whether all
-/// of it could be read.
+/// Brings the engine's tenants up to date with the store, forgetting those it no longer
+/// has: only the rows whose version differs from the one held are read (and their
+/// secrets opened).
+pub async fn reload_tenants(store: &Store, vendor: &Vendor) -> Result<(), LoadError> {
+    let listed = store.list_tenant_versions().await?;
+    let changed: Vec<&TenantVersion> = listed
+        .iter()
+        .filter(|v| !vendor.holds_tenant_version(&v.id, &v.uid, v.version))
+        .collect();
+    if changed.len() > ROW_BY_ROW_LIMIT {
+        let ids = load_tenants(store, vendor).await?;
+        vendor.retain_tenants(&ids.iter().map(String::as_str).collect());
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(changed.len());
+    for version in changed {
+        // A row whose id does not parse was logged when it was first read.
+        let Ok(id) = TenantId::parse(&version.id) else {
+            continue;
+        };
+        if let Some(row) = store.get_tenant_row(&id).await? {
+            rows.push(row);
+        }
+    }
+    vendor.apply_tenant_rows(rows).await;
+    vendor.retain_tenants(&listed.iter().map(|v| v.id.as_str()).collect());
+    Ok(())
+}
+
+/// Adopts the stored tokens after start-up, in the background (requests are served
+/// meanwhile, and a tenant asked for first takes its own at once); retries every second
+/// while the store cannot be read.
+pub async fn adopt_stored_tokens(vendor: Vendor) {
+    let started = std::time::Instant::now();
+    loop {
+        match vendor.adopt_stored_tokens().await {
+            Ok(adopted) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(adopted, ms, "adopted the stored tokens");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the stored tokens yet; retrying");
+                tokio::time::sleep(RETRY_INTERVAL).await;
+            }
+        }
+    }
+}
+
+/// Reloads every tenant, stored token and caller key from the store (reading only what
+/// changed); returns whether all of it could be read.
 pub async fn reload_all(state: &AppState) -> bool {
     let reloaded = async {
-        load_tenants_and_tokens(&state.store, &state.vendor).await?;
+        reload_tenants(&state.store, &state.vendor).await?;
+        state.vendor.adopt_newer_stored_tokens().await?;
         reload_keys(state).await?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        Ok::<_, LoadError>(())
     };
     match reloaded.await {
         Ok(()) => true,

@@ -24,7 +24,7 @@ use crate::domain::UrlPolicy;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store::{DatabaseUrl, Store};
 use crate::vending::{SealedTokenStore, Vendor, VendorParts};
 use crate::webhooks::{Deliverer, Events};
@@ -133,9 +133,12 @@ impl Application {
         };
         let vendor =
             Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
-        crate::fleet::load_tenants_and_tokens(&store, &vendor)
+        // Ready once the tenants are loaded; their stored tokens are adopted in the
+        // background (see `run_until_stopped`).
+        crate::fleet::load_tenants(&store, &vendor)
             .await
-            .map_err(StartupError::store("tenants and tokens"))?;
+            .map_err(StartupError::store("tenants"))?;
+        vendor.expect_adoption();
 
         let deliverer = Deliverer::new(
             store.clone(),
@@ -153,7 +156,7 @@ impl Application {
             settings.serving.proxy_timeout,
         )
         .map_err(|e| StartupError::HttpClient(e.into()))?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             store,
             keys: Arc::new(keys),
             master_key,
@@ -161,7 +164,7 @@ impl Application {
             vendor,
             events,
             proxy: Arc::new(proxy),
-        };
+        });
         Ok(Self {
             listener,
             metrics_listener,
@@ -206,6 +209,7 @@ impl Application {
         let scheduler = tokio::spawn(self.state.vendor.clone().run_scheduler(async {
             let _ = scheduler_stopped.await;
         }));
+        let adoption = tokio::spawn(crate::fleet::adopt_stored_tokens(self.state.vendor.clone()));
         let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
             let _ = follower_stopped.await;
@@ -239,6 +243,7 @@ impl Application {
         };
         let (served, metrics_served, ()) = tokio::join!(main, metrics, signal);
         let served = served.and(metrics_served);
+        adoption.abort();
         let _ = stop_scheduler.send(());
         let _ = stop_follower.send(());
         let _ = stop_deliverer.send(());

@@ -1,5 +1,7 @@
-//! The state every handler shares: cloned per request, so only `Arc`s and handles.
+//! The state every handler shares: cloned per request (by each extractor that takes it),
+//! so it is one `Arc` around the handles.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
@@ -13,7 +15,23 @@ use crate::vending::Vendor;
 use crate::webhooks::Events;
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Store,
     pub keys: Arc<KeyRing>,
     pub master_key: Arc<MasterKey>,

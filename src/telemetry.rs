@@ -119,29 +119,29 @@ pub fn init(format: LogFormat) {
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// A client's request id is echoed and logged, so only a short, plain one is kept; any
-/// other is removed, to be replaced by a generated one.
-pub async fn drop_unusable_request_id(
-    mut request: axum::extract::Request,
-) -> axum::extract::Request {
-    let usable = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .is_none_or(|value| {
-            let bytes = value.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= 128
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
-        });
+/// Gives every request its id: the client's when it is short and plain (it is echoed and
+/// logged), else a new UUID in its place. Synchronous, so that it adds no allocation of
+/// its own to the hot path beyond the id.
+pub fn with_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let usable = request.headers().get(REQUEST_ID_HEADER).is_some_and(|value| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+    });
     if !usable {
-        request.headers_mut().remove(REQUEST_ID_HEADER);
+        let mut text = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        if let Ok(value) = axum::http::HeaderValue::from_str(id) {
+            request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
     }
     request
 }
 
-/// The request id given by `SetRequestIdLayer` (or by the client).
+/// The request id given by `with_request_id` (the client's, or a new one).
 #[derive(Debug, Clone, Default)]
 pub struct RequestId(pub Option<String>);
 

@@ -1,10 +1,14 @@
 //! Tenant identifiers: `^[a-z0-9][a-z0-9-]{0,62}$`.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
+/// Shared, not copied: the engine keys its maps and slots by the same id, so each tenant's
+/// id is held once (a clone is a reference count).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
-pub struct TenantId(String);
+pub struct TenantId(Arc<str>);
 
 impl TenantId {
     pub const MAX_LEN: usize = 63;
@@ -21,7 +25,7 @@ impl TenantId {
         if !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
             return Err("may contain only lowercase letters, digits and '-'".to_owned());
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(Arc::from(raw)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -32,6 +36,13 @@ impl TenantId {
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Hashes and orders as its text does, so maps keyed by ids can be searched by any string.
+impl Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use secrecy::ExposeSecret;
 use tracing::Instrument;
 use url::Url;
 
@@ -198,7 +197,7 @@ impl Proxy {
             "Bearer"
         };
         let mut authorization =
-            HeaderValue::from_str(&format!("{scheme} {}", token.access_token.expose_secret()))
+            HeaderValue::from_str(&format!("{scheme} {}", token.expose_token()))
                 .map_err(|_| ProxyError::Token(VendError::Internal))?;
         authorization.set_sensitive(true);
         let request = self

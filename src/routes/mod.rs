@@ -26,7 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::Router;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -64,10 +64,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::map_request(
-                    telemetry::drop_unusable_request_id,
-                ))
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .map_request(telemetry::with_request_id)
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(telemetry::request_span)

@@ -14,7 +14,6 @@ use axum::routing::post;
 use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::auth::{ClientIp, Refusal};
@@ -288,7 +287,7 @@ async fn access_token(
     }
     let token = state.vendor.token(&tenant, Duration::ZERO).await?;
     let mut body = json!({
-        "access_token": token.access_token.expose_secret(),
+        "access_token": token.expose_token(),
         "token_type": token.token_type,
         "expires_in": token.remaining(state.vendor.now()),
     });

@@ -80,8 +80,8 @@ pub use limits::ACQUIRE_TIMEOUT;
 pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};
 pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
-pub use tenants::{InvalidTenantRow, TenantRow};
-pub use tokens::{RefreshLock, TokenRecord};
+pub use tenants::{InvalidTenantRow, TenantRow, TenantVersion};
+pub use tokens::{RefreshLock, TokenRecord, TokenVersion};
 pub use webhooks::WebhookRecord;
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).

@@ -40,6 +40,14 @@ pub struct TenantRow {
     pub previous_secret_until: Option<DateTime<Utc>>,
 }
 
+/// A tenant row's id, identity and version (bumped by every change).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantVersion {
+    pub id: String,
+    pub uid: String,
+    pub version: i64,
+}
+
 /// A stored tenant row that does not parse: it is reported (and its tenant refused), never
 /// read with a default in place of the bad field.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -182,6 +190,14 @@ impl Store {
         on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(after)
             .bind(limit)
+            .fetch_all(pool)
+            .await)
+    }
+
+    /// Every tenant's id, identity and row version: what a reload compares with the
+    /// tenants held before it reads (and opens the secrets of) any row.
+    pub async fn list_tenant_versions(&self) -> Result<Vec<TenantVersion>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as("SELECT id, uid, version FROM tenants")
             .fetch_all(pool)
             .await)
     }

@@ -54,12 +54,39 @@ pub struct TokenRecord {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What says whether a stored token is worth reading: whose it is and when it was fetched
+/// (no ciphertext).
+#[derive(Clone, sqlx::FromRow)]
+pub struct TokenVersion {
+    pub tenant_id: String,
+    pub tenant_uid: String,
+    pub fetched_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 impl Store {
-    /// Every stored token (sealed).
-    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>, sqlx::Error> {
-        on_pool!(self, |pool| sqlx::query_as(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens"
-        ))
+    /// Up to `limit` stored tokens (sealed) of tenant ids after `after`, in id order.
+    pub async fn list_tokens_page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<TokenRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE tenant_id > $1 ORDER BY tenant_id LIMIT $2"
+        );
+        on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)
+    }
+
+    /// Whose every stored token is and when it was fetched: what a reload compares with
+    /// the tokens held before it reads (and opens) any.
+    pub async fn list_token_versions(&self) -> Result<Vec<TokenVersion>, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT tenant_id, tenant_uid, fetched_at, expires_at FROM tokens"
+        )
         .fetch_all(pool)
         .await)
     }

@@ -17,6 +17,9 @@ use crate::upstream::{TokenRequest, DEFAULT_TOKEN_URL};
 
 pub struct TenantConfig {
     pub key: TenantKey,
+    /// The version of the stored row it was built from (`-1`: a row that does not parse,
+    /// built again at every reload): a reload skips rows at the version held.
+    pub version: i64,
     pub jwks_url: Option<Url>,
     /// Where the proxy sends API calls (checked against the rules in force now), or why
     /// it may not.
@@ -133,6 +136,7 @@ impl TenantConfig {
                 uid: tenant.uid,
                 credentials_version: tenant.credentials_version,
             },
+            version: tenant.version,
             jwks_url,
             api_base,
             upstream,
@@ -150,6 +154,7 @@ impl TenantConfig {
                 uid: row.uid.unwrap_or_else(TenantUid::generate),
                 credentials_version: 0,
             },
+            version: -1,
             jwks_url: None,
             api_base: Err("the stored tenant is invalid".to_owned()),
             upstream: Err(format!(

@@ -1,20 +1,18 @@
 //! What every part of the engine shares: the slot map, the ports, the clock, the settings.
 
-use std::collections::HashMap;
-use std::ops::Deref;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use secrecy::ExposeSecret;
 
 use super::budget::UpstreamBudget;
 use super::jwks::JwksCache;
 use super::port::{TokenSource, TokenStore};
 use super::settings::VendingSettings;
 use super::slot::Slot;
+pub use super::slot_map::SlotMap;
 use super::token::{HeldToken, SignatureState};
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
@@ -22,53 +20,9 @@ use crate::domain::{TenantId, UrlPolicy};
 use crate::metrics::{Metrics, TokenResult};
 use crate::webhooks::Events;
 
-/// The served tenants: a map for the hot path's lookups, and the same slots in id order
-/// so that a page of statuses costs a binary search and the page, not a sort of all.
-/// Copied on write like the map alone was (writes are rare; reads never lock).
-#[derive(Default, Clone)]
-pub struct SlotMap {
-    by_id: HashMap<TenantId, Arc<Slot>>,
-    ordered: Vec<Arc<Slot>>,
-}
-
-impl SlotMap {
-    /// Adds or replaces the slot of its tenant id; returns the one replaced.
-    pub fn insert(&mut self, slot: Arc<Slot>) -> Option<Arc<Slot>> {
-        match self.ordered.binary_search_by(|s| s.id.cmp(&slot.id)) {
-            Ok(at) => self.ordered[at] = slot.clone(),
-            Err(at) => self.ordered.insert(at, slot.clone()),
-        }
-        self.by_id.insert(slot.id.clone(), slot)
-    }
-
-    pub fn remove(&mut self, id: &TenantId) -> Option<Arc<Slot>> {
-        if let Ok(at) = self.ordered.binary_search_by(|s| s.id.cmp(id)) {
-            self.ordered.remove(at);
-        }
-        self.by_id.remove(id)
-    }
-
-    /// The slots whose id sorts after `after` (byte order; any string, not only an id),
-    /// in id order.
-    pub fn after<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a Arc<Slot>> {
-        let start = after.map_or(0, |after| {
-            self.ordered.partition_point(|s| s.id.as_str() <= after)
-        });
-        self.ordered[start..].iter()
-    }
-}
-
-impl Deref for SlotMap {
-    type Target = HashMap<TenantId, Arc<Slot>>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.by_id
-    }
-}
-
 pub struct Core {
-    pub slots: ArcSwap<SlotMap>,
-    /// Serialises changes to the slot map (reads never take it).
+    pub slots: SlotMap,
+    /// Serialises changes to the slot map (the hot path's reads never wait).
     pub writes: Mutex<()>,
     pub source: Arc<dyn TokenSource>,
     pub tokens: Arc<dyn TokenStore>,
@@ -84,6 +38,8 @@ pub struct Core {
     pub events: Events,
     /// Until when refreshes skip the fleet lock because the store was found unreachable.
     pub store_down_until: Mutex<Option<Instant>>,
+    /// Set while stored tokens are adopted in the background after start-up.
+    pub adopting: AtomicBool,
 }
 
 impl Core {
@@ -92,7 +48,7 @@ impl Core {
     }
 
     pub fn slot(&self, id: &TenantId) -> Option<Arc<Slot>> {
-        self.slots.load().get(id).cloned()
+        self.slots.get(id.as_str())
     }
 
     /// Whether `slot` is still the one registered for its tenant id (not deleted, nor
@@ -111,7 +67,7 @@ impl Core {
         let Some(url) = slot.config.load().jwks_url.clone() else {
             return;
         };
-        if token.claims.is_none() {
+        if !token.is_jwt() {
             return;
         }
         let core = self.clone();
@@ -119,7 +75,7 @@ impl Core {
         tokio::spawn(async move {
             let signature = core
                 .jwks
-                .verify(&url, token.access_token.expose_secret())
+                .verify(&url, token.expose_token())
                 .await;
             if signature == SignatureState::Invalid {
                 tracing::warn!(tenant = %slot.id, "token signature does not verify against the JWKS");

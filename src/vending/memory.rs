@@ -13,7 +13,10 @@ use tokio::sync::Semaphore;
 use chrono::{DateTime, Utc};
 
 use super::budget::{BudgetRule, Take};
-use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
+use super::port::{
+    RefreshGuard, StoreFault, StoredPage, StoredToken, StoredVersion, TenantKey, TokenSource,
+    TokenStore,
+};
 use super::token::HeldToken;
 use crate::domain::TenantId;
 use crate::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamError};
@@ -88,18 +91,47 @@ impl TokenStore for MemoryTokenStore {
         futures::future::ready(Ok(row)).boxed()
     }
 
-    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>> {
-        let rows = self
+    fn page<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<StoredPage, StoreFault>> {
+        let rows = self.rows.lock();
+        let mut ids: Vec<&TenantId> = rows.keys().filter(|id| id.as_str() > after).collect();
+        ids.sort();
+        ids.truncate(limit);
+        let tokens = ids
+            .iter()
+            .map(|id| {
+                let (key, token) = &rows[*id];
+                StoredToken {
+                    tenant_id: key.id.clone(),
+                    tenant_uid: key.uid,
+                    token: Some(token.clone()),
+                }
+            })
+            .collect();
+        let page = StoredPage {
+            tokens,
+            last: ids.last().map(|id| id.to_string()),
+            full: ids.len() >= limit,
+        };
+        futures::future::ready(Ok(page)).boxed()
+    }
+
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<StoredVersion>, StoreFault>> {
+        let versions = self
             .rows
             .lock()
             .values()
-            .map(|(key, token)| StoredToken {
+            .map(|(key, token)| StoredVersion {
                 tenant_id: key.id.clone(),
                 tenant_uid: key.uid,
-                token: Some(token.clone()),
+                fetched_at: token.fetched_at,
+                expires_at: token.expires_at,
             })
             .collect();
-        futures::future::ready(Ok(rows)).boxed()
+        futures::future::ready(Ok(versions)).boxed()
     }
 
     fn take_budget<'a>(

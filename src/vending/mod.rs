@@ -27,15 +27,17 @@ mod sealed;
 mod settings;
 pub mod signals;
 mod slot;
+mod slot_map;
 mod status;
 mod token;
 mod verify;
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
@@ -52,7 +54,7 @@ pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 pub use verify::VerifiedToken;
 
 use self::budget::UpstreamBudget;
-use self::core::Core;
+use self::core::{Core, SlotMap};
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::domain::{Tenant, TenantId, TenantUid, UrlPolicy};
@@ -107,7 +109,7 @@ impl Vendor {
         let budget = UpstreamBudget::new(parts.settings.upstream_rate, parts.metrics.clone());
         Self {
             core: Arc::new(Core {
-                slots: ArcSwap::default(),
+                slots: SlotMap::default(),
                 writes: Mutex::new(()),
                 source,
                 tokens,
@@ -120,6 +122,7 @@ impl Vendor {
                 budget,
                 events: parts.events,
                 store_down_until: Mutex::new(None),
+                adopting: AtomicBool::new(false),
             }),
         }
     }
@@ -154,6 +157,19 @@ impl Vendor {
                     core.count(TokenResult::Hit);
                 }
                 return Ok(held);
+            }
+        }
+        if held_before.is_none() && core.adopting.load(Ordering::Acquire) {
+            // Start-up: stored tokens are being adopted in the background; this tenant's
+            // is taken now rather than asked of edX again.
+            if let Err(error) = registry::adopt_stored_token(core, id).await {
+                tracing::debug!(tenant = %id, %error, "cannot read the stored token");
+            }
+            if let Some(held) = slot.token.load_full() {
+                if held.satisfies(now, min_ttl) {
+                    core.count(TokenResult::Hit);
+                    return Ok(held);
+                }
             }
         }
         let outcome = flight::fetch(core, &slot, Need::Serve(min_ttl)).await;
@@ -256,10 +272,45 @@ impl Vendor {
         registry::replace_tenants(&self.core, rows);
     }
 
+    /// Adds or updates the tenants of `rows` (a page of the store) at once, their secrets
+    /// opened off the async workers.
+    pub async fn apply_tenant_rows(&self, rows: Vec<TenantRow>) {
+        registry::apply_rows(&self.core, rows).await;
+    }
+
+    /// Forgets every tenant whose id is not in `present` (the whole store's ids).
+    pub fn retain_tenants(&self, present: &HashSet<&str>) {
+        registry::retain_tenants(&self.core, present);
+    }
+
+    /// Whether the tenant `id` is held with identity `uid`, as of the row at `version`.
+    pub fn holds_tenant_version(&self, id: &str, uid: &str, version: i64) -> bool {
+        registry::holds_version(&self.core, id, uid, version)
+    }
+
+    /// Marks the stored tokens as not adopted yet (start-up): until `adopt_stored_tokens`
+    /// has run, a request for a tenant without a token first takes its stored one.
+    pub fn expect_adoption(&self) {
+        self.core.adopting.store(true, Ordering::Release);
+    }
+
+    /// Whether stored tokens are still being adopted (see `expect_adoption`).
+    pub fn adopting(&self) -> bool {
+        self.core.adopting.load(Ordering::Acquire)
+    }
+
     /// Serves every stored token newer than the one held (another replica's, or an
-    /// earlier run's).
-    pub async fn adopt_stored_tokens(&self) -> Result<(), StoreFault> {
-        registry::adopt_stored_tokens(&self.core).await
+    /// earlier run's), a page at a time; returns how many.
+    pub async fn adopt_stored_tokens(&self) -> Result<usize, StoreFault> {
+        let adopted = registry::adopt_stored_tokens(&self.core).await?;
+        self.core.adopting.store(false, Ordering::Release);
+        Ok(adopted)
+    }
+
+    /// Serves the stored tokens newer than the held ones, reading only those (the
+    /// periodic reload); returns how many.
+    pub async fn adopt_newer_stored_tokens(&self) -> Result<usize, StoreFault> {
+        registry::adopt_newer_stored_tokens(&self.core).await
     }
 
     /// Serves the tenant's stored token if it is its own and newer than the one held.

@@ -30,6 +30,23 @@ pub struct StoredToken {
     pub token: Option<HeldToken>,
 }
 
+/// A page of stored tokens: those that name a valid tenant, and the last id read (where
+/// the next page starts; `None` when the page was empty).
+pub struct StoredPage {
+    pub tokens: Vec<StoredToken>,
+    pub last: Option<String>,
+    /// Whether the page was full (another may follow).
+    pub full: bool,
+}
+
+/// A stored token's owner and age, without the token.
+pub struct StoredVersion {
+    pub tenant_id: TenantId,
+    pub tenant_uid: TenantUid,
+    pub fetched_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Why the store could not help; the engine then goes on without it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreFault {
@@ -74,8 +91,16 @@ pub trait TokenStore: Send + Sync + 'static {
         tenant: &'a TenantId,
     ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreFault>>;
 
-    /// Every stored token.
-    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>>;
+    /// Up to `limit` stored tokens of the tenant ids after `after`, in id order.
+    fn page<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<StoredPage, StoreFault>>;
+
+    /// Whose each stored token is and when it was fetched, without reading any token:
+    /// what a reload compares with the held tokens before it opens any.
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<StoredVersion>, StoreFault>>;
 
     /// Takes one request from the fleet-wide upstream budget of `host` if that leaves at
     /// least `floor` (see `budget.rs`); `None` where one process owns the store, which

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::config::TenantConfig;
-use super::core::{Core, SlotMap};
+use super::core::Core;
+use super::slot_map::Batch;
 use super::port::{StoreFault, StoredToken};
 use super::slot::{Health, Slot};
 use crate::domain::{Tenant, TenantId};
@@ -23,20 +24,15 @@ pub fn upsert_tenant(core: &Core, tenant: &Tenant) {
 
 fn install_config(core: &Core, config: TenantConfig) {
     let _writing = core.writes.lock();
-    let slots = core.slots.load();
-    let mut changed = None;
-    apply_config(core, &slots, &mut changed, config);
-    if let Some(map) = changed {
-        core.slots.store(Arc::new(map));
-    }
+    let mut batch = core.slots.batch();
+    apply_config(core, &mut batch, config);
+    batch.publish();
 }
 
-/// Applies `config` to the tenant's slot: in place when it holds the same identity,
-/// else as a new slot in `changed`, a copy of `slots` made at the first such need (so
-/// that a batch of changes copies the map once, not once per tenant).
-fn apply_config(core: &Core, slots: &SlotMap, changed: &mut Option<SlotMap>, config: TenantConfig) {
-    let current = changed.as_ref().unwrap_or(slots);
-    if let Some(slot) = current.get(&config.key.id) {
+/// Applies `config` to the tenant's slot: in place when it holds the same identity, else
+/// as a new slot in `batch`.
+fn apply_config(core: &Core, batch: &mut Batch<'_>, config: TenantConfig) {
+    if let Some(slot) = batch.get(config.key.id.as_str()) {
         let old = slot.config.load();
         if old.key.uid == config.key.uid {
             if old.key.credentials_version == config.key.credentials_version
@@ -54,8 +50,7 @@ fn apply_config(core: &Core, slots: &SlotMap, changed: &mut Option<SlotMap>, con
             return;
         }
     }
-    let map = changed.get_or_insert_with(|| SlotMap::clone(slots));
-    if let Some(old) = map.insert(Arc::new(Slot::new(config, core.now()))) {
+    if let Some(old) = batch.insert(Arc::new(Slot::new(config, core.now()))) {
         forget(&old);
     }
 }
@@ -88,59 +83,131 @@ pub fn upsert_row(core: &Core, row: TenantRow) -> Option<TenantId> {
 /// Forgets a tenant and its token at once.
 pub fn remove_tenant(core: &Core, id: &TenantId) {
     let _writing = core.writes.lock();
-    let slots = core.slots.load();
-    if slots.contains_key(id) {
-        let mut map = SlotMap::clone(&slots);
-        if let Some(slot) = map.remove(id) {
-            forget(&slot);
-        }
-        core.slots.store(Arc::new(map));
+    let mut batch = core.slots.batch();
+    if let Some(slot) = batch.remove(id) {
+        forget(&slot);
     }
+    batch.publish();
 }
 
-/// Serves exactly the tenants of `rows` (the whole store, read page by page): adds and
-/// updates them, forgets the others, and publishes the new map once. A row that does not
-/// parse keeps its tenant, as failing with the reason, and nothing is ever sent for it.
+/// Adds or updates the tenants of `rows` (a page of the store) in one batch. Their
+/// secrets are opened on a blocking thread, before the write lock is taken: it is held
+/// only for the map.
+pub async fn apply_rows(core: &Arc<Core>, rows: Vec<TenantRow>) {
+    let opening = core.clone();
+    let configs = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .filter_map(|row| config_of_row(&opening, row))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(configs) = configs else {
+        tracing::error!("opening a page of tenants failed");
+        return;
+    };
+    apply_configs(core, configs);
+}
+
+fn apply_configs(core: &Core, configs: Vec<TenantConfig>) {
+    let _writing = core.writes.lock();
+    let mut batch = core.slots.batch();
+    for config in configs {
+        apply_config(core, &mut batch, config);
+    }
+    batch.publish();
+}
+
+/// Forgets every tenant whose id is not in `present` (the whole store's ids).
+pub fn retain_tenants(core: &Core, present: &HashSet<&str>) {
+    let _writing = core.writes.lock();
+    let gone: Vec<TenantId> = core
+        .slots
+        .ordered()
+        .keys()
+        .filter(|id| !present.contains(id.as_str()))
+        .cloned()
+        .collect();
+    let mut batch = core.slots.batch();
+    for id in &gone {
+        if let Some(slot) = batch.remove(id) {
+            forget(&slot);
+        }
+    }
+    batch.publish();
+}
+
+/// Whether the tenant held under `id` has identity `uid` and was built from the row at
+/// `version`: a reload then has nothing to read for it.
+pub fn holds_version(core: &Core, id: &str, uid: &str, version: i64) -> bool {
+    core.slots.get(id).is_some_and(|slot| {
+        let config = slot.config.load();
+        config.version == version && config.key.uid.to_string() == uid
+    })
+}
+
+/// Serves exactly the tenants of `rows` (the whole store): adds and updates them,
+/// forgets the others. A row that does not parse keeps its tenant, as failing with the
+/// reason, and nothing is ever sent for it.
 pub fn replace_tenants(core: &Core, rows: impl IntoIterator<Item = TenantRow>) {
-    // Secrets are opened before the write lock is taken: it is held only for the map.
     let configs: Vec<TenantConfig> = rows
         .into_iter()
         .filter_map(|row| config_of_row(core, row))
         .collect();
-    let keep: HashSet<TenantId> = configs.iter().map(|c| c.key.id.clone()).collect();
-    let _writing = core.writes.lock();
-    let slots = core.slots.load();
-    let mut changed = None;
-    for config in configs {
-        apply_config(core, &slots, &mut changed, config);
-    }
-    let gone: Vec<TenantId> = changed
-        .as_ref()
-        .unwrap_or(&slots)
-        .keys()
-        .filter(|id| !keep.contains(*id))
-        .cloned()
-        .collect();
-    if !gone.is_empty() {
-        let map = changed.get_or_insert_with(|| SlotMap::clone(&slots));
-        for id in &gone {
-            if let Some(slot) = map.remove(id) {
-                forget(&slot);
-            }
-        }
-    }
-    if let Some(map) = changed {
-        core.slots.store(Arc::new(map));
-    }
+    let ids: Vec<TenantId> = configs.iter().map(|c| c.key.id.clone()).collect();
+    apply_configs(core, configs);
+    retain_tenants(core, &ids.iter().map(TenantId::as_str).collect());
 }
 
-/// Serves every stored token that is newer than the one held (stored by another
-/// replica, or by an earlier run).
-pub async fn adopt_stored_tokens(core: &Arc<Core>) -> Result<(), StoreFault> {
-    for stored in core.tokens.all().await? {
-        adopt(core, stored);
+/// How many stored tokens are read and opened at a time.
+const ADOPTION_PAGE: usize = 1000;
+
+/// Serves every stored token that is newer than the one held (stored by another replica,
+/// or by an earlier run), reading and opening them a page at a time (the next page is
+/// read while one is adopted). Returns how many were adopted.
+pub async fn adopt_stored_tokens(core: &Arc<Core>) -> Result<usize, StoreFault> {
+    let read = |after: String| {
+        let tokens = core.tokens.clone();
+        tokio::spawn(async move { tokens.page(&after, ADOPTION_PAGE).await })
+    };
+    let mut adopted = 0;
+    let mut next = Some(read(String::new()));
+    while let Some(reading) = next.take() {
+        let page = reading
+            .await
+            .map_err(|e| StoreFault::Other(format!("reading stored tokens failed: {e}")))??;
+        if let (true, Some(last)) = (page.full, page.last) {
+            next = Some(read(last));
+        }
+        for stored in page.tokens {
+            adopted += usize::from(adopt(core, stored));
+        }
     }
-    Ok(())
+    Ok(adopted)
+}
+
+/// Serves the stored tokens that are newer than the held ones, reading only those: the
+/// fleet's periodic reload, which must not open every token again.
+pub async fn adopt_newer_stored_tokens(core: &Arc<Core>) -> Result<usize, StoreFault> {
+    let now = core.now();
+    let mut adopted = 0;
+    for version in core.tokens.versions().await? {
+        if version.expires_at <= now {
+            continue;
+        }
+        let Some(slot) = core.slot(&version.tenant_id) else {
+            continue;
+        };
+        let newer = slot.config.load().key.uid == version.tenant_uid
+            && slot
+                .token
+                .load()
+                .as_ref()
+                .is_none_or(|held| held.fetched_at < version.fetched_at);
+        if newer && adopt_stored_token(core, &version.tenant_id).await? {
+            adopted += 1;
+        }
+    }
+    Ok(adopted)
 }
 
 /// Serves the tenant's stored token if it is newer than the one held.

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::core::Core;
 use super::flight::fetch;
 use super::need::Need;
+use super::slot::Slot;
 use crate::webhooks::Event;
 
 /// One scheduler pass: starts a refresh for every recently used tenant whose token is
@@ -16,33 +17,39 @@ use crate::webhooks::Event;
 pub fn run_due_refreshes(core: &Arc<Core>) -> usize {
     let now = core.now();
     report_expired(core, now);
-    let mut started = 0;
-    for slot in core.slots.load().values() {
-        let Some(token) = slot.token.load_full() else {
-            continue;
-        };
-        let used_since_fetch =
-            slot.last_used.load(Ordering::Relaxed) >= token.fetched_at.timestamp();
-        if !used_since_fetch || now < slot.scheduled_refresh(&token) {
-            continue;
-        }
-        if slot.inflight.lock().is_some()
-            || slot.cooling_down(now).is_some()
-            || slot.refresh_deferred(now)
-        {
-            continue;
-        }
+    // The due slots are taken out of the lock first: starting a fetch takes others.
+    let due: Vec<Arc<Slot>> = core
+        .slots
+        .ordered()
+        .values()
+        .filter(|slot| is_due(slot, now))
+        .cloned()
+        .collect();
+    for slot in &due {
         drop(fetch(core, slot, Need::Refresh { scheduled: true }));
-        started += 1;
     }
-    started
+    due.len()
+}
+
+/// Whether `slot` was used since its token was fetched, is past its scheduled refresh
+/// point, and may be refreshed now.
+fn is_due(slot: &Slot, now: DateTime<Utc>) -> bool {
+    let Some(token) = slot.token.load_full() else {
+        return false;
+    };
+    let used_since_fetch = slot.last_used.load(Ordering::Relaxed) >= token.fetched_at.timestamp();
+    used_since_fetch
+        && now >= slot.scheduled_refresh(&token)
+        && slot.inflight.lock().is_none()
+        && slot.cooling_down(now).is_none()
+        && !slot.refresh_deferred(now)
 }
 
 /// Raises `token.expired` once for each failing tenant whose held token can no longer be
 /// served: its callers now get errors. (An idle tenant's token running out is no event:
 /// its next caller simply fetches a new one.)
 fn report_expired(core: &Core, now: DateTime<Utc>) {
-    for slot in core.slots.load().values() {
+    for slot in core.slots.ordered().values() {
         let Some(token) = slot.token.load_full() else {
             continue;
         };

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use chrono::{DateTime, Utc};
 
 use super::budget::{BudgetRule, Take};
-use super::port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenStore};
+use super::port::{
+    RefreshGuard, StoreFault, StoredPage, StoredToken, StoredVersion, TenantKey, TokenStore,
+};
 use super::token::HeldToken;
 use crate::crypto::{MasterKey, Purpose, Sealed};
 use crate::domain::{TenantId, TenantUid};
@@ -67,7 +69,7 @@ fn seal(master_key: &MasterKey, tenant: &TenantKey, token: &HeldToken) -> TokenR
     let sealed = master_key.seal(
         Purpose::AccessToken,
         tenant.id.as_str(),
-        token.access_token.expose_secret().as_bytes(),
+        token.expose_token().as_bytes(),
     );
     TokenRecord {
         tenant_id: tenant.id.to_string(),
@@ -155,12 +157,49 @@ impl TokenStore for SealedTokenStore {
         .boxed()
     }
 
-    fn all(&self) -> BoxFuture<'_, Result<Vec<StoredToken>, StoreFault>> {
+    fn page<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<StoredPage, StoreFault>> {
         async move {
-            let records = self.store.list_tokens().await.map_err(fault)?;
-            Ok(records
+            let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+            let records = self
+                .store
+                .list_tokens_page(after, limit_sql)
+                .await
+                .map_err(fault)?;
+            let full = records.len() >= limit;
+            let last = records.last().map(|r| r.tenant_id.clone());
+            // Opening (decrypting and decoding) is CPU work: off the async workers, so
+            // that requests go on being served while thousands are opened.
+            let (master_key, skew) = (self.master_key.clone(), self.skew);
+            let tokens = tokio::task::spawn_blocking(move || {
+                records
+                    .into_iter()
+                    .filter_map(|r| Self::open(&master_key, skew, r))
+                    .collect()
+            })
+            .await
+            .map_err(|e| StoreFault::Other(format!("opening stored tokens failed: {e}")))?;
+            Ok(StoredPage { tokens, last, full })
+        }
+        .boxed()
+    }
+
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<StoredVersion>, StoreFault>> {
+        async move {
+            let rows = self.store.list_token_versions().await.map_err(fault)?;
+            Ok(rows
                 .into_iter()
-                .filter_map(|r| Self::open(&self.master_key, self.skew, r))
+                .filter_map(|row| {
+                    Some(StoredVersion {
+                        tenant_id: TenantId::parse(&row.tenant_id).ok()?,
+                        tenant_uid: TenantUid::parse(&row.tenant_uid).ok()?,
+                        fetched_at: row.fetched_at,
+                        expires_at: row.expires_at,
+                    })
+                })
                 .collect())
         }
         .boxed()

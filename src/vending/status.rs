@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use chrono::{DateTime, Utc};
 
-use super::core::Core;
+use super::core::{Core, SlotMap};
 use super::slot::{LastError, ProxyStats, Slot};
 use super::token::{HeldToken, SignatureState};
 use crate::domain::rfc3339;
@@ -132,7 +132,7 @@ fn status_if(
         remaining_seconds: t.map(|t| t.remaining(now)),
         fetched_at: t.map(|t| rfc3339(t.fetched_at)),
         next_refresh_at: next_refresh_at.map(rfc3339),
-        claims: t.and_then(|t| t.claims.clone()),
+        claims: t.and_then(HeldToken::claims),
         signature: t.map_or(SignatureState::Unverified, |t| t.signature),
         fingerprint: t.map(|t| t.fingerprint.clone()),
         last_error: health.last_error.clone(),
@@ -152,11 +152,10 @@ pub fn statuses(
     limit: usize,
 ) -> StatusPage {
     let now = core.now();
-    let slots = core.slots.load();
+    let slots = core.slots.ordered();
     let wanted = |state| states.is_empty() || states.contains(&state);
     // One more than the page, to know whether another page follows.
-    let mut items: Vec<TokenStatus> = slots
-        .after(after)
+    let mut items: Vec<TokenStatus> = SlotMap::after(&slots, after)
         .filter_map(|slot| status_if(slot, now, wanted))
         .take(limit.saturating_add(1))
         .collect();
@@ -168,7 +167,7 @@ pub fn statuses(
 /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
 pub fn render_metrics(core: &Core) -> String {
     let now = core.now();
-    let slots = core.slots.load();
+    let slots = core.slots.ordered();
     core.metrics.render(slots.iter().map(|(id, slot)| {
         let left = slot
             .token

@@ -27,9 +27,10 @@ pub enum SignatureState {
 }
 
 /// A token in memory. The token itself is a secret; everything else is safe to show.
+/// The token is held once: inside the prebuilt answer when it is written there as it is
+/// (JWTs always are), and its claims are decoded from it when a status asks for them.
 #[derive(Debug, Clone)]
 pub struct HeldToken {
-    pub access_token: SecretString,
     pub token_type: String,
     pub scope: Option<String>,
     pub fetched_at: DateTime<Utc>,
@@ -40,14 +41,25 @@ pub struct HeldToken {
     pub refresh_at: DateTime<Utc>,
     /// The safety margin: inside it, the token is never served.
     pub skew: Duration,
-    pub claims: Option<Value>,
     pub signature: SignatureState,
     pub fingerprint: String,
-    /// The token answer's JSON from `"access_token"` up to `"expires_in":`, and after
-    /// the `expires_in` value: built once per token, so that a cache hit only writes the
-    /// seconds left (the token is escaped once, not per request). Holds the token.
-    response_head: SecretString,
-    response_tail: String,
+    /// Whether the token is a JWT with a claims object (see `claims`).
+    is_jwt: bool,
+    /// The token answer's JSON from `"access_token"` up to `"expires_in":`, then what
+    /// follows the `expires_in` value (split at `split`): built once per token, so that a
+    /// cache hit only writes the tenant id and the seconds left. Holds the token.
+    answer: SecretString,
+    split: u32,
+    token: TokenText,
+}
+
+/// Where the token itself is.
+#[derive(Debug, Clone)]
+enum TokenText {
+    /// In the answer, at these bytes (it needed no escaping there).
+    Within(u32, u32),
+    /// Apart: it is escaped in the answer.
+    Apart(SecretString),
 }
 
 fn seconds(d: Duration) -> chrono::Duration {
@@ -79,46 +91,76 @@ pub fn fingerprint(token: &str) -> String {
     hex::encode(&Sha256::digest(token.as_bytes())[..8])
 }
 
-fn response_head(
-    token: &SecretString,
+/// The answer without its tenant id and seconds left (see `HeldToken::answer`), where the
+/// seconds left go, and where the token is in it if it is there as it is.
+fn answer(
+    token: &str,
     token_type: &str,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-) -> SecretString {
+    scope: Option<&str>,
+    fingerprint: &str,
+) -> (String, usize, Option<(usize, usize)>) {
     let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let time = |t: DateTime<Utc>| text(&t.to_rfc3339_opts(SecondsFormat::Secs, true));
-    SecretString::from(format!(
-        "\"access_token\":{},\"token_type\":{},\"issued_at\":{},\"expires_at\":{},\"expires_in\":",
-        text(token.expose_secret()),
+    let quoted = text(token);
+    let mut out = String::with_capacity(quoted.len() + 160);
+    out.push_str("\"access_token\":");
+    let start = out.len() + 1;
+    out.push_str(&quoted);
+    // Written as it is when quoting added only the two quotes.
+    let within = (quoted.len() == token.len() + 2).then(|| (start, start + token.len()));
+    out.push_str(&format!(
+        ",\"token_type\":{},\"issued_at\":{},\"expires_at\":{},\"expires_in\":",
         text(token_type),
         time(issued_at),
         time(expires_at),
-    ))
-}
-
-fn response_tail(scope: Option<&str>, fingerprint: &str) -> String {
-    format!(
+    ));
+    let split = out.len();
+    out.push_str(&format!(
         ",\"scope\":{},\"fingerprint\":{}}}",
         serde_json::to_string(&scope).unwrap_or_default(),
-        serde_json::to_string(fingerprint).unwrap_or_default()
-    )
+        text(fingerprint)
+    ));
+    (out, split, within)
 }
 
 impl HeldToken {
     /// The token answer: `{"tenant_id", "access_token", "token_type", "issued_at",
     /// "expires_at", "expires_in" (whole seconds left at `now`), "scope", "fingerprint"}`.
     pub fn response_json(&self, tenant_id: &str, now: DateTime<Utc>) -> Vec<u8> {
-        let head = self.response_head.expose_secret();
-        let mut out = Vec::with_capacity(head.len() + tenant_id.len() + 64);
+        let (head, tail) = self.answer.expose_secret().split_at(self.split as usize);
+        let mut out = Vec::with_capacity(head.len() + tail.len() + tenant_id.len() + 40);
         out.extend_from_slice(b"{\"tenant_id\":");
         // Tenant ids are [a-z0-9-]: nothing to escape.
         out.push(b'"');
         out.extend_from_slice(tenant_id.as_bytes());
         out.extend_from_slice(b"\",");
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(self.remaining(now).to_string().as_bytes());
-        out.extend_from_slice(self.response_tail.as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.remaining(now)).as_bytes());
+        out.extend_from_slice(tail.as_bytes());
         out
+    }
+
+    /// The token itself: a secret, for the one place that sends it.
+    pub fn expose_token(&self) -> &str {
+        match &self.token {
+            TokenText::Within(start, end) => {
+                &self.answer.expose_secret()[*start as usize..*end as usize]
+            }
+            TokenText::Apart(token) => token.expose_secret(),
+        }
+    }
+
+    /// The JWT's claims, decoded from the token (not kept decoded: statuses are rare,
+    /// tokens many).
+    pub fn claims(&self) -> Option<Value> {
+        self.is_jwt.then(|| decode_claims(self.expose_token())).flatten()
+    }
+
+    /// Whether the token is a JWT (with claims).
+    pub fn is_jwt(&self) -> bool {
+        self.is_jwt
     }
 
     /// Interprets a fetched token: effective expiry is the earlier of `fetched_at +
@@ -187,11 +229,25 @@ impl HeldToken {
             .max(MIN_REFRESH_WINDOW)
             .min(lifetime / 2);
         let fingerprint = fingerprint(access_token.expose_secret());
+        let (text, split, within) = answer(
+            access_token.expose_secret(),
+            &token_type,
+            issued_at,
+            expires_at,
+            scope.as_deref(),
+            &fingerprint,
+        );
+        let position = |n: usize| u32::try_from(n).ok();
+        let token = match within {
+            Some((start, end)) => TokenText::Within(position(start)?, position(end)?),
+            None => TokenText::Apart(access_token),
+        };
         Some(Self {
-            response_head: response_head(&access_token, &token_type, issued_at, expires_at),
-            response_tail: response_tail(scope.as_deref(), &fingerprint),
+            answer: SecretString::from(text),
+            split: position(split)?,
+            token,
             fingerprint,
-            access_token,
+            is_jwt: claims.is_some(),
             token_type,
             scope,
             fetched_at,
@@ -202,7 +258,6 @@ impl HeldToken {
             // the margin is at most a third of the lifetime.
             skew: skew.min(lifetime / 3),
             expires_at,
-            claims,
             signature: SignatureState::Unverified,
         })
     }
@@ -300,12 +355,13 @@ mod tests {
     #[test]
     fn opaque_tokens_have_no_claims_and_jwts_expose_theirs() {
         let held = HeldToken::from_fetch(fetched("opaque".into(), Some(60)), t0(), SKEW).unwrap();
-        assert!(held.claims.is_none());
+        assert!(held.claims().is_none());
         assert_eq!(held.issued_at, t0());
         let token =
             jwt(json!({"exp": t0().timestamp() + 60, "iat": t0().timestamp() - 5, "sub": "x"}));
         let held = HeldToken::from_fetch(fetched(token.clone(), Some(60)), t0(), SKEW).unwrap();
-        assert_eq!(held.claims.as_ref().unwrap()["sub"], "x");
+        assert_eq!(held.claims().unwrap()["sub"], "x");
+        assert_eq!(held.expose_token(), token, "held once, inside the answer");
         assert_eq!(held.issued_at, t0() - chrono::Duration::seconds(5));
         assert_eq!(held.fingerprint, fingerprint(&token));
         assert_eq!(held.fingerprint.len(), 16);
@@ -340,6 +396,7 @@ mod tests {
             answer["access_token"], "op\"aque",
             "escaped once, correctly"
         );
+        assert_eq!(held.expose_token(), "op\"aque", "kept apart, unescaped");
         assert_eq!(answer["scope"], "read \"write\"");
         assert_eq!(answer["expires_in"], 60);
     }

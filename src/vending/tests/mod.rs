@@ -14,7 +14,6 @@ use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{Tenant, TenantUid, TokenType};
 use crate::store::TenantRow;
 use crate::upstream::UpstreamError;
-use secrecy::ExposeSecret;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -116,7 +115,7 @@ impl Engine {
 }
 
 fn secret(token: &HeldToken) -> &str {
-    token.access_token.expose_secret()
+    token.expose_token()
 }
 
 /// Lets spawned tasks (background refreshes, persistence) run to completion.
