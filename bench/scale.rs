@@ -12,7 +12,7 @@
 //! Environment: `SCALE_DATABASE_URL` (the PostgreSQL server, any database on it; default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `SPREAD` (1: run the hit-path part, 0:
 //! skip it; by default only when N is 10,000), `ROUNDS` (wrk rounds, default 3),
-//! `SECONDS` (seconds per wrk run, default 8), `SCALE_PIN` (1: tokenvend under
+//! `WRK_SECONDS` or `SECONDS` (seconds per wrk run, default 8), `SCALE_PIN` (1: tokenvend under
 //! `taskset -c 0`, wrk under `taskset -c 1`; scale.sh sets it on machines with 2 cores or
 //! more and also pins this driver to core 0, so that the bare baseline gets the same one
 //! core as tokenvend).
@@ -116,7 +116,11 @@ async fn main() -> anyhow::Result<()> {
         _ => tenants == 10_000,
     };
     let rounds: usize = env_number("ROUNDS", 3)?;
-    let seconds: usize = env_number("SECONDS", 8)?;
+    // scale.sh passes WRK_SECONDS: bash's own SECONDS counts the script's running time.
+    let seconds: usize = match std::env::var("WRK_SECONDS") {
+        Ok(_) => env_number("WRK_SECONDS", 8)?,
+        Err(_) => env_number("SECONDS", 8)?,
+    };
     let pin = std::env::var("SCALE_PIN").as_deref() == Ok("1");
     let server_url =
         std::env::var("SCALE_DATABASE_URL").unwrap_or_else(|_| DEFAULT_SERVER_URL.to_owned());
@@ -148,10 +152,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     figures.seed_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "seeded {tenants} tenants in {:.1} s",
-        figures.seed_seconds
-    );
+    eprintln!("seeded {tenants} tenants in {:.1} s", figures.seed_seconds);
 
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
@@ -383,11 +384,7 @@ async fn hit_path_spread(
         .bearer_auth(&key)
         .send()
         .await?;
-    ensure!(
-        response.status() == 200,
-        "no token: {}",
-        response.status()
-    );
+    ensure!(response.status() == 200, "no token: {}", response.status());
     let bytes = response.bytes().await?;
     // The bare baseline, as in bench/server.rs: the same bytes and headers, nothing else.
     let bare = Router::new().route(
@@ -575,8 +572,8 @@ async fn seed(
     token_url: &str,
     tenants: usize,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&DatabaseUrl::parse(database_url).map_err(anyhow::Error::msg)?)
-        .await?;
+    let store =
+        Store::connect(&DatabaseUrl::parse(database_url).map_err(anyhow::Error::msg)?).await?;
     store.migrate().await?;
     drop(store);
 
@@ -756,16 +753,28 @@ fn print_figures(f: &Figures) -> anyhow::Result<()> {
     println!("| --- | --- |");
     println!("| tenants | {} |", f.tenants);
     println!("| seed (s, not measured) | {:.1} |", f.seed_seconds);
-    println!("| fill: every tenant's token, 32 at a time (s) | {:.1} |", f.fill_seconds);
+    println!(
+        "| fill: every tenant's token, 32 at a time (s) | {:.1} |",
+        f.fill_seconds
+    );
     println!("| RSS holding tokens (MiB) | {:.1} |", f.rss_holding_mib);
     println!(
         "| `/tokens/status?limit=1000` (median ms, max ms, KB) | {:.2}, {:.2}, {:.0} |",
         f.status_median_ms, f.status_max_ms, f.status_kb
     );
     println!("| ready after restart (s) | {:.3} |", f.ready_seconds);
-    println!("| all tokens adopted after restart (s) | {:.3} |", f.adopted_seconds);
-    println!("| RSS after restart (MiB) | {:.1} |", f.rss_after_restart_mib);
-    println!("| edX calls during restart | {} |", f.edx_calls_during_restart);
+    println!(
+        "| all tokens adopted after restart (s) | {:.3} |",
+        f.adopted_seconds
+    );
+    println!(
+        "| RSS after restart (MiB) | {:.1} |",
+        f.rss_after_restart_mib
+    );
+    println!(
+        "| edX calls during restart | {} |",
+        f.edx_calls_during_restart
+    );
     let mut hit_json = Value::Null;
     if let Some(hit) = &f.hit {
         println!(
