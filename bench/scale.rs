@@ -223,6 +223,23 @@ async fn measure(
     hit_path: Option<(usize, usize)>,
 ) -> anyhow::Result<()> {
     wait_ready(client, base, child, Duration::from_millis(10)).await?;
+    // The restart's "adopted" probe must see missing tokens when there are some: before
+    // the fill every tenant's token is missing.
+    let missing = format!("{base}/tokens/status?state=missing&limit=1");
+    let page: Value = client
+        .get(&missing)
+        .bearer_auth(admin_key)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure!(
+        page["items"]
+            .as_array()
+            .is_some_and(|items| items.len() == 1),
+        "before the fill, {missing} did not list a missing token: {page}"
+    );
 
     // Every tenant's token, through the API, FILL_CONCURRENCY at a time.
     let started = Instant::now();
@@ -305,7 +322,6 @@ async fn measure(
     *child = spawn(spec)?;
     wait_ready(client, base, child, Duration::from_millis(5)).await?;
     figures.ready_seconds = started.elapsed().as_secs_f64();
-    let missing = format!("{base}/tokens/status?state=missing&limit=1");
     loop {
         ensure_running(child)?;
         if let Ok(response) = client.get(&missing).bearer_auth(admin_key).send().await {
