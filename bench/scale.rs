@@ -12,10 +12,12 @@
 //! Environment: `SCALE_DATABASE_URL` (the PostgreSQL server, any database on it; default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `SPREAD` (1: run the hit-path part, 0:
 //! skip it; by default only when N is 10,000), `ROUNDS` (wrk rounds, default 3),
-//! `WRK_SECONDS` or `SECONDS` (seconds per wrk run, default 8), `SCALE_PIN` (1: tokenvend under
-//! `taskset -c 0`, wrk under `taskset -c 1`; scale.sh sets it on machines with 2 cores or
-//! more and also pins this driver to core 0, so that the bare baseline gets the same one
-//! core as tokenvend).
+//! `WRK_SECONDS` or `SECONDS` (seconds per wrk run, default 8), `SCALE_PIN` (1: for the
+//! hit-path part only, tokenvend and this driver, which serves the bare baseline, are
+//! moved to core 0 with `taskset -a -p` and wrk runs under `taskset -c 1`, so that the
+//! bare handler and tokenvend each serve from the same single core; start-up, the fill
+//! and the restart use every core, as in production. scale.sh sets it on machines with
+//! 2 cores or more).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,6 +52,8 @@ struct Figures {
     tenants: usize,
     seed_seconds: f64,
     fill_seconds: f64,
+    /// Ready with every tenant loaded, before any token (what the tenants alone take).
+    rss_tenants_mib: f64,
     rss_holding_mib: f64,
     status_median_ms: f64,
     status_max_ms: f64,
@@ -223,6 +227,12 @@ async fn measure(
     hit_path: Option<(usize, usize)>,
 ) -> anyhow::Result<()> {
     wait_ready(client, base, child, Duration::from_millis(10)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    figures.rss_tenants_mib = rss_mib(child)?;
+    eprintln!(
+        "RSS with tenants, no tokens: {:.1} MiB",
+        figures.rss_tenants_mib
+    );
     // The restart's "adopted" probe must see missing tokens when there are some: before
     // the fill every tenant's token is missing.
     let missing = format!("{base}/tokens/status?state=missing&limit=1");
@@ -351,7 +361,13 @@ async fn measure(
     );
 
     if let Some((rounds, seconds)) = hit_path {
-        figures.hit = Some(
+        figures.hit = Some({
+            if spec.pin {
+                // The hit path is compared on one core: tokenvend's and the bare
+                // handler's (this process, every thread); wrk gets the other.
+                pin_to_core_0(child.id().context("tokenvend has exited")?)?;
+                pin_to_core_0(std::process::id())?;
+            }
             hit_path_spread(
                 client,
                 base,
@@ -361,9 +377,19 @@ async fn measure(
                 seconds,
                 spec.pin,
             )
-            .await?,
-        );
+            .await?
+        });
     }
+    Ok(())
+}
+
+/// Moves every thread of process `pid` to core 0 (`taskset -a -p`: no unsafe code here).
+fn pin_to_core_0(pid: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(status.success(), "taskset could not pin process {pid}");
     Ok(())
 }
 
@@ -654,14 +680,7 @@ fn spawn(spec: &ChildSpec) -> anyhow::Result<Child> {
         .create(true)
         .append(true)
         .open(&spec.log)?;
-    let mut command = if spec.pin {
-        // taskset execs the binary, so the child's pid is tokenvend's own.
-        let mut command = Command::new("taskset");
-        command.args(["-c", "0"]).arg(&spec.binary);
-        command
-    } else {
-        Command::new(&spec.binary)
-    };
+    let mut command = Command::new(&spec.binary);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -773,6 +792,10 @@ fn print_figures(f: &Figures) -> anyhow::Result<()> {
         "| fill: every tenant's token, 32 at a time (s) | {:.1} |",
         f.fill_seconds
     );
+    println!(
+        "| RSS with the tenants loaded, no token yet (MiB) | {:.1} |",
+        f.rss_tenants_mib
+    );
     println!("| RSS holding tokens (MiB) | {:.1} |", f.rss_holding_mib);
     println!(
         "| `/tokens/status?limit=1000` (median ms, max ms, KB) | {:.2}, {:.2}, {:.0} |",
@@ -838,6 +861,7 @@ fn print_figures(f: &Figures) -> anyhow::Result<()> {
         "tenants": f.tenants,
         "seed_seconds": f.seed_seconds,
         "fill_seconds": f.fill_seconds,
+        "rss_tenants_mib": f.rss_tenants_mib,
         "rss_holding_tokens_mib": f.rss_holding_mib,
         "status_page_median_ms": f.status_median_ms,
         "status_page_max_ms": f.status_max_ms,

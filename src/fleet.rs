@@ -139,7 +139,7 @@ pub async fn load_tenants(store: &Store, vendor: &Vendor) -> Result<Vec<String>,
                 false => Ok(Vec::new()),
             }
         };
-        let (next, ()) = tokio::join!(next, vendor.apply_tenant_rows(page));
+        let (next, ()) = tokio::join!(next, async { vendor.apply_tenant_rows(page) });
         page = next?;
     }
     Ok(ids)
@@ -169,7 +169,7 @@ pub async fn reload_tenants(store: &Store, vendor: &Vendor) -> Result<(), LoadEr
             rows.push(row);
         }
     }
-    vendor.apply_tenant_rows(rows).await;
+    vendor.apply_tenant_rows(rows);
     vendor.retain_tenants(&listed.iter().map(|v| v.id.as_str()).collect());
     Ok(())
 }

@@ -123,14 +123,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// logged), else a new UUID in its place. Synchronous, so that it adds no allocation of
 /// its own to the hot path beyond the id.
 pub fn with_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
-    let usable = request.headers().get(REQUEST_ID_HEADER).is_some_and(|value| {
-        let bytes = value.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= 128
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
-    });
+    let usable = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_some_and(|value| {
+            let bytes = value.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= 128
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+        });
     if !usable {
         let mut text = uuid::Uuid::encode_buffer();
         let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);

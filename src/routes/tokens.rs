@@ -46,10 +46,11 @@ async fn get_token(
     Path(raw_id): Path<String>,
     uri: Uri,
 ) -> Result<impl IntoResponse> {
-    let parsed = TenantId::parse(&raw_id).ok();
-    let current = parsed.as_ref().and_then(|id| state.vendor.uid_of(id));
+    let current = TenantId::parse(&raw_id)
+        .ok()
+        .and_then(|id| state.vendor.uid_of(&id));
     caller.require_token_access(&raw_id, current)?;
-    let id = parsed.map_or_else(|| path_tenant_id(&raw_id), Ok)?;
+    let id = path_tenant_id(&raw_id)?;
     // The query is read only now, so that a key without scope gets 403 whatever it sends.
     let params: TokenParams = axum::extract::Query::try_from_uri(&uri)
         .map(|q| q.0)

@@ -197,9 +197,11 @@ impl Store {
     /// Every tenant's id, identity and row version: what a reload compares with the
     /// tenants held before it reads (and opens the secrets of) any row.
     pub async fn list_tenant_versions(&self) -> Result<Vec<TenantVersion>, sqlx::Error> {
-        on_pool!(self, |pool| sqlx::query_as("SELECT id, uid, version FROM tenants")
-            .fetch_all(pool)
-            .await)
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, uid, version FROM tenants"
+        )
+        .fetch_all(pool)
+        .await)
     }
 
     /// Writes `t` if the row is still at `expected_version`; false if it changed or vanished.

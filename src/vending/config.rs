@@ -2,6 +2,9 @@
 //! against the outbound rules in force now (not only when they were written), or the
 //! reason the tenant cannot be asked a token for.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use url::Url;
@@ -23,13 +26,13 @@ pub struct TenantConfig {
     pub jwks_url: Option<Url>,
     /// Where the proxy sends API calls (checked against the rules in force now), or why
     /// it may not.
-    pub api_base: Result<Url, String>,
+    pub api_base: Result<Arc<Url>, String>,
     /// What a token request sends, or why none may be sent (shown in the token status).
     pub upstream: Result<UpstreamParams, String>,
 }
 
 pub struct UpstreamParams {
-    token_url: Url,
+    token_url: Arc<Url>,
     client_id: String,
     client_secret: SecretString,
     scope: Option<String>,
@@ -84,6 +87,20 @@ fn open_previous(tenant: &Tenant, key: &MasterKey) -> Option<(SecretString, Date
     Some((SecretString::from(opened?), previous.until))
 }
 
+/// URLs many tenants share (edX's token URL, its API base), held once: the engine keeps
+/// every tenant's settings in memory.
+#[derive(Default)]
+pub struct SharedUrls(HashMap<String, Arc<Url>>);
+
+impl SharedUrls {
+    pub fn share(&mut self, url: Url) -> Arc<Url> {
+        self.0
+            .entry(url.as_str().to_owned())
+            .or_insert_with(|| Arc::new(url))
+            .clone()
+    }
+}
+
 /// Checks a stored URL against the rules in force now.
 fn allowed(field: &str, url: &Url, policy: UrlPolicy) -> Result<Url, String> {
     parse_outbound_url(url.as_str(), policy).map_err(|problem| format!("{field} {problem}"))
@@ -91,6 +108,16 @@ fn allowed(field: &str, url: &Url, policy: UrlPolicy) -> Result<Url, String> {
 
 impl TenantConfig {
     pub fn new(tenant: &Tenant, key: &MasterKey, policy: UrlPolicy) -> Self {
+        Self::sharing(tenant, key, policy, &mut SharedUrls::default())
+    }
+
+    /// As `new`, holding the URLs it has in common with others built with `urls` once.
+    pub fn sharing(
+        tenant: &Tenant,
+        key: &MasterKey,
+        policy: UrlPolicy,
+        urls: &mut SharedUrls,
+    ) -> Self {
         let upstream = (|| {
             let default_url;
             let token_url = match &tenant.token_url {
@@ -107,7 +134,7 @@ impl TenantConfig {
             let secret = String::from_utf8(secret)
                 .map_err(|_| "the stored client secret is not text".to_owned())?;
             Ok(UpstreamParams {
-                token_url,
+                token_url: urls.share(token_url),
                 client_id: tenant.client_id.clone(),
                 client_secret: SecretString::from(secret),
                 scope: tenant.scope.clone(),
@@ -129,6 +156,7 @@ impl TenantConfig {
         }
         let api_base = api_base_of(tenant)
             .and_then(|url| parse_api_base_url(url.as_str(), policy))
+            .map(|url| urls.share(url))
             .map_err(|problem| format!("api_base_url {problem}"));
         Self {
             key: TenantKey {

@@ -73,10 +73,7 @@ impl Core {
         let core = self.clone();
         let slot = slot.clone();
         tokio::spawn(async move {
-            let signature = core
-                .jwks
-                .verify(&url, token.expose_token())
-                .await;
+            let signature = core.jwks.verify(&url, token.expose_token()).await;
             if signature == SignatureState::Invalid {
                 tracing::warn!(tenant = %slot.id, "token signature does not verify against the JWKS");
             }

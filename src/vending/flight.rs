@@ -133,7 +133,7 @@ async fn fetch_task(
                 return Ok(token);
             }
             if let Some(notice) = notice {
-                slot.health.lock().last_error = Some(notice);
+                slot.health.lock().last_error = Some(Box::new(notice));
             }
             if was_failing {
                 let event =
@@ -164,7 +164,7 @@ async fn fetch_task(
                 let health = slot.health.lock();
                 let rejected = health
                     .cause
-                    .as_ref()
+                    .as_deref()
                     .is_some_and(UpstreamError::rejects_credentials);
                 (health.consecutive_failures == 0, rejected)
             };

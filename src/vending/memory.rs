@@ -28,6 +28,8 @@ pub struct MemoryTokenStore {
     pub rows: Mutex<HashMap<TenantId, (TenantKey, HeldToken)>>,
     /// The identity and credentials each tenant id has in "the store" now.
     pub tenants: Mutex<HashMap<TenantId, TenantKey>>,
+    /// How many tokens were read one by one (`stored`).
+    pub reads: AtomicUsize,
 }
 
 impl MemoryTokenStore {
@@ -79,6 +81,7 @@ impl TokenStore for MemoryTokenStore {
         &'a self,
         tenant: &'a TenantId,
     ) -> BoxFuture<'a, Result<Option<StoredToken>, StoreFault>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let row = self
             .rows
             .lock()

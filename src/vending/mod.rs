@@ -272,10 +272,9 @@ impl Vendor {
         registry::replace_tenants(&self.core, rows);
     }
 
-    /// Adds or updates the tenants of `rows` (a page of the store) at once, their secrets
-    /// opened off the async workers.
-    pub async fn apply_tenant_rows(&self, rows: Vec<TenantRow>) {
-        registry::apply_rows(&self.core, rows).await;
+    /// Adds or updates the tenants of `rows` (a page of the store) at once.
+    pub fn apply_tenant_rows(&self, rows: Vec<TenantRow>) {
+        registry::apply_rows(&self.core, rows);
     }
 
     /// Forgets every tenant whose id is not in `present` (the whole store's ids).
@@ -347,7 +346,10 @@ impl Vendor {
     pub fn api_base(&self, id: &TenantId) -> Result<url::Url, VendError> {
         let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
         let config = slot.config.load();
-        config.api_base.clone().map_err(VendError::Unusable)
+        match &config.api_base {
+            Ok(url) => Ok(url::Url::clone(url)),
+            Err(problem) => Err(VendError::Unusable(problem.clone())),
+        }
     }
 
     pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {

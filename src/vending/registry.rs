@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::config::TenantConfig;
+use super::config::{SharedUrls, TenantConfig};
 use super::core::Core;
-use super::slot_map::Batch;
 use super::port::{StoreFault, StoredToken};
 use super::slot::{Health, Slot};
+use super::slot_map::Batch;
 use crate::domain::{Tenant, TenantId};
 use crate::store::TenantRow;
 
@@ -58,9 +58,14 @@ fn apply_config(core: &Core, batch: &mut Batch<'_>, config: TenantConfig) {
 /// The settings of a stored row's tenant; a row that does not parse gives its tenant as
 /// failing with the reason. `None` for a row whose id does not parse (it cannot be asked
 /// for: it is only logged).
-fn config_of_row(core: &Core, row: TenantRow) -> Option<TenantConfig> {
+fn config_of_row(core: &Core, row: TenantRow, urls: &mut SharedUrls) -> Option<TenantConfig> {
     match Tenant::try_from(row) {
-        Ok(tenant) => Some(TenantConfig::new(&tenant, &core.master_key, core.policy)),
+        Ok(tenant) => Some(TenantConfig::sharing(
+            &tenant,
+            &core.master_key,
+            core.policy,
+            urls,
+        )),
         Err(invalid) => match TenantId::parse(&invalid.id) {
             Ok(id) => Some(TenantConfig::invalid(id, &invalid)),
             Err(_) => {
@@ -74,7 +79,7 @@ fn config_of_row(core: &Core, row: TenantRow) -> Option<TenantConfig> {
 /// Adds or updates the tenant of a stored row; a row that does not parse keeps its
 /// tenant as failing with the reason. Returns the tenant's id, if it has a valid one.
 pub fn upsert_row(core: &Core, row: TenantRow) -> Option<TenantId> {
-    let config = config_of_row(core, row)?;
+    let config = config_of_row(core, row, &mut SharedUrls::default())?;
     let id = config.key.id.clone();
     install_config(core, config);
     Some(id)
@@ -91,20 +96,13 @@ pub fn remove_tenant(core: &Core, id: &TenantId) {
 }
 
 /// Adds or updates the tenants of `rows` (a page of the store) in one batch. Their
-/// secrets are opened on a blocking thread, before the write lock is taken: it is held
-/// only for the map.
-pub async fn apply_rows(core: &Arc<Core>, rows: Vec<TenantRow>) {
-    let opening = core.clone();
-    let configs = tokio::task::spawn_blocking(move || {
-        rows.into_iter()
-            .filter_map(|row| config_of_row(&opening, row))
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let Ok(configs) = configs else {
-        tracing::error!("opening a page of tenants failed");
-        return;
-    };
+/// secrets are opened before the write lock is taken: it is held only for the map.
+pub fn apply_rows(core: &Core, rows: Vec<TenantRow>) {
+    let mut urls = SharedUrls::default();
+    let configs = rows
+        .into_iter()
+        .filter_map(|row| config_of_row(core, row, &mut urls))
+        .collect();
     apply_configs(core, configs);
 }
 
@@ -149,9 +147,10 @@ pub fn holds_version(core: &Core, id: &str, uid: &str, version: i64) -> bool {
 /// forgets the others. A row that does not parse keeps its tenant, as failing with the
 /// reason, and nothing is ever sent for it.
 pub fn replace_tenants(core: &Core, rows: impl IntoIterator<Item = TenantRow>) {
+    let mut urls = SharedUrls::default();
     let configs: Vec<TenantConfig> = rows
         .into_iter()
-        .filter_map(|row| config_of_row(core, row))
+        .filter_map(|row| config_of_row(core, row, &mut urls))
         .collect();
     let ids: Vec<TenantId> = configs.iter().map(|c| c.key.id.clone()).collect();
     apply_configs(core, configs);

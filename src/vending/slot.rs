@@ -36,10 +36,11 @@ pub struct ProxyStats {
     pub last_401_at: Option<String>,
 }
 
+/// Boxed parts: most tenants are healthy, and every tenant has a `Health`.
 #[derive(Default)]
 pub struct Health {
-    pub last_error: Option<LastError>,
-    pub cause: Option<UpstreamError>,
+    pub last_error: Option<Box<LastError>>,
+    pub cause: Option<Box<UpstreamError>>,
     pub consecutive_failures: u32,
     pub cooldown_until: Option<DateTime<Utc>>,
     pub last_attempt_failed: bool,
@@ -52,11 +53,11 @@ impl Health {
     pub fn for_config(config: &TenantConfig, now: DateTime<Utc>) -> Self {
         let mut health = Health::default();
         if let Err(problem) = &config.upstream {
-            health.last_error = Some(LastError {
+            health.last_error = Some(Box::new(LastError {
                 at: rfc3339(now),
                 status: None,
                 message: problem.clone(),
-            });
+            }));
             health.last_attempt_failed = true;
         }
         health
@@ -154,7 +155,7 @@ impl Slot {
     pub fn cooling_down(&self, now: DateTime<Utc>) -> Option<VendError> {
         let health = self.health.lock();
         let until = health.cooldown_until.filter(|until| *until > now)?;
-        let cause = health.cause.clone()?;
+        let cause = UpstreamError::clone(health.cause.as_deref()?);
         let left = (until - now).to_std().unwrap_or_default();
         Some(VendError::Upstream {
             cause,
@@ -167,13 +168,13 @@ impl Slot {
         let mut health = self.health.lock();
         health.consecutive_failures += 1;
         let wait = cooldown(cause, health.consecutive_failures);
-        health.last_error = Some(LastError {
+        health.last_error = Some(Box::new(LastError {
             at: rfc3339(now),
             status: cause.http_status(),
             message: cause.to_string(),
-        });
+        }));
         health.cooldown_until = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
-        health.cause = Some(cause.clone());
+        health.cause = Some(Box::new(cause.clone()));
         health.last_attempt_failed = true;
         self.upstream_failures.fetch_add(1, Ordering::Relaxed);
         wait

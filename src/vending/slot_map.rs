@@ -146,7 +146,7 @@ impl Batch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{TenantUid, TenantId};
+    use crate::domain::{TenantId, TenantUid};
     use crate::vending::config::TenantConfig;
     use crate::vending::port::TenantKey;
 
@@ -211,6 +211,9 @@ mod tests {
         assert_eq!(map.ordered().len(), 5_000);
         assert!((0..5_000).all(|n| map.get(&format!("t{n:05}")).is_some()));
         let busiest = map.shards.iter().map(|s| s.load().len()).max().unwrap();
-        assert!(busiest < 60, "a shard holds {busiest} of 5,000 (about 20 expected)");
+        assert!(
+            busiest < 60,
+            "a shard holds {busiest} of 5,000 (about 20 expected)"
+        );
     }
 }

@@ -135,7 +135,7 @@ fn status_if(
         claims: t.and_then(HeldToken::claims),
         signature: t.map_or(SignatureState::Unverified, |t| t.signature),
         fingerprint: t.map(|t| t.fingerprint.clone()),
-        last_error: health.last_error.clone(),
+        last_error: health.last_error.as_deref().cloned(),
         upstream_calls: slot.upstream_calls.load(Ordering::Relaxed),
         upstream_failures: slot.upstream_failures.load(Ordering::Relaxed),
         proxy: slot.proxy.lock().clone(),

@@ -76,14 +76,33 @@ fn at(unix: Option<&Value>) -> Option<DateTime<Utc>> {
 
 /// The payload of a JWT, decoded without checking its signature (that is for JWKS).
 pub fn decode_claims(token: &str) -> Option<Value> {
+    let claims: Value = serde_json::from_slice(&payload_object(token)?).ok()?;
+    claims.is_object().then_some(claims)
+}
+
+/// The JSON of a JWT's payload, if it looks like an object.
+fn payload_object(token: &str) -> Option<Vec<u8>> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.is_object().then_some(claims)
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    (first == Some(&b'{')).then_some(bytes)
+}
+
+/// The time claims a held token is built from; the others are skipped unread (a token is
+/// built for every fetch and every stored token adopted: no map of every claim).
+#[derive(serde::Deserialize)]
+struct TimeClaims {
+    exp: Option<Value>,
+    iat: Option<Value>,
+    nbf: Option<Value>,
+}
+
+fn decode_time_claims(token: &str) -> Option<TimeClaims> {
+    serde_json::from_slice(&payload_object(token)?).ok()
 }
 
 /// The first 16 hex digits of the token's SHA-256: tells tokens apart without showing them.
@@ -155,7 +174,9 @@ impl HeldToken {
     /// The JWT's claims, decoded from the token (not kept decoded: statuses are rare,
     /// tokens many).
     pub fn claims(&self) -> Option<Value> {
-        self.is_jwt.then(|| decode_claims(self.expose_token())).flatten()
+        self.is_jwt
+            .then(|| decode_claims(self.expose_token()))
+            .flatten()
     }
 
     /// Whether the token is a JWT (with claims).
@@ -211,16 +232,17 @@ impl HeldToken {
         expires_by_lifetime: Option<DateTime<Utc>>,
         skew: Duration,
     ) -> Option<Self> {
-        let claims = decode_claims(access_token.expose_secret());
-        let claim = |name: &str| claims.as_ref().and_then(|c| at(c.get(name)));
-        let expires_at = match (expires_by_lifetime, claim("exp")) {
+        let claims = decode_time_claims(access_token.expose_secret());
+        let claim =
+            |pick: fn(&TimeClaims) -> Option<&Value>| claims.as_ref().and_then(|c| at(pick(c)));
+        let expires_at = match (expires_by_lifetime, claim(|c| c.exp.as_ref())) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
         if expires_at <= fetched_at {
             return None;
         }
-        let issued_at = claim("iat")
+        let issued_at = claim(|c| c.iat.as_ref())
             .filter(|iat| *iat <= expires_at)
             .unwrap_or(fetched_at);
         let lifetime = (expires_at - fetched_at).to_std().ok()?;
@@ -252,7 +274,7 @@ impl HeldToken {
             scope,
             fetched_at,
             issued_at,
-            not_before: claim("nbf").or_else(|| claim("iat")),
+            not_before: claim(|c| c.nbf.as_ref()).or_else(|| claim(|c| c.iat.as_ref())),
             refresh_at: expires_at - seconds(window),
             // A token whose whole life is shorter than the margin would never be served:
             // the margin is at most a third of the lifetime.

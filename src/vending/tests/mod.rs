@@ -476,6 +476,7 @@ async fn an_invalid_stored_row_shows_as_failing_and_is_never_sent_anywhere() {
     );
 }
 
+mod adoption;
 mod events;
 mod invalidation;
 mod status;
