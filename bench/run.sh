@@ -10,7 +10,7 @@
 # Usage: bash bench/run.sh [seconds] [connections] (STREAM_MB=100 by default; BIN=path
 # measures another build of bench_server, e.g. an earlier commit's, without building).
 # With two cores or more, the server runs on core 0 and wrk on core 1 (taskset), so that
-# the two do not take turns on one core.
+# the two do not take turns on one core; PIN=0 leaves both free to use every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -24,7 +24,7 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/examples/bench_server
 fi
 SERVER_CPU=() WRK_CPU=()
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+if [ "${PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   SERVER_CPU=(taskset -c 0) WRK_CPU=(taskset -c 1)
 fi
 ulimit -n 65536 2>/dev/null || true

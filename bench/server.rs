@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The allocator of the `tokenvend` binary (src/main.rs), so that both are measured alike.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use axum::http::header;
 use axum::routing::get;

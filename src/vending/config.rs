@@ -23,7 +23,7 @@ pub struct TenantConfig {
     /// The version of the stored row it was built from (`-1`: a row that does not parse,
     /// built again at every reload): a reload skips rows at the version held.
     pub version: i64,
-    pub jwks_url: Option<Url>,
+    pub jwks_url: Option<Arc<Url>>,
     /// Where the proxy sends API calls (checked against the rules in force now), or why
     /// it may not.
     pub api_base: Result<Arc<Url>, String>,
@@ -146,7 +146,7 @@ impl TenantConfig {
         let jwks_url = tenant
             .jwks_url
             .as_ref()
-            .map(|url| allowed("jwks_url", url, policy));
+            .map(|url| allowed("jwks_url", url, policy).map(|url| urls.share(url)));
         let (jwks_url, upstream) = match jwks_url.transpose() {
             Ok(jwks_url) => (jwks_url, upstream),
             Err(problem) => (None, upstream.and(Err(problem))),

@@ -67,9 +67,7 @@ pub fn fetch(core: &Arc<Core>, slot: &Arc<Slot>, need: Need) -> BoxFuture<'stati
         "token_fetch",
         tenant = %slot.id,
         "tokenvend.trigger" = slot
-            .next_trigger
-            .lock()
-            .take()
+            .take_next_trigger()
             .unwrap_or_else(|| need.trigger(held)),
     );
     let task = tokio::spawn(

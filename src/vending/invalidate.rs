@@ -64,10 +64,12 @@ pub fn invalidate(
     if let Some(wait) = too_soon(core, slot, now) {
         return Err(VendError::TooSoon { retry_after: wait });
     }
-    *slot.invalidated.lock() = Some(held.fingerprint.clone());
+    slot.seldom(|seldom| {
+        seldom.invalidated = Some(held.fingerprint.clone());
+        seldom.next_trigger = Some("invalidated");
+    });
     slot.generation.fetch_add(1, Ordering::SeqCst);
     slot.token.store(None);
-    *slot.next_trigger.lock() = Some("invalidated");
     tracing::info!(tenant = %slot.id, fingerprint = %held.fingerprint, "token invalidated");
     forget_stored(core, slot, held);
     Ok(Invalidation::Dropped)

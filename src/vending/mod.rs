@@ -227,7 +227,7 @@ impl Vendor {
         match self.invalidate(id, &refused.fingerprint) {
             Ok(Invalidation::Dropped) => {
                 if let Some(slot) = self.core.slot(id) {
-                    *slot.next_trigger.lock() = Some("proxy_retry");
+                    slot.seldom(|seldom| seldom.next_trigger = Some("proxy_retry"));
                 }
             }
             Ok(Invalidation::FingerprintMismatch) => {}
@@ -333,12 +333,15 @@ impl Vendor {
         let Some(slot) = self.core.slot(id) else {
             return;
         };
-        let mut stats = slot.proxy.lock();
-        stats.calls += 1;
-        stats.last_status = status;
-        if status == Some(401) {
-            stats.last_401_at = Some(crate::domain::rfc3339(self.now()));
-        }
+        let now = self.now();
+        slot.seldom(|seldom| {
+            let stats = &mut seldom.proxy;
+            stats.calls += 1;
+            stats.last_status = status;
+            if status == Some(401) {
+                stats.last_401_at = Some(crate::domain::rfc3339(now));
+            }
+        });
     }
 
     /// Where the proxy sends the tenant's API calls, checked against the outbound rules in

@@ -81,18 +81,26 @@ pub struct Slot {
     /// Until when (ms since the epoch; 0: not) refreshes ahead of time are put off because
     /// the upstream budget was short.
     deferred_until: AtomicI64,
-    /// The fingerprint of the token last dropped by an invalidation: never installed
-    /// again, whichever fetch or stored copy brings it back.
-    pub invalidated: Mutex<Option<String>>,
     /// Bumped by every invalidation (see `invalidate.rs`).
     pub generation: AtomicU64,
+    /// What few tenants have (see `Seldom`): nothing until one does.
+    seldom: Mutex<Option<Box<Seldom>>>,
+    /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
+    jitter: f32,
+}
+
+/// What few tenants ever have, kept apart so that every other tenant's slot stays small
+/// (a deployment holds 100,000 of them).
+#[derive(Default)]
+pub struct Seldom {
+    /// The fingerprint of the token last dropped by an invalidation: never installed
+    /// again, whichever fetch or stored copy brings it back.
+    pub invalidated: Option<String>,
     /// Why the next fetch happens, when a caller's need alone does not say it: set by an
     /// invalidation (`invalidated`) and the proxy's retry after a 401 (`proxy_retry`),
     /// taken by the fetch that follows (the `tokenvend.trigger` of its span).
-    pub next_trigger: Mutex<Option<&'static str>>,
-    pub proxy: Mutex<ProxyStats>,
-    /// 0..1, fixed per tenant: spreads scheduled refreshes of many tenants.
-    jitter: f64,
+    pub next_trigger: Option<&'static str>,
+    pub proxy: ProxyStats,
 }
 
 fn chrono_secs(secs: f64) -> chrono::Duration {
@@ -105,7 +113,7 @@ impl Slot {
         config.key.id.hash(&mut hasher);
         let health = Health::for_config(&config, now);
         Self {
-            jitter: (hasher.finish() % 10_000) as f64 / 10_000.0,
+            jitter: (hasher.finish() % 10_000) as f32 / 10_000.0,
             id: config.key.id.clone(),
             config: ArcSwap::from_pointee(config),
             epoch: AtomicU64::new(0),
@@ -116,11 +124,28 @@ impl Slot {
             upstream_failures: AtomicU64::new(0),
             last_used: AtomicI64::new(0),
             deferred_until: AtomicI64::new(0),
-            invalidated: Mutex::new(None),
             generation: AtomicU64::new(0),
-            next_trigger: Mutex::new(None),
-            proxy: Mutex::new(ProxyStats::default()),
+            seldom: Mutex::new(None),
         }
+    }
+
+    /// Changes what few tenants have, making room for it at the first change.
+    pub fn seldom<R>(&self, change: impl FnOnce(&mut Seldom) -> R) -> R {
+        change(self.seldom.lock().get_or_insert_with(Box::default))
+    }
+
+    /// Takes the reason of the next fetch, if one was given.
+    pub fn take_next_trigger(&self) -> Option<&'static str> {
+        self.seldom.lock().as_mut()?.next_trigger.take()
+    }
+
+    /// What the dashboard shows of the tenant's proxied calls.
+    pub fn proxy_stats(&self) -> ProxyStats {
+        self.seldom
+            .lock()
+            .as_ref()
+            .map(|seldom| seldom.proxy.clone())
+            .unwrap_or_default()
     }
 
     pub fn touch(&self, now: DateTime<Utc>) {
@@ -134,13 +159,13 @@ impl Slot {
     /// When the scheduler refreshes this token: a little before the refresh point.
     pub fn scheduled_refresh(&self, token: &HeldToken) -> DateTime<Utc> {
         let window = (token.expires_at - token.refresh_at).num_milliseconds() as f64 / 1000.0;
-        token.refresh_at - chrono_secs(window * 0.25 * self.jitter)
+        token.refresh_at - chrono_secs(window * 0.25 * f64::from(self.jitter))
     }
 
     /// Puts off refreshes ahead of time for about `wait` (a little more or less per tenant,
     /// so that the tenants put off together do not all come back at once).
     pub fn defer_refresh(&self, now: DateTime<Utc>, wait: Duration) {
-        let spread = wait.as_secs_f64() * (0.75 + 0.5 * self.jitter);
+        let spread = wait.as_secs_f64() * (0.75 + 0.5 * f64::from(self.jitter));
         let until = now + chrono_secs(spread.max(1.0));
         self.deferred_until
             .store(until.timestamp_millis(), Ordering::Relaxed);
@@ -194,7 +219,11 @@ impl Slot {
 
     /// Whether `token` is the one an invalidation dropped.
     pub fn is_invalidated(&self, token: &HeldToken) -> bool {
-        self.invalidated.lock().as_deref() == Some(token.fingerprint.as_str())
+        self.seldom
+            .lock()
+            .as_ref()
+            .and_then(|seldom| seldom.invalidated.as_deref())
+            == Some(token.fingerprint.as_str())
     }
 }
 

@@ -217,3 +217,23 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod sizes {
+    use std::mem::size_of;
+
+    use crate::vending::config::TenantConfig;
+    use crate::vending::slot::Slot;
+    use crate::vending::token::HeldToken;
+
+    /// A deployment holds 100,000 of each: what is rare is boxed apart (`Seldom`, errors,
+    /// the previous secret's time), shared URLs are `Arc`s. BENCHMARKS.md has the bytes
+    /// per tenant these make.
+    #[test]
+    fn a_tenant_s_parts_stay_small() {
+        assert!(size_of::<Slot>() <= 192, "Slot: {} bytes", size_of::<Slot>());
+        let config = size_of::<TenantConfig>();
+        assert!(config <= 192, "TenantConfig: {config} bytes");
+        let token = size_of::<HeldToken>();
+        assert!(token <= 192, "HeldToken: {token} bytes (the token is on the heap)");
+    }
+}

@@ -138,7 +138,7 @@ fn status_if(
         last_error: health.last_error.as_deref().cloned(),
         upstream_calls: slot.upstream_calls.load(Ordering::Relaxed),
         upstream_failures: slot.upstream_failures.load(Ordering::Relaxed),
-        proxy: slot.proxy.lock().clone(),
+        proxy: slot.proxy_stats(),
     })
 }
 

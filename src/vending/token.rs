@@ -123,24 +123,29 @@ fn answer(
     let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let time = |t: DateTime<Utc>| text(&t.to_rfc3339_opts(SecondsFormat::Secs, true));
     let quoted = text(token);
-    let mut out = String::with_capacity(quoted.len() + 160);
-    out.push_str("\"access_token\":");
-    let start = out.len() + 1;
-    out.push_str(&quoted);
-    // Written as it is when quoting added only the two quotes.
-    let within = (quoted.len() == token.len() + 2).then(|| (start, start + token.len()));
-    out.push_str(&format!(
+    let middle = format!(
         ",\"token_type\":{},\"issued_at\":{},\"expires_at\":{},\"expires_in\":",
         text(token_type),
         time(issued_at),
         time(expires_at),
-    ));
-    let split = out.len();
-    out.push_str(&format!(
+    );
+    let tail = format!(
         ",\"scope\":{},\"fingerprint\":{}}}",
         serde_json::to_string(&scope).unwrap_or_default(),
         text(fingerprint)
-    ));
+    );
+    const HEAD: &str = "\"access_token\":";
+    // Exactly the size it ends with: the answer is kept for the token's life, and a
+    // buffer shrunk afterwards leaves a hole beside it.
+    let mut out = String::with_capacity(HEAD.len() + quoted.len() + middle.len() + tail.len());
+    out.push_str(HEAD);
+    let start = out.len() + 1;
+    out.push_str(&quoted);
+    // Written as it is when quoting added only the two quotes.
+    let within = (quoted.len() == token.len() + 2).then(|| (start, start + token.len()));
+    out.push_str(&middle);
+    let split = out.len();
+    out.push_str(&tail);
     (out, split, within)
 }
 
