@@ -19,14 +19,14 @@
 //! and the restart use every core, as in production. scale.sh sets it on machines with
 //! 2 cores or more).
 
+#[path = "bare.rs"]
+mod bare;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use axum::http::header;
-use axum::routing::get;
-use axum::Router;
 use edx_issuer::Issuer;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -45,6 +45,11 @@ const FILL_CONCURRENCY: usize = 32;
 /// The spread hit path picks among this many tenants (or N, if fewer).
 const SPREAD_TENANTS: usize = 10_000;
 const STATUS_SAMPLES: usize = 20;
+
+/// How long after a burst (start-up, the fill, adoption) memory is read: a steady
+/// process's, once the allocator's decay (jemalloc's 10 s) has returned the pages the
+/// burst freed. The same wait for every build measured.
+const SETTLE: Duration = Duration::from_secs(11);
 
 /// Everything measured for one N; printed as markdown and as one JSON line.
 #[derive(Default)]
@@ -227,7 +232,7 @@ async fn measure(
     hit_path: Option<(usize, usize)>,
 ) -> anyhow::Result<()> {
     wait_ready(client, base, child, Duration::from_millis(10)).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(SETTLE).await;
     figures.rss_tenants_mib = rss_mib(child)?;
     eprintln!(
         "RSS with tenants, no tokens: {:.1} MiB",
@@ -294,7 +299,7 @@ async fn measure(
         figures.tenants
     );
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     figures.rss_holding_mib = rss_mib(child)?;
     eprintln!("RSS holding tokens: {:.1} MiB", figures.rss_holding_mib);
 
@@ -349,7 +354,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     figures.adopted_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     figures.rss_after_restart_mib = rss_mib(child)?;
     figures.edx_calls_during_restart = issuer.total_calls() - calls_before;
     eprintln!(
@@ -428,26 +433,7 @@ async fn hit_path_spread(
         .await?;
     ensure!(response.status() == 200, "no token: {}", response.status());
     let bytes = response.bytes().await?;
-    // The bare baseline, as in bench/server.rs: the same bytes and headers, nothing else.
-    let bare = Router::new().route(
-        &single_path,
-        get(move || {
-            let bytes = bytes.clone();
-            async move {
-                (
-                    [
-                        (header::CONTENT_TYPE, "application/json"),
-                        (header::CACHE_CONTROL, "no-store"),
-                        (header::PRAGMA, "no-cache"),
-                    ],
-                    bytes,
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let bare_url = format!("http://{}{single_path}", listener.local_addr()?);
-    let bare_server = tokio::spawn(async move { axum::serve(listener, bare).await });
+    let bare_url = bare::serve(&single_path, bytes).await?;
 
     let script = tempfile::Builder::new().suffix(".lua").tempfile()?;
     let spread_tenants = tenants.min(SPREAD_TENANTS);
@@ -490,7 +476,6 @@ function request() return wrk.format("GET", paths[math.random(#paths)]) end
             spread,
         });
     }
-    bare_server.abort();
     let mean = |pick: fn(&HitRound) -> f64| all.iter().map(pick).sum::<f64>() / all.len() as f64;
     let bare = mean(|r| r.bare.requests_per_second);
     let single = mean(|r| r.single.requests_per_second);

@@ -10,6 +10,9 @@
 //! token. `bench/run.sh` drives them; `bench/outage.sh` runs it on a PostgreSQL cluster it
 //! stops (`BENCH_DATABASE_URL`).
 
+#[path = "bare.rs"]
+mod bare;
+
 use std::time::{Duration, Instant};
 
 /// The allocator of the `tokenvend` binary (src/main.rs), so that both are measured alike.
@@ -17,8 +20,6 @@ use std::time::{Duration, Instant};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use axum::http::header;
-use axum::routing::get;
-use axum::Router;
 use edx_issuer::Issuer;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -135,26 +136,7 @@ async fn main() -> anyhow::Result<()> {
             let response = client.get(&token_url).bearer_auth(&key).send().await?;
             anyhow::ensure!(response.status() == 200, "no token: {}", response.status());
             let bytes = response.bytes().await?;
-            // The bare baseline: the same bytes and headers, nothing else.
-            let bare = Router::new().route(
-                "/tenants/bench/token",
-                get(move || {
-                    let bytes = bytes.clone();
-                    async move {
-                        (
-                            [
-                                (header::CONTENT_TYPE, "application/json"),
-                                (header::CACHE_CONTROL, "no-store"),
-                                (header::PRAGMA, "no-cache"),
-                            ],
-                            bytes,
-                        )
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let bare_url = format!("http://{}/tenants/bench/token", listener.local_addr()?);
-            tokio::spawn(async move { axum::serve(listener, bare).await });
+            let bare_url = bare::serve("/tenants/bench/token", bytes).await?;
             let token: Value = client
                 .get(&token_url)
                 .bearer_auth(&key)

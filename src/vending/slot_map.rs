@@ -230,10 +230,17 @@ mod sizes {
     /// per tenant these make.
     #[test]
     fn a_tenant_s_parts_stay_small() {
-        assert!(size_of::<Slot>() <= 192, "Slot: {} bytes", size_of::<Slot>());
+        assert!(
+            size_of::<Slot>() <= 192,
+            "Slot: {} bytes",
+            size_of::<Slot>()
+        );
         let config = size_of::<TenantConfig>();
         assert!(config <= 192, "TenantConfig: {config} bytes");
         let token = size_of::<HeldToken>();
-        assert!(token <= 192, "HeldToken: {token} bytes (the token is on the heap)");
+        assert!(
+            token <= 192,
+            "HeldToken: {token} bytes (the token is on the heap)"
+        );
     }
 }
