@@ -1,7 +1,8 @@
 //! Replicas on one PostgreSQL database: each applies the others' tenant, caller-key and
-//! token changes as the database announces them, and reloads everything periodically so
-//! that a missed announcement heals by itself. (Refreshes are coordinated by per-tenant
-//! locks: see `Vendor::obtain`.)
+//! token changes as the database announces them, and reloads periodically (reading only
+//! the rows that changed) so that a missed announcement heals by itself. Also the
+//! start-up load: tenants first, stored tokens adopted in the background. (Refreshes
+//! are coordinated by per-tenant locks: see `Vendor::obtain`.)
 
 use std::future::Future;
 use std::time::Duration;
