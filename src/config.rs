@@ -38,6 +38,7 @@ pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
 pub const KEY_RATE_VAR: &str = "TOKENVEND_KEY_RATE";
 pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
 pub const UPSTREAM_RATE_VAR: &str = "TOKENVEND_UPSTREAM_RATE";
+pub const CALLER_FETCH_RATE_VAR: &str = "TOKENVEND_CALLER_FETCH_RATE";
 pub const PROXY_TIMEOUT_VAR: &str = "TOKENVEND_PROXY_TIMEOUT";
 
 /// A setting that is missing or wrong, named by its environment variable.
@@ -109,6 +110,10 @@ pub struct SettingsArgs {
     /// 0: no limit.
     #[arg(long, env = UPSTREAM_RATE_VAR, default_value = "60", global = true)]
     pub upstream_rate: String,
+    /// edX fetches per minute one caller may trigger (forced refreshes, invalidations,
+    /// proxy 401 retries, min_ttl, verifies together); 0: no limit.
+    #[arg(long, env = CALLER_FETCH_RATE_VAR, default_value = "10", global = true)]
+    pub caller_fetch_rate: String,
     /// Failed authentications per minute per client address before 429s; 0: no limit.
     #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
     pub auth_failures: String,
@@ -402,6 +407,11 @@ impl Settings {
                     1..=86_400,
                 )?),
                 upstream_rate: parse_rate(UPSTREAM_RATE_VAR, &args.upstream_rate, 1_000_000)?,
+                caller_fetch_rate: parse_rate(
+                    CALLER_FETCH_RATE_VAR,
+                    &args.caller_fetch_rate,
+                    1_000_000,
+                )?,
                 ..VendingSettings::default()
             },
             webhooks: WebhookSettings::default(),

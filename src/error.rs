@@ -141,6 +141,11 @@ impl From<VendError> for ApiError {
             VendError::Internal => ApiError::Internal(anyhow::Error::new(err)),
             VendError::Unusable(problem) => ApiError::TenantUnusable(problem),
             VendError::TooSoon { retry_after } => ApiError::RefreshTooSoon { retry_after },
+            VendError::CallerOverRate { retry_after }
+            | VendError::VerifyCoolingDown { retry_after } => ApiError::RateLimited {
+                retry_after,
+                detail: err.to_string(),
+            },
             VendError::Upstream { cause, retry_after } => ApiError::Upstream {
                 failure: UpstreamFailure::new(&cause, retry_after),
                 detail: cause.to_string(),

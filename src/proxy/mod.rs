@@ -36,6 +36,9 @@ pub struct ProxyCall {
     pub headers: HeaderMap,
     pub body: Body,
     pub request_id: String,
+    /// Who asks (the caller key's id): a retry after a `401` counts against its fetch
+    /// rate.
+    pub caller: String,
 }
 
 /// Why a call was not passed on (or its answer not had): tokenvend's own failures.
@@ -133,7 +136,7 @@ impl Proxy {
                 if first.status() != StatusCode::UNAUTHORIZED {
                     return Ok(answer(first, &token));
                 }
-                let Some(fresh) = self.vendor.replace_refused(&call.tenant, &token).await else {
+                let Some(fresh) = self.vendor.replace_refused(&call.tenant, &token, &call.caller).await else {
                     return Ok(answer(first, &token));
                 };
                 drop(first);
@@ -163,7 +166,9 @@ impl Proxy {
                     })?;
                 if answered.status() == StatusCode::UNAUTHORIZED {
                     // Too large to send again: the token is still dropped for the next call.
-                    let _ = self.vendor.invalidate(&call.tenant, &token.fingerprint);
+                    let _ = self
+                        .vendor
+                        .invalidate(&call.tenant, &token.fingerprint, &call.caller);
                 }
                 Ok(answer(answered, &token))
             }

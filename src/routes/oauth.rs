@@ -124,7 +124,9 @@ impl From<VendError> for OAuthError {
             }
             // Not reachable from a token request (only forced refreshes are refused so),
             // but answered in kind: come back later.
-            VendError::TooSoon { retry_after } => Self {
+            VendError::TooSoon { retry_after }
+            | VendError::CallerOverRate { retry_after }
+            | VendError::VerifyCoolingDown { retry_after } => Self {
                 retry_after: Some(retry_after),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

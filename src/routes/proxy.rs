@@ -59,6 +59,7 @@ async fn proxy_call(
         headers: parts.headers,
         body,
         request_id: request_id.0.unwrap_or_default(),
+        caller: caller.id().to_owned(),
     };
     state
         .proxy

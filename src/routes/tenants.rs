@@ -331,10 +331,13 @@ async fn update_tenant(
 }
 
 /// The previous client secret an update keeps. An unverified change of the secret alone
-/// (same client, same token endpoint) keeps the replaced one, sealed under its own
-/// purpose, for a day: if edX refuses the new one, tokens are still had with the old one
-/// meanwhile. A verified change, or a change of client or endpoint, keeps none (a secret
-/// is never sent anywhere new); other changes keep what was kept, while it lasts.
+/// (same client, same token endpoint, same API base) keeps the replaced one, sealed under
+/// its own purpose, for a day: if edX refuses the new one, tokens are still had with the
+/// old one meanwhile. A verified change, or a change of client, token endpoint or API
+/// base, keeps none: a secret, and a token had with it, only ever go to the URLs they
+/// were stored for (otherwise moving the API base with a garbage secret would have the
+/// safety net fetch a good token and the proxy hand it to the new base). Other changes
+/// keep what was kept, while it lasts.
 fn kept_previous_secret(
     state: &AppState,
     current: &Tenant,
@@ -342,7 +345,9 @@ fn kept_previous_secret(
     verified: bool,
     now: DateTime<Utc>,
 ) -> Option<PreviousSecret> {
-    let credentials_moved = changed.contains(&"client_id") || changed.contains(&"token_url");
+    let credentials_moved = ["client_id", "token_url", "api_base_url"]
+        .iter()
+        .any(|field| changed.contains(field));
     if !changed.contains(&"client_secret") && !credentials_moved {
         return current.previous_secret.clone().filter(|p| p.until > now);
     }

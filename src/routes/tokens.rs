@@ -21,7 +21,7 @@ use crate::routes::pagination::{decode_tenant_cursor, encode_tenant_cursor, page
 use crate::routes::tenant_path::path_tenant_id;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
-use crate::vending::{Invalidation, TokenState, TokenStatus};
+use crate::vending::{Invalidation, TokenState, TokenStatus, VendError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,7 +63,7 @@ async fn get_token(
         }
         n => Duration::from_secs(n.unwrap_or(0)),
     };
-    let token = state.vendor.token(&id, min_ttl).await?;
+    let token = state.vendor.token_for(&id, min_ttl, caller.id()).await?;
     let body = token.response_json(id.as_str(), state.vendor.now());
     Ok((
         [
@@ -83,11 +83,16 @@ async fn refresh_token(
 ) -> Result<Json<TokenStatus>> {
     let id = path_tenant_id(&raw_id)?;
     let uid = state.vendor.uid_of(&id);
-    let refreshed = state.vendor.force_refresh(&id).await;
-    if uid.is_some() {
-        // Forced refreshes reach edX on a caller's word: each is on the record, failed or
-        // not (an unknown tenant is not). The refresh stands even if the record cannot be
-        // written; that is logged.
+    let refreshed = state.vendor.force_refresh(&id, caller.id()).await;
+    let refused = matches!(
+        refreshed,
+        Err(VendError::TooSoon { .. } | VendError::CallerOverRate { .. })
+    );
+    if uid.is_some() && !refused {
+        // Forced refreshes reach edX on a caller's word: each that did is on the record,
+        // failed or not (an unknown tenant, or one refused with 429 before edX was asked,
+        // is not: the trail records changes, and a caller in a loop must not fill it).
+        // The refresh stands even if the record cannot be written; that is logged.
         let outcome = match &refreshed {
             Ok(status) => {
                 json!({ "uid": uid.map(|u| u.to_string()), "fingerprint": status.fingerprint })
@@ -144,19 +149,16 @@ async fn invalidate_token(
         )
         .into());
     }
-    let outcome = state.vendor.invalidate(&id, &body.fingerprint);
-    if current.is_some() {
-        // Like forced refreshes, invalidations make edX be asked on a caller's word: each
-        // is on the record, whatever came of it (an unknown tenant is not).
-        let result = match &outcome {
-            Ok(Invalidation::Dropped) => "dropped".to_owned(),
-            Ok(Invalidation::FingerprintMismatch) => "fingerprint_mismatch".to_owned(),
-            Err(error) => error.to_string(),
-        };
+    let outcome = state.vendor.invalidate(&id, &body.fingerprint, caller.id());
+    if let Ok(Invalidation::Dropped) = outcome {
+        // An invalidation that dropped the token makes edX be asked on a caller's word: it
+        // is on the record. One that changed nothing (another token is held, or it was
+        // refused with 429) is not: the trail records changes, and a caller in a loop
+        // must not fill it.
         let detail = json!({
             "uid": current.map(|u| u.to_string()),
             "fingerprint": body.fingerprint,
-            "result": result,
+            "result": "dropped",
         });
         let entry = audit(
             &caller,

@@ -31,8 +31,13 @@ pub async fn verify_credentials(
     tenant: &Tenant,
     operation: &'static str,
 ) -> Result<VerifiedToken> {
-    let error = match state.vendor.verify(tenant).await {
+    let error = match state.vendor.verify(tenant, caller.id()).await {
         Ok(verified) => return Ok(verified),
+        // Refused before edX was asked: nothing new to record (a refusal by edX is
+        // recorded once, and its cool-down keeps the next tries from reaching edX).
+        Err(
+            error @ (VendError::VerifyCoolingDown { .. } | VendError::CallerOverRate { .. }),
+        ) => return Err(error.into()),
         Err(error) => error,
     };
     let details = match &error {

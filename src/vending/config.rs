@@ -151,13 +151,18 @@ impl TenantConfig {
             Ok(jwks_url) => (jwks_url, upstream),
             Err(problem) => (None, upstream.and(Err(problem))),
         };
-        if let Err(problem) = &upstream {
-            tracing::error!(tenant = %tenant.id, %problem, "the tenant cannot be asked a token for");
-        }
         let api_base = api_base_of(tenant)
             .and_then(|url| parse_api_base_url(url.as_str(), policy))
             .map(|url| urls.share(url))
             .map_err(|problem| format!("api_base_url {problem}"));
+        // A token goes to the API base: when the rules refuse it, no token is had at all.
+        let upstream = match &api_base {
+            Ok(_) => upstream,
+            Err(problem) => upstream.and(Err(problem.clone())),
+        };
+        if let Err(problem) = &upstream {
+            tracing::error!(tenant = %tenant.id, %problem, "the tenant cannot be asked a token for");
+        }
         Self {
             key: TenantKey {
                 id: tenant.id.clone(),

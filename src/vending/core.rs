@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::budget::UpstreamBudget;
+use super::caller_rate::CallerFetchRate;
 use super::jwks::JwksCache;
 use super::port::{TokenSource, TokenStore};
 use super::settings::VendingSettings;
@@ -40,6 +41,10 @@ pub struct Core {
     pub store_down_until: Mutex<Option<Instant>>,
     /// Set while stored tokens are adopted in the background after start-up.
     pub adopting: AtomicBool,
+    /// The edX fetches each caller may still trigger (`TOKENVEND_CALLER_FETCH_RATE`).
+    pub caller_rate: CallerFetchRate,
+    /// Client ids whose verify edX refused, and until when they are not verified again.
+    pub verify_refusals: Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
 }
 
 impl Core {

@@ -23,6 +23,14 @@ pub enum VendError {
     /// or during a failure cool-down: refused without calling edX.
     #[error("a refresh was asked for too soon; edX is not asked again yet")]
     TooSoon { retry_after: Duration },
+    /// The caller has triggered its `TOKENVEND_CALLER_FETCH_RATE` of edX fetches this
+    /// minute: refused without calling edX.
+    #[error("this caller has triggered its TOKENVEND_CALLER_FETCH_RATE of edX fetches for now; try again after Retry-After")]
+    CallerOverRate { retry_after: Duration },
+    /// edX refused this client id at a verify moments ago: it is not asked again before
+    /// the cool-down ends (no guessing secrets through tokenvend).
+    #[error("edX refused these credentials moments ago; this client_id is not verified again before Retry-After")]
+    VerifyCoolingDown { retry_after: Duration },
     #[error("the token fetch failed unexpectedly")]
     Internal,
 }

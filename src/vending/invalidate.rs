@@ -45,6 +45,7 @@ pub fn invalidate(
     core: &Arc<Core>,
     slot: &Slot,
     fingerprint: &str,
+    caller: &str,
 ) -> Result<Invalidation, VendError> {
     // Under the flight lock, where fetch results and stored tokens are installed.
     let _inflight = slot.inflight.lock();
@@ -64,9 +65,14 @@ pub fn invalidate(
     if let Some(wait) = too_soon(core, slot, now) {
         return Err(VendError::TooSoon { retry_after: wait });
     }
+    // Checked last, so that a report that would change nothing costs the caller nothing.
+    core.caller_rate
+        .charge(caller)
+        .map_err(|retry_after| VendError::CallerOverRate { retry_after })?;
     slot.seldom(|seldom| {
         seldom.invalidated = Some(held.fingerprint.clone());
         seldom.next_trigger = Some("invalidated");
+        seldom.caller_dropped = true;
     });
     slot.generation.fetch_add(1, Ordering::SeqCst);
     slot.token.store(None);

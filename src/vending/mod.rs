@@ -10,6 +10,7 @@
 //! refreshes ahead.
 
 mod budget;
+mod caller_rate;
 mod config;
 mod core;
 mod error;
@@ -107,6 +108,8 @@ impl Vendor {
         jwks_client: UpstreamClient,
     ) -> Self {
         let budget = UpstreamBudget::new(parts.settings.upstream_rate, parts.metrics.clone());
+        let caller_rate =
+            caller_rate::CallerFetchRate::new(parts.settings.caller_fetch_rate, parts.clock.clone());
         Self {
             core: Arc::new(Core {
                 slots: SlotMap::default(),
@@ -123,6 +126,8 @@ impl Vendor {
                 events: parts.events,
                 store_down_until: Mutex::new(None),
                 adopting: AtomicBool::new(false),
+                caller_rate,
+                verify_refusals: Mutex::new(Default::default()),
             }),
         }
     }
@@ -200,19 +205,74 @@ impl Vendor {
         }
     }
 
-    /// Fetches a new token now, whatever is held (joining a fetch already under way).
-    pub async fn force_refresh(&self, id: &TenantId) -> Result<TokenStatus, VendError> {
+    /// `token` for a caller that asks for at least `min_ttl` left: a fetch that only its
+    /// `min_ttl` makes necessary counts against the caller's fetch rate, and once the
+    /// caller is over it the held token is served as it is (as when the interval rule
+    /// declines the fetch).
+    pub async fn token_for(
+        &self,
+        id: &TenantId,
+        min_ttl: Duration,
+        caller: &str,
+    ) -> Result<Arc<HeldToken>, VendError> {
+        if !min_ttl.is_zero() {
+            if let Some(slot) = self.core.slot(id) {
+                let now = self.core.now();
+                let held = slot.token.load_full().filter(|held| held.servable(now));
+                if let Some(held) = held {
+                    let fetches = !Need::Serve(min_ttl).met_by(
+                        &held,
+                        &slot,
+                        &self.core.settings,
+                        now,
+                        None,
+                    );
+                    if fetches && self.core.caller_rate.charge(caller).is_err() {
+                        tracing::debug!(tenant = %id, caller, "min_ttl not met: the caller is over its fetch rate");
+                        self.core.count(TokenResult::Hit);
+                        return Ok(held);
+                    }
+                }
+            }
+        }
+        self.token(id, min_ttl).await
+    }
+
+    /// Fetches a new token now, whatever is held (joining a fetch already under way), on
+    /// `caller`'s word: counted against its fetch rate.
+    pub async fn force_refresh(&self, id: &TenantId, caller: &str) -> Result<TokenStatus, VendError> {
         let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
+        let now = self.core.now();
+        // Refusals that cost the caller nothing: edX would not be asked anyway.
+        if slot.token.load().is_some() {
+            if let Some(wait) = flight::too_soon(&self.core, &slot, now) {
+                return Err(VendError::TooSoon { retry_after: wait });
+            }
+        }
+        if let Some(VendError::Upstream { retry_after, .. }) = slot.cooling_down(now) {
+            return Err(VendError::TooSoon {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            });
+        }
+        self.core
+            .caller_rate
+            .charge(caller)
+            .map_err(|retry_after| VendError::CallerOverRate { retry_after })?;
         flight::fetch(&self.core, &slot, Need::Force).await?;
         Ok(status::status_of(&slot, self.now()))
     }
 
-    /// Drops the held token if its fingerprint is `fingerprint` (a caller got a 401 with
+    /// Drops the held token if its fingerprint is `fingerprint` (`caller` got a 401 with
     /// it); `TooSoon` within the minimum refresh interval of its fetch or during a
-    /// failure cool-down.
-    pub fn invalidate(&self, id: &TenantId, fingerprint: &str) -> Result<Invalidation, VendError> {
+    /// failure cool-down, `CallerOverRate` once the caller has triggered its fetches.
+    pub fn invalidate(
+        &self,
+        id: &TenantId,
+        fingerprint: &str,
+        caller: &str,
+    ) -> Result<Invalidation, VendError> {
         let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
-        invalidate::invalidate(&self.core, &slot, fingerprint)
+        invalidate::invalidate(&self.core, &slot, fingerprint, caller)
     }
 
     /// The token to use after edX refused `refused`: the held token when it is newer,
@@ -223,8 +283,9 @@ impl Vendor {
         &self,
         id: &TenantId,
         refused: &HeldToken,
+        caller: &str,
     ) -> Option<Arc<HeldToken>> {
-        match self.invalidate(id, &refused.fingerprint) {
+        match self.invalidate(id, &refused.fingerprint, caller) {
             Ok(Invalidation::Dropped) => {
                 if let Some(slot) = self.core.slot(id) {
                     slot.seldom(|seldom| seldom.next_trigger = Some("proxy_retry"));
@@ -241,9 +302,11 @@ impl Vendor {
     }
 
     /// Asks edX for a token with `tenant`'s settings before it is stored (nothing is
-    /// served, stored or counted against the tenant as held now).
-    pub async fn verify(&self, tenant: &Tenant) -> Result<VerifiedToken, VendError> {
-        verify::verify(&self.core, tenant).await
+    /// served, stored or counted against the tenant as held now), on `caller`'s word:
+    /// counted against its fetch rate, and refused while edX's refusal of the same
+    /// client id is fresh.
+    pub async fn verify(&self, tenant: &Tenant, caller: &str) -> Result<VerifiedToken, VendError> {
+        verify::verify(&self.core, tenant, caller).await
     }
 
     /// Serves and stores a verified token once its tenant is stored and registered (see

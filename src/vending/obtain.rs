@@ -50,6 +50,10 @@ pub async fn obtain(
     need: Need,
     started: DateTime<Utc>,
 ) -> Result<Obtained, VendError> {
+    if let Err(problem) = &config.upstream {
+        // Not even a stored copy: a token only goes to the URLs the rules allow now.
+        return Err(VendError::Unusable(problem.clone()));
+    }
     let deadline = Instant::now() + core.settings.request_deadline;
     let held_before = slot.token.load_full();
     let locking =
@@ -161,10 +165,14 @@ async fn fetch_upstream(
         .token
         .load_full()
         .is_some_and(|held| held.servable(core.now()));
+    // A fetch on a caller's word (a forced refresh, the one after an invalidation or a
+    // proxy retry, a `min_ttl` the held token cannot meet) never reaches into the reserve.
     let priority = match need {
+        Need::Force => Priority::Caller,
+        _ if slot.caller_dropped() => Priority::Caller,
         _ if !servable => Priority::Urgent,
         Need::Refresh { .. } => Priority::Background,
-        Need::Serve(_) | Need::Force => Priority::Caller,
+        Need::Serve(_) => Priority::Caller,
     };
     let gate = || -> BoxFuture<'_, Result<(), UpstreamError>> {
         let host = host.as_str();

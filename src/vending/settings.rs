@@ -20,6 +20,10 @@ pub struct VendingSettings {
     /// Token requests per minute per token-endpoint host (`TOKENVEND_UPSTREAM_RATE`),
     /// fleet-wide on PostgreSQL; `None`: no limit.
     pub upstream_rate: Option<NonZeroU32>,
+    /// edX fetches per minute one caller may trigger (`TOKENVEND_CALLER_FETCH_RATE`:
+    /// forced refreshes, invalidations, proxy retries, `min_ttl`, verifies); `None`: no
+    /// limit.
+    pub caller_fetch_rate: Option<NonZeroU32>,
     /// On PostgreSQL, how long a refresh waits for another replica refreshing the same
     /// tenant before it asks edX itself (at most half the request deadline).
     pub lock_wait: Duration,
@@ -34,6 +38,7 @@ impl Default for VendingSettings {
             scheduler_interval: Duration::from_secs(1),
             min_refresh_interval: Duration::from_secs(30),
             upstream_rate: NonZeroU32::new(60),
+            caller_fetch_rate: NonZeroU32::new(10),
             lock_wait: Duration::from_secs(6),
             upstream: UpstreamSettings::default(),
         }

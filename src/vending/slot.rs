@@ -100,6 +100,10 @@ pub struct Seldom {
     /// invalidation (`invalidated`) and the proxy's retry after a 401 (`proxy_retry`),
     /// taken by the fetch that follows (the `tokenvend.trigger` of its span).
     pub next_trigger: Option<&'static str>,
+    /// Set while the tenant has no token because a caller invalidated it: the fetch that
+    /// replaces it is the caller's, and stays out of the budget's reserve for tenants
+    /// that never had one (a caller cannot spend edX for others by invalidating).
+    pub caller_dropped: bool,
     pub proxy: ProxyStats,
 }
 
@@ -132,6 +136,14 @@ impl Slot {
     /// Changes what few tenants have, making room for it at the first change.
     pub fn seldom<R>(&self, change: impl FnOnce(&mut Seldom) -> R) -> R {
         change(self.seldom.lock().get_or_insert_with(Box::default))
+    }
+
+    /// Whether the tenant's token was dropped by a caller and not replaced yet.
+    pub fn caller_dropped(&self) -> bool {
+        self.seldom
+            .lock()
+            .as_ref()
+            .is_some_and(|seldom| seldom.caller_dropped)
     }
 
     /// Takes the reason of the next fetch, if one was given.
@@ -206,14 +218,23 @@ impl Slot {
     }
 
     /// Serves `token` from now on and forgets past failures; refuses (false) the token an
-    /// invalidation dropped.
+    /// invalidation dropped, and any token while the tenant's settings are unusable.
     pub fn install(&self, token: Arc<HeldToken>) -> bool {
         if self.is_invalidated(&token) {
             tracing::debug!(tenant = %self.id, "not serving an invalidated token again");
             return false;
         }
+        if self.config.load().upstream.is_err() {
+            // A token had for URLs the outbound rules now refuse (a stored copy adopted
+            // after a restart without the insecure flag) is never served.
+            tracing::debug!(tenant = %self.id, "not serving a token of an unusable tenant");
+            return false;
+        }
         self.token.store(Some(token));
         *self.health.lock() = Health::default();
+        if let Some(seldom) = self.seldom.lock().as_mut() {
+            seldom.caller_dropped = false;
+        }
         true
     }
 

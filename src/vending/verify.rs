@@ -28,14 +28,43 @@ pub struct VerifiedToken {
     attempts: u64,
 }
 
-/// Asks edX for a token with `tenant`'s settings, serving and storing nothing.
-pub async fn verify(core: &Core, tenant: &Tenant) -> Result<VerifiedToken, VendError> {
+/// The cool-down key of a verify: the client id at its token endpoint.
+fn refusal_key(token_url: &url::Url, client_id: &str) -> String {
+    format!("{client_id} {token_url}")
+}
+
+/// How long edX's refusal of this client id still stands, if it does.
+fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
+    let now = core.now();
+    let mut refusals = core.verify_refusals.lock();
+    refusals.retain(|_, until| *until > now);
+    let until = refusals.get(key)?;
+    Some(
+        (*until - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_secs(1)),
+    )
+}
+
+/// Asks edX for a token with `tenant`'s settings, serving and storing nothing. A client
+/// id that edX refused moments ago is not tried again within the minimum refresh
+/// interval, and every verify counts against `caller`'s fetch rate: credentials cannot
+/// be guessed through tokenvend.
+pub async fn verify(core: &Core, tenant: &Tenant, caller: &str) -> Result<VerifiedToken, VendError> {
     let config = TenantConfig::new(tenant, &core.master_key, core.policy);
     let params = config
         .upstream
         .as_ref()
         .map_err(|problem| VendError::Unusable(problem.clone()))?;
     let request = params.request();
+    let refusal = refusal_key(request.token_url, request.client_id);
+    if let Some(retry_after) = cooling_down(core, &refusal) {
+        return Err(VendError::VerifyCoolingDown { retry_after });
+    }
+    core.caller_rate
+        .charge(caller)
+        .map_err(|retry_after| VendError::CallerOverRate { retry_after })?;
     let deadline = Instant::now() + core.settings.request_deadline;
     let attempts = AtomicU64::new(0);
     let host = budget_host(request.token_url);
@@ -69,6 +98,16 @@ pub async fn verify(core: &Core, tenant: &Tenant) -> Result<VerifiedToken, VendE
         };
         VendError::Upstream { cause, retry_after }
     };
+    if let Err(cause) = &fetched {
+        // Any refusal (not only of the secret): each answer says something about a guess.
+        if matches!(cause, UpstreamError::Rejected { .. }) {
+            let interval = chrono::Duration::from_std(core.settings.min_refresh_interval)
+                .unwrap_or_default();
+            core.verify_refusals
+                .lock()
+                .insert(refusal, core.now() + interval);
+        }
+    }
     let token = HeldToken::from_fetch(
         fetched.map_err(upstream_error)?,
         core.now(),

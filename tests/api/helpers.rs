@@ -176,6 +176,8 @@ pub fn test_vending_settings() -> VendingSettings {
         min_refresh_interval: Duration::from_secs(5),
         // Far above what any test asks, except the budget's own tests.
         upstream_rate: NonZeroU32::new(100_000),
+        // The caller fetch rate has tests of its own, which set it.
+        caller_fetch_rate: None,
         lock_wait: Duration::from_secs(1),
         upstream: UpstreamSettings {
             connect_timeout: Duration::from_secs(1),

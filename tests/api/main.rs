@@ -13,7 +13,9 @@ mod auth;
 mod binary;
 mod binary_custody;
 mod budget;
+mod caller_spend;
 mod custody;
+mod custody_changes;
 mod errors;
 mod health;
 mod helpers;
@@ -32,6 +34,7 @@ mod tenants;
 mod tokens;
 mod tracing;
 mod verify;
+mod verify_guessing;
 mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their

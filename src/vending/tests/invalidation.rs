@@ -20,12 +20,12 @@ async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back(
         .advance(VendingSettings::default().min_refresh_interval);
 
     assert_eq!(
-        e.vendor.invalidate(&acme.id, "0123456789abcdef").unwrap(),
+        e.vendor.invalidate(&acme.id, "0123456789abcdef", "test-caller").unwrap(),
         Invalidation::FingerprintMismatch,
         "another token's fingerprint drops nothing"
     );
     assert_eq!(
-        e.vendor.invalidate(&acme.id, &first.fingerprint).unwrap(),
+        e.vendor.invalidate(&acme.id, &first.fingerprint, "test-caller").unwrap(),
         Invalidation::Dropped
     );
     assert_eq!(e.edx.calls(), 1, "dropping asks edX for nothing");
@@ -48,7 +48,7 @@ async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back(
     e.clock
         .advance(VendingSettings::default().min_refresh_interval);
     assert_eq!(
-        e.vendor.invalidate(&acme.id, &first.fingerprint).unwrap(),
+        e.vendor.invalidate(&acme.id, &first.fingerprint, "test-caller").unwrap(),
         Invalidation::FingerprintMismatch,
         "a late report about the old token keeps the new one"
     );
@@ -67,7 +67,7 @@ async fn an_invalidation_within_the_refresh_interval_is_refused() {
     let held = e.token(&acme.id).await.unwrap();
     let refused = e
         .vendor
-        .invalidate(&acme.id, &held.fingerprint)
+        .invalidate(&acme.id, &held.fingerprint, "test-caller")
         .expect_err("too soon");
     let VendError::TooSoon { retry_after } = refused else {
         panic!("too soon, got {refused:?}");
@@ -79,7 +79,7 @@ async fn an_invalidation_within_the_refresh_interval_is_refused() {
         "kept"
     );
     assert!(
-        e.vendor.replace_refused(&acme.id, &held).await.is_none(),
+        e.vendor.replace_refused(&acme.id, &held, "test-caller").await.is_none(),
         "no replacement either"
     );
     assert_eq!(e.edx.calls(), 1);
@@ -98,7 +98,7 @@ async fn concurrent_callers_refused_with_one_token_share_one_replacement() {
             let vendor = e.vendor.clone();
             let id = acme.id.clone();
             let refused = Arc::clone(&refused);
-            tokio::spawn(async move { vendor.replace_refused(&id, &refused).await })
+            tokio::spawn(async move { vendor.replace_refused(&id, &refused, "test-caller").await })
         })
         .collect();
     let mut fingerprints = Vec::new();

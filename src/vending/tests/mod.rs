@@ -263,7 +263,7 @@ async fn a_forced_refresh_fetches_a_new_token_at_most_once_per_interval() {
     // Moments after the last fetch: refused, and edX is not asked.
     let refused = e
         .vendor
-        .force_refresh(&acme.id)
+        .force_refresh(&acme.id, "test-caller")
         .await
         .expect_err("too soon");
     let VendError::TooSoon { retry_after } = refused else {
@@ -273,14 +273,14 @@ async fn a_forced_refresh_fetches_a_new_token_at_most_once_per_interval() {
     assert_eq!(e.edx.calls(), 1);
 
     e.clock.advance(interval);
-    let status = e.vendor.force_refresh(&acme.id).await.unwrap();
+    let status = e.vendor.force_refresh(&acme.id, "test-caller").await.unwrap();
     assert_eq!(e.edx.calls(), 2);
     assert_ne!(
         status.fingerprint.as_deref(),
         Some(first.fingerprint.as_str())
     );
     e.vendor
-        .force_refresh(&acme.id)
+        .force_refresh(&acme.id, "test-caller")
         .await
         .expect_err("too soon again");
     assert_eq!(e.edx.calls(), 2);
@@ -303,12 +303,12 @@ async fn a_forced_refresh_during_a_cool_down_is_refused_without_a_call() {
     ] {
         e.edx.fail_next(failure);
         e.vendor
-            .force_refresh(&acme.id)
+            .force_refresh(&acme.id, "test-caller")
             .await
             .expect_err("edX refused");
         let calls = e.edx.calls();
         for _ in 0..3 {
-            let refused = e.vendor.force_refresh(&acme.id).await.expect_err("cooling");
+            let refused = e.vendor.force_refresh(&acme.id, "test-caller").await.expect_err("cooling");
             assert!(matches!(refused, VendError::TooSoon { .. }), "{refused:?}");
         }
         assert_eq!(e.edx.calls(), calls, "no call during the cool-down");
