@@ -136,7 +136,11 @@ impl Proxy {
                 if first.status() != StatusCode::UNAUTHORIZED {
                     return Ok(answer(first, &token));
                 }
-                let Some(fresh) = self.vendor.replace_refused(&call.tenant, &token, &call.caller).await else {
+                let Some(fresh) = self
+                    .vendor
+                    .replace_refused(&call.tenant, &token, &call.caller)
+                    .await
+                else {
                     return Ok(answer(first, &token));
                 };
                 drop(first);

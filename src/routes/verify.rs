@@ -35,9 +35,9 @@ pub async fn verify_credentials(
         Ok(verified) => return Ok(verified),
         // Refused before edX was asked: nothing new to record (a refusal by edX is
         // recorded once, and its cool-down keeps the next tries from reaching edX).
-        Err(
-            error @ (VendError::VerifyCoolingDown { .. } | VendError::CallerOverRate { .. }),
-        ) => return Err(error.into()),
+        Err(error @ (VendError::VerifyCoolingDown { .. } | VendError::CallerOverRate { .. })) => {
+            return Err(error.into())
+        }
         Err(error) => error,
     };
     let details = match &error {

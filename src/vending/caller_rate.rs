@@ -30,7 +30,8 @@ impl GovernorClock for EngineClock {
     }
 }
 
-type Buckets = RateLimiter<String, DashMapStateStore<String>, EngineClock, NoOpMiddleware<Duration>>;
+type Buckets =
+    RateLimiter<String, DashMapStateStore<String>, EngineClock, NoOpMiddleware<Duration>>;
 
 /// After this many charges, buckets that have refilled are dropped, so that the map holds
 /// only the callers that triggered fetches within about the last minute.
@@ -70,12 +71,10 @@ impl CallerFetchRate {
             buckets.retain_recent();
             buckets.shrink_to_fit();
         }
-        buckets
-            .check_key(&caller.to_owned())
-            .map_err(|not_until| {
-                let wait: Duration = not_until.wait_time_from(self.clock.now());
-                wait.max(Duration::from_secs(1))
-            })
+        buckets.check_key(&caller.to_owned()).map_err(|not_until| {
+            let wait: Duration = not_until.wait_time_from(self.clock.now());
+            wait.max(Duration::from_secs(1))
+        })
     }
 }
 
@@ -89,13 +88,27 @@ mod tests {
         let clock = Arc::new(ManualClock::starting_now());
         let rate = CallerFetchRate::new(NonZeroU32::new(3), clock.clone());
         for n in 0..3 {
-            assert!(rate.charge("key-a").is_ok(), "fetch {n} is within the burst");
+            assert!(
+                rate.charge("key-a").is_ok(),
+                "fetch {n} is within the burst"
+            );
         }
-        let wait = rate.charge("key-a").expect_err("the fourth is over the rate");
-        assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(20), "{wait:?}");
-        assert!(rate.charge("key-b").is_ok(), "another caller is not affected");
+        let wait = rate
+            .charge("key-a")
+            .expect_err("the fourth is over the rate");
+        assert!(
+            wait >= Duration::from_secs(1) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(
+            rate.charge("key-b").is_ok(),
+            "another caller is not affected"
+        );
         clock.advance(Duration::from_secs(20));
-        assert!(rate.charge("key-a").is_ok(), "one fetch refilled after 20 s");
+        assert!(
+            rate.charge("key-a").is_ok(),
+            "one fetch refilled after 20 s"
+        );
         assert!(rate.charge("key-a").is_err());
     }
 

@@ -108,8 +108,10 @@ impl Vendor {
         jwks_client: UpstreamClient,
     ) -> Self {
         let budget = UpstreamBudget::new(parts.settings.upstream_rate, parts.metrics.clone());
-        let caller_rate =
-            caller_rate::CallerFetchRate::new(parts.settings.caller_fetch_rate, parts.clock.clone());
+        let caller_rate = caller_rate::CallerFetchRate::new(
+            parts.settings.caller_fetch_rate,
+            parts.clock.clone(),
+        );
         Self {
             core: Arc::new(Core {
                 slots: SlotMap::default(),
@@ -220,13 +222,8 @@ impl Vendor {
                 let now = self.core.now();
                 let held = slot.token.load_full().filter(|held| held.servable(now));
                 if let Some(held) = held {
-                    let fetches = !Need::Serve(min_ttl).met_by(
-                        &held,
-                        &slot,
-                        &self.core.settings,
-                        now,
-                        None,
-                    );
+                    let fetches =
+                        !Need::Serve(min_ttl).met_by(&held, &slot, &self.core.settings, now, None);
                     if fetches && self.core.caller_rate.charge(caller).is_err() {
                         tracing::debug!(tenant = %id, caller, "min_ttl not met: the caller is over its fetch rate");
                         self.core.count(TokenResult::Hit);
@@ -240,7 +237,11 @@ impl Vendor {
 
     /// Fetches a new token now, whatever is held (joining a fetch already under way), on
     /// `caller`'s word: counted against its fetch rate.
-    pub async fn force_refresh(&self, id: &TenantId, caller: &str) -> Result<TokenStatus, VendError> {
+    pub async fn force_refresh(
+        &self,
+        id: &TenantId,
+        caller: &str,
+    ) -> Result<TokenStatus, VendError> {
         let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
         let now = self.core.now();
         // Refusals that cost the caller nothing: edX would not be asked anyway.

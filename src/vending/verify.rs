@@ -51,7 +51,11 @@ fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
 /// id that edX refused moments ago is not tried again within the minimum refresh
 /// interval, and every verify counts against `caller`'s fetch rate: credentials cannot
 /// be guessed through tokenvend.
-pub async fn verify(core: &Core, tenant: &Tenant, caller: &str) -> Result<VerifiedToken, VendError> {
+pub async fn verify(
+    core: &Core,
+    tenant: &Tenant,
+    caller: &str,
+) -> Result<VerifiedToken, VendError> {
     let config = TenantConfig::new(tenant, &core.master_key, core.policy);
     let params = config
         .upstream
@@ -101,8 +105,8 @@ pub async fn verify(core: &Core, tenant: &Tenant, caller: &str) -> Result<Verifi
     if let Err(cause) = &fetched {
         // Any refusal (not only of the secret): each answer says something about a guess.
         if matches!(cause, UpstreamError::Rejected { .. }) {
-            let interval = chrono::Duration::from_std(core.settings.min_refresh_interval)
-                .unwrap_or_default();
+            let interval =
+                chrono::Duration::from_std(core.settings.min_refresh_interval).unwrap_or_default();
             core.verify_refusals
                 .lock()
                 .insert(refusal, core.now() + interval);

@@ -239,7 +239,11 @@ async fn only_invalidations_that_change_something_are_audited(app: TestApp) {
     assert_eq!(rows().await, 0, "no-op invalidations write no audit rows");
     app.advance(PAST_THE_INTERVAL);
     json_body(invalidate(&app, id, &key, &held).await, StatusCode::OK).await;
-    assert_eq!(rows().await, 1, "the one that dropped the token is on the record");
+    assert_eq!(
+        rows().await,
+        1,
+        "the one that dropped the token is on the record"
+    );
 }
 
 /// Each case with an upstream budget of 60 a minute (a reserve of 15) and a caller fetch

@@ -88,7 +88,10 @@ async fn a_secret_only_rotation_still_keeps_the_previous_secret(app: TestApp) {
             &["acme"],
         )
         .await;
-    assert_eq!(kept, 1, "the safety net stays for a change of the secret alone");
+    assert_eq!(
+        kept, 1,
+        "the safety net stays for a change of the secret alone"
+    );
 }
 
 async fn a_stored_token_of_a_url_now_refused_is_not_served_after_a_restart(mut app: TestApp) {
@@ -96,8 +99,11 @@ async fn a_stored_token_of_a_url_now_refused_is_not_served_after_a_restart(mut a
     json_body(app.get_token("acme").await, StatusCode::OK).await;
     // SQLite stores the token in the background.
     eventually("the token is stored", async || {
-        app.raw_count("SELECT count(*) FROM tokens WHERE tenant_id = $1", &["acme"])
-            .await
+        app.raw_count(
+            "SELECT count(*) FROM tokens WHERE tenant_id = $1",
+            &["acme"],
+        )
+        .await
             == 1
     })
     .await;
@@ -109,7 +115,10 @@ async fn a_stored_token_of_a_url_now_refused_is_not_served_after_a_restart(mut a
     assert_eq!(problem["type"], "urn:tokenvend:problem:tenant-unusable");
     let status = app.token_status("acme").await;
     assert_eq!(status["state"], "failing", "{status}");
-    assert!(status["fingerprint"].is_null(), "no token is held: {status}");
+    assert!(
+        status["fingerprint"].is_null(),
+        "no token is held: {status}"
+    );
     assert_eq!(app.issuer.calls(&client), 1, "nothing more was sent");
 
     // Back under the flag, the stored token serves again without a call.

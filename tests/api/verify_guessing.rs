@@ -54,7 +54,12 @@ async fn guessed_secrets_reach_edx_once_per_cool_down(app: TestApp) {
     again["id"] = json!("acme-two");
     again["client_secret"] = json!("guess-x");
     let resp = app
-        .request(Method::POST, "/tenants?verify=true", Some(&key), Some(&again))
+        .request(
+            Method::POST,
+            "/tenants?verify=true",
+            Some(&key),
+            Some(&again),
+        )
         .await;
     assert_rate_limited(resp).await;
     assert_eq!(app.issuer.calls(&client), 1);
@@ -68,7 +73,11 @@ async fn guessed_secrets_reach_edx_once_per_cool_down(app: TestApp) {
 
     // After the cool-down the right secret verifies.
     app.advance(PAST_THE_INTERVAL);
-    json_body(patch_secret(&app, &key, "acme", right).await, StatusCode::OK).await;
+    json_body(
+        patch_secret(&app, &key, "acme", right).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(app.issuer.calls(&client), 2);
 }
 
@@ -83,8 +92,13 @@ async fn verifies_count_against_the_callers_fetch_rate(app: TestApp) {
             body["client_secret"].as_str().unwrap(),
         );
         answers.push(
-            app.request(Method::POST, "/tenants?verify=true", Some(&key), Some(&body))
-                .await,
+            app.request(
+                Method::POST,
+                "/tenants?verify=true",
+                Some(&key),
+                Some(&body),
+            )
+            .await,
         );
     }
     let third = answers.pop().unwrap();
@@ -92,7 +106,11 @@ async fn verifies_count_against_the_callers_fetch_rate(app: TestApp) {
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
     assert_rate_limited(third).await;
-    assert_eq!(app.issuer.total_calls(), 2, "the third verify never reached edX");
+    assert_eq!(
+        app.issuer.total_calls(),
+        2,
+        "the third verify never reached edX"
+    );
     let stored = app
         .raw_count("SELECT count(*) FROM tenants WHERE id = $1", &["v-2"])
         .await;

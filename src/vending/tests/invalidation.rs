@@ -20,12 +20,16 @@ async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back(
         .advance(VendingSettings::default().min_refresh_interval);
 
     assert_eq!(
-        e.vendor.invalidate(&acme.id, "0123456789abcdef", "test-caller").unwrap(),
+        e.vendor
+            .invalidate(&acme.id, "0123456789abcdef", "test-caller")
+            .unwrap(),
         Invalidation::FingerprintMismatch,
         "another token's fingerprint drops nothing"
     );
     assert_eq!(
-        e.vendor.invalidate(&acme.id, &first.fingerprint, "test-caller").unwrap(),
+        e.vendor
+            .invalidate(&acme.id, &first.fingerprint, "test-caller")
+            .unwrap(),
         Invalidation::Dropped
     );
     assert_eq!(e.edx.calls(), 1, "dropping asks edX for nothing");
@@ -48,7 +52,9 @@ async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back(
     e.clock
         .advance(VendingSettings::default().min_refresh_interval);
     assert_eq!(
-        e.vendor.invalidate(&acme.id, &first.fingerprint, "test-caller").unwrap(),
+        e.vendor
+            .invalidate(&acme.id, &first.fingerprint, "test-caller")
+            .unwrap(),
         Invalidation::FingerprintMismatch,
         "a late report about the old token keeps the new one"
     );
@@ -79,7 +85,10 @@ async fn an_invalidation_within_the_refresh_interval_is_refused() {
         "kept"
     );
     assert!(
-        e.vendor.replace_refused(&acme.id, &held, "test-caller").await.is_none(),
+        e.vendor
+            .replace_refused(&acme.id, &held, "test-caller")
+            .await
+            .is_none(),
         "no replacement either"
     );
     assert_eq!(e.edx.calls(), 1);

@@ -273,7 +273,11 @@ async fn a_forced_refresh_fetches_a_new_token_at_most_once_per_interval() {
     assert_eq!(e.edx.calls(), 1);
 
     e.clock.advance(interval);
-    let status = e.vendor.force_refresh(&acme.id, "test-caller").await.unwrap();
+    let status = e
+        .vendor
+        .force_refresh(&acme.id, "test-caller")
+        .await
+        .unwrap();
     assert_eq!(e.edx.calls(), 2);
     assert_ne!(
         status.fingerprint.as_deref(),
@@ -308,7 +312,11 @@ async fn a_forced_refresh_during_a_cool_down_is_refused_without_a_call() {
             .expect_err("edX refused");
         let calls = e.edx.calls();
         for _ in 0..3 {
-            let refused = e.vendor.force_refresh(&acme.id, "test-caller").await.expect_err("cooling");
+            let refused = e
+                .vendor
+                .force_refresh(&acme.id, "test-caller")
+                .await
+                .expect_err("cooling");
             assert!(matches!(refused, VendError::TooSoon { .. }), "{refused:?}");
         }
         assert_eq!(e.edx.calls(), calls, "no call during the cool-down");
