@@ -6,19 +6,21 @@
 use std::num::NonZeroU32;
 
 use reqwest::{Method, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::helpers::{assert_problem, json_body, spawn_app_with, Backend, TestApp};
+use tokenvend::config::Settings;
+
+use crate::helpers::{assert_problem, json_body, TestApp};
+use crate::invalidate::invalidate;
 
 /// The test settings' minimum refresh interval (5 s), and a little more.
 const PAST_THE_INTERVAL: u64 = 6;
 
-async fn app_with(backend: Backend, upstream_rate: u32, caller_rate: u32) -> TestApp {
-    spawn_app_with(backend, |s| {
-        s.vending.upstream_rate = NonZeroU32::new(upstream_rate);
-        s.vending.caller_fetch_rate = NonZeroU32::new(caller_rate);
-    })
-    .await
+/// An upstream budget of `upstream` requests a minute (a reserve of a quarter) and a
+/// caller fetch rate of `caller` a minute.
+fn rates(settings: &mut Settings, upstream: u32, caller: u32) {
+    settings.vending.upstream_rate = NonZeroU32::new(upstream);
+    settings.vending.caller_fetch_rate = NonZeroU32::new(caller);
 }
 
 async fn tenants(app: &TestApp, n: usize) -> Vec<(String, String)> {
@@ -34,16 +36,6 @@ async fn tenants(app: &TestApp, n: usize) -> Vec<(String, String)> {
 async fn fingerprint(app: &TestApp, id: &str) -> String {
     let token = json_body(app.get_token(id).await, StatusCode::OK).await;
     token["fingerprint"].as_str().unwrap().to_owned()
-}
-
-async fn invalidate(app: &TestApp, id: &str, key: &str, fingerprint: &str) -> Response {
-    app.request(
-        Method::POST,
-        &format!("/tenants/{id}/token/invalidate"),
-        Some(key),
-        Some(&json!({ "fingerprint": fingerprint })),
-    )
-    .await
 }
 
 async fn budget_remaining(app: &TestApp) -> f64 {
@@ -151,7 +143,6 @@ async fn invalidations_by_one_key_are_held_to_its_fetch_rate(app: TestApp) {
 async fn the_fetch_after_an_invalidation_leaves_the_reserve_to_tenants_without_a_token(
     app: TestApp,
 ) {
-    // Six a minute: a reserve of one request for tenants that have no token.
     let app_ids = tenants(&app, 6).await;
     let mut prints = Vec::new();
     for (id, _) in &app_ids[..5] {
@@ -246,33 +237,11 @@ async fn only_invalidations_that_change_something_are_audited(app: TestApp) {
     );
 }
 
-/// Each case with an upstream budget of 60 a minute (a reserve of 15) and a caller fetch
-/// rate of 10 a minute, as the defaults, unless it says otherwise.
-macro_rules! with_rates {
-    ($($name:ident: $upstream:expr, $caller:expr;)*) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::app_with($crate::helpers::Backend::Postgres, $upstream, $caller).await).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::app_with($crate::helpers::Backend::Sqlite, $upstream, $caller).await).await
-                }
-            )*
-        }
-    };
-}
-
-with_rates! {
-    one_proxy_key_answered_401_cannot_drain_the_shared_budget: 60, 10;
-    invalidations_by_one_key_are_held_to_its_fetch_rate: 60, 3;
-    the_fetch_after_an_invalidation_leaves_the_reserve_to_tenants_without_a_token: 6, 10;
-    min_ttl_and_forced_refreshes_count_against_the_callers_rate: 60, 2;
-    only_invalidations_that_change_something_are_audited: 60, 10;
+crate::on_both_backends_with! {
+    one_proxy_key_answered_401_cannot_drain_the_shared_budget: |s| rates(s, 60, 10);
+    invalidations_by_one_key_are_held_to_its_fetch_rate: |s| rates(s, 60, 3);
+    // Six a minute: a reserve of one request for tenants that have no token.
+    the_fetch_after_an_invalidation_leaves_the_reserve_to_tenants_without_a_token: |s| rates(s, 6, 10);
+    min_ttl_and_forced_refreshes_count_against_the_callers_rate: |s| rates(s, 60, 2);
+    only_invalidations_that_change_something_are_audited: |s| rates(s, 60, 10);
 }

@@ -15,7 +15,13 @@ async fn token(app: &TestApp, id: &str) -> Value {
     json_body(app.get_token(id).await, StatusCode::OK).await
 }
 
-async fn invalidate(app: &TestApp, id: &str, key: &str, fingerprint: &str) -> reqwest::Response {
+/// `POST /tenants/{id}/token/invalidate` with `fingerprint`, as the caller `key`.
+pub async fn invalidate(
+    app: &TestApp,
+    id: &str,
+    key: &str,
+    fingerprint: &str,
+) -> reqwest::Response {
     app.request(
         Method::POST,
         &format!("/tenants/{id}/token/invalidate"),

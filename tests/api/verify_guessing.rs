@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, json_body, spawn_app_with, tenant_body, Backend, TestApp};
+use crate::helpers::{assert_problem, json_body, tenant_body, TestApp};
 
 /// The test settings' minimum refresh interval (5 s), and a little more.
 const PAST_THE_INTERVAL: u64 = 6;
@@ -117,49 +117,8 @@ async fn verifies_count_against_the_callers_fetch_rate(app: TestApp) {
     assert_eq!(stored, 0, "nothing is stored for a refused verify");
 }
 
-async fn app_with_caller_rate(backend: Backend, per_minute: u32) -> TestApp {
-    spawn_app_with(backend, |s| {
-        s.vending.caller_fetch_rate = NonZeroU32::new(per_minute);
-    })
-    .await
-}
-
-mod postgres {
-    use crate::helpers::Backend;
-
-    #[tokio::test]
-    async fn guessed_secrets_reach_edx_once_per_cool_down() {
-        super::guessed_secrets_reach_edx_once_per_cool_down(
-            super::app_with_caller_rate(Backend::Postgres, 100).await,
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn verifies_count_against_the_callers_fetch_rate() {
-        super::verifies_count_against_the_callers_fetch_rate(
-            super::app_with_caller_rate(Backend::Postgres, 2).await,
-        )
-        .await
-    }
-}
-
-mod sqlite {
-    use crate::helpers::Backend;
-
-    #[tokio::test]
-    async fn guessed_secrets_reach_edx_once_per_cool_down() {
-        super::guessed_secrets_reach_edx_once_per_cool_down(
-            super::app_with_caller_rate(Backend::Sqlite, 100).await,
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn verifies_count_against_the_callers_fetch_rate() {
-        super::verifies_count_against_the_callers_fetch_rate(
-            super::app_with_caller_rate(Backend::Sqlite, 2).await,
-        )
-        .await
-    }
+crate::on_both_backends_with! {
+    // A rate far above what the guesses need: the cool-down alone stops them.
+    guessed_secrets_reach_edx_once_per_cool_down: |s| s.vending.caller_fetch_rate = NonZeroU32::new(100);
+    verifies_count_against_the_callers_fetch_rate: |s| s.vending.caller_fetch_rate = NonZeroU32::new(2);
 }
