@@ -23,6 +23,7 @@ mod oauth;
 mod operator;
 mod outbound;
 mod proxy;
+mod proxy_headers;
 mod rate_limits;
 mod rekey;
 mod secrets;
