@@ -82,7 +82,7 @@ pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow, TenantVersion};
 pub use tokens::{RefreshLock, TokenRecord, TokenVersion};
-pub use webhooks::WebhookRecord;
+pub use webhooks::{WebhookRecord, MAX_WEBHOOKS};
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -19,6 +19,7 @@ mod health;
 mod helpers;
 mod identity;
 mod invalidate;
+mod lists;
 mod oauth;
 mod operator;
 mod outbound;
