@@ -59,6 +59,7 @@ macro_rules! delete_audited {
     };
 }
 
+mod audit;
 mod backend;
 mod budget;
 mod database_url;
@@ -72,6 +73,7 @@ mod tenants;
 mod tokens;
 mod webhooks;
 
+pub use audit::{AuditPruner, AuditRetention};
 pub use backend::Store;
 pub use budget::BudgetAnswer;
 pub use database_url::DatabaseUrl;

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_keys;
+mod audit_retention;
 mod auth;
 mod binary;
 mod binary_custody;
