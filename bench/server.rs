@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
-use tokenvend::store::DatabaseUrl;
+use tokenvend::store::{AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::{self, LogFormat};
 use tokenvend::vending::VendingSettings;
 use tokenvend::webhooks::WebhookSettings;
@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         log_format: LogFormat::Text,
         vending: VendingSettings::default(),
         webhooks: WebhookSettings::default(),
+        audit: AuditRetention::default(),
     };
     std::fs::create_dir_all(&dir)?;
     let app = Application::build(settings).await?;

@@ -14,7 +14,7 @@ pub use key_strength::check_admin_key;
 
 use crate::auth::limits::{RateLimitSettings, MAX_KEY_RATE};
 use crate::crypto::MasterKey;
-use crate::store::DatabaseUrl;
+use crate::store::{AuditRetention, DatabaseUrl};
 use crate::telemetry::LogFormat;
 use crate::vending::VendingSettings;
 use crate::webhooks::WebhookSettings;
@@ -40,6 +40,7 @@ pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
 pub const UPSTREAM_RATE_VAR: &str = "TOKENVEND_UPSTREAM_RATE";
 pub const CALLER_FETCH_RATE_VAR: &str = "TOKENVEND_CALLER_FETCH_RATE";
 pub const PROXY_TIMEOUT_VAR: &str = "TOKENVEND_PROXY_TIMEOUT";
+pub const AUDIT_RETENTION_DAYS_VAR: &str = "TOKENVEND_AUDIT_RETENTION_DAYS";
 
 /// A setting that is missing or wrong, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,9 @@ pub struct SettingsArgs {
     /// its body).
     #[arg(long, env = PROXY_TIMEOUT_VAR, default_value = "30", global = true)]
     pub proxy_timeout: String,
+    /// Days audit events are kept before they are pruned; 0 keeps them forever.
+    #[arg(long, env = AUDIT_RETENTION_DAYS_VAR, default_value = "400", global = true)]
+    pub audit_retention_days: String,
     /// A second address, host:port, serving only /metrics without a key.
     #[arg(long, env = METRICS_LISTEN_VAR, global = true)]
     pub metrics_listen: Option<String>,
@@ -157,6 +161,8 @@ pub struct Settings {
     /// Webhook delivery: retry schedule, timeouts, retention (the documented defaults;
     /// tests shorten them).
     pub webhooks: WebhookSettings,
+    /// `TOKENVEND_AUDIT_RETENTION_DAYS` and how often pruning runs (tests shorten it).
+    pub audit: AuditRetention,
 }
 
 /// How the listeners treat their connections.
@@ -415,6 +421,14 @@ impl Settings {
                 ..VendingSettings::default()
             },
             webhooks: WebhookSettings::default(),
+            audit: AuditRetention {
+                retention_days: parse_count(
+                    AUDIT_RETENTION_DAYS_VAR,
+                    &args.audit_retention_days,
+                    0..=36_500,
+                )? as u32,
+                ..AuditRetention::default()
+            },
         })
     }
 
@@ -456,6 +470,7 @@ impl std::fmt::Debug for Settings {
             .field("allow_insecure_token_urls", &self.allow_insecure_token_urls)
             .field("log_format", &self.log_format)
             .field("webhooks", &self.webhooks)
+            .field("audit", &self.audit)
             .finish()
     }
 }

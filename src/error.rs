@@ -34,6 +34,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Validation(#[from] FieldError),
+    /// A well-formed request that would pass a limit on stored things (422).
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("request body must be JSON (Content-Type: application/json)")]
@@ -194,9 +197,9 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::TenantNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Validation(_) | ApiError::CredentialsRefused { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation(_)
+            | ApiError::LimitReached(_)
+            | ApiError::CredentialsRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -220,6 +223,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::TenantNotFound => "not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Validation(_) => "validation",
+            ApiError::LimitReached(_) => "limit-reached",
             ApiError::CredentialsRefused { .. } => "credentials-refused",
             ApiError::BadRequest(_) => "bad-request",
             ApiError::UnsupportedMediaType => "unsupported-media-type",
@@ -243,6 +247,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::TenantNotFound => "Not Found",
             ApiError::Conflict(_) => "Conflict",
             ApiError::Validation(_) => "Invalid field",
+            ApiError::LimitReached(_) => "Limit reached",
             ApiError::CredentialsRefused { .. } => "Credentials refused",
             ApiError::BadRequest(_) => "Bad Request",
             ApiError::UnsupportedMediaType => "Unsupported Media Type",

@@ -200,6 +200,24 @@ impl Api {
         )))
     }
 
+    /// Every item of a paged list, following `next_cursor` until it is `null`.
+    async fn every_page(&self, path: &str) -> Result<Vec<Value>, OperatorError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_path = match &cursor {
+                Some(c) => format!("{path}?limit=500&cursor={c}"),
+                None => format!("{path}?limit=500"),
+            };
+            let page = self.call(Method::GET, &page_path, None).await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// Prints `value` as JSON when asked to, otherwise the plain words `human` makes of it.
     fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
@@ -290,21 +308,7 @@ pub async fn tenants(
             api.print(&created, |t| format!("added tenant {}", text(&t["id"])));
         }
         TenantsCommand::List => {
-            let mut items = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let path = match &cursor {
-                    Some(c) => format!("/tenants?limit=500&cursor={c}"),
-                    None => "/tenants?limit=500".to_owned(),
-                };
-                let page = api.call(Method::GET, &path, None).await?;
-                items.extend(page["items"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(next) => cursor = Some(next.to_owned()),
-                    None => break,
-                }
-            }
-            let all = json!({ "items": items });
+            let all = json!({ "items": api.every_page("/tenants").await? });
             api.print(&all, |all| {
                 let items = all["items"].as_array().cloned().unwrap_or_default();
                 if items.is_empty() {
@@ -390,7 +394,7 @@ pub async fn keys(command: &KeysCommand, connection: &Connection, data_dir: &Pat
             });
         }
         KeysCommand::List => {
-            let list = api.call(Method::GET, "/api-keys", None).await?;
+            let list = json!({ "items": api.every_page("/api-keys").await? });
             api.print(&list, |list| {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 if items.is_empty() {

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes;
 use crate::state::{AppState, Shared};
-use crate::store::{DatabaseUrl, Store};
+use crate::store::{AuditPruner, DatabaseUrl, Store};
 use crate::vending::{SealedTokenStore, Vendor, VendorParts};
 use crate::webhooks::{Deliverer, Events};
 use files::{ensure_private_dir, prepare_sqlite_files, read_or_create_secret};
@@ -72,6 +72,8 @@ pub struct Application {
     state: AppState,
     /// Sends webhook deliveries while the app runs (unless `webhooks.send` is off).
     deliverer: Option<Deliverer>,
+    /// Prunes the audit trail while the app runs.
+    audit_pruner: AuditPruner,
 }
 
 impl Application {
@@ -119,6 +121,7 @@ impl Application {
             UrlPolicy::PublicHttpsOnly
         };
         let master_key = Arc::new(master_key);
+        let audit_pruner = AuditPruner::new(store.clone(), clock.clone(), settings.audit.clone());
         let events = Events::new(store.clone(), clock.clone());
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
@@ -171,7 +174,13 @@ impl Application {
             serving: settings.serving.clone(),
             state,
             deliverer,
+            audit_pruner,
         })
+    }
+
+    /// The audit trail's pruner, for running one pass by hand (tests).
+    pub fn audit_pruner(&self) -> AuditPruner {
+        self.audit_pruner.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -210,6 +219,7 @@ impl Application {
             let _ = scheduler_stopped.await;
         }));
         let adoption = tokio::spawn(crate::fleet::adopt_stored_tokens(self.state.vendor.clone()));
+        let pruning = tokio::spawn(self.audit_pruner.run());
         let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
         let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
             let _ = follower_stopped.await;
@@ -244,6 +254,7 @@ impl Application {
         let (served, metrics_served, ()) = tokio::join!(main, metrics, signal);
         let served = served.and(metrics_served);
         adoption.abort();
+        pruning.abort();
         let _ = stop_scheduler.send(());
         let _ = stop_follower.send(());
         let _ = stop_deliverer.send(());

@@ -53,6 +53,21 @@ fn the_upstream_budget_defaults_to_sixty_a_minute_and_zero_lifts_it() {
 }
 
 #[test]
+fn audit_retention_defaults_to_400_days_and_zero_keeps_every_event() {
+    let days = |args: &[&str]| parse(args).map(|s| s.audit.retention_days);
+    assert_eq!(days(&[]).expect("defaults"), 400);
+    assert_eq!(days(&["--audit-retention-days", "0"]).expect("valid"), 0);
+    for bad in [
+        "--audit-retention-days=-1",
+        "--audit-retention-days=1.5",
+        "--audit-retention-days=36501",
+    ] {
+        let err = days(&[bad]).expect_err(bad);
+        assert_eq!(err.variable, AUDIT_RETENTION_DAYS_VAR, "{bad}");
+    }
+}
+
+#[test]
 fn each_bad_setting_names_its_variable() {
     let key = "--master-key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let weak = "a".repeat(40);

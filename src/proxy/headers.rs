@@ -14,28 +14,24 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// The caller's headers that never reach the API: its credentials, its cookies, the
-/// host, tokenvend's own, and what tokenvend sets itself.
-const NOT_SENT: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "expect",
-    "x-request-id",
-    "traceparent",
-    // Claims about the caller or the request that only tokenvend may make to the API.
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// The caller's headers that reach the API (DESIGN.md "The proxy"): content negotiation,
+/// the body's framing and conditional requests. Everything else stays behind: the
+/// caller's credentials and cookies, the host, claims about the client's address or the
+/// request's origin (`X-Forwarded-*`, `True-Client-IP`, ...) that only a trusted proxy may
+/// make, and headers no one has thought of yet. tokenvend adds `Authorization`,
+/// `X-Request-ID` and `traceparent` itself.
+const SENT: &[HeaderName] = &[
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::RANGE,
+    header::USER_AGENT,
 ];
 
 /// The fingerprint of the token a proxied call was made with.
@@ -69,12 +65,12 @@ fn without(headers: &HeaderMap, drop: impl Fn(&HeaderName) -> bool) -> HeaderMap
     out
 }
 
-/// The caller's headers as the API gets them, before tokenvend adds its own.
+/// The caller's headers as the API gets them, before tokenvend adds its own: only the
+/// allowed ones, and `Content-Length` when the body is sent as it came.
 pub fn request_headers(incoming: &HeaderMap, keep_content_length: bool) -> HeaderMap {
     without(incoming, |name| {
-        NOT_SENT.contains(&name.as_str())
-            || is_tokenvend(name)
-            || (!keep_content_length && name == header::CONTENT_LENGTH)
+        let framing = keep_content_length && name == header::CONTENT_LENGTH;
+        !(framing || SENT.contains(name))
     })
 }
 
@@ -144,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_cookies_and_hop_by_hop_headers_stay_behind() {
+    fn only_allowed_headers_go_and_hop_by_hop_ones_never() {
         let incoming = headers(&[
             ("authorization", "Bearer caller-key"),
             ("proxy-authorization", "Basic x"),
@@ -157,12 +153,18 @@ mod tests {
             ("accept", "application/json"),
             ("content-length", "3"),
             ("x-custom", "a"),
-            ("x-custom", "b"),
+            ("x-forwarded-prefix", "/admin"),
+            ("true-client-ip", "203.0.113.7"),
+            ("accept-language", "fr"),
+            ("accept-language", "en"),
+            // Named by `Connection`: hop-by-hop even though it is on the list.
+            ("connection", "range"),
+            ("range", "bytes=0-1"),
         ]);
         let sent = request_headers(&incoming, true);
         let names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["accept", "content-length", "x-custom"]);
-        assert_eq!(sent.get_all("x-custom").iter().count(), 2);
+        assert_eq!(names, ["accept", "content-length", "accept-language"]);
+        assert_eq!(sent.get_all("accept-language").iter().count(), 2);
         assert!(request_headers(&incoming, false)
             .get("content-length")
             .is_none());

@@ -16,8 +16,11 @@ use crate::auth::limits::MAX_KEY_RATE;
 use crate::auth::{generate_key, Admin, Authorized, KeyEntry};
 use crate::domain::{rfc3339, validate_name, FieldError, Scope, ScopeSet};
 use crate::error::{ApiError, OnConflict, Result};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::routes::audit_entry::audit;
+use crate::routes::pagination::{
+    decode_created_cursor, encode_created_cursor, page_size, PageParams,
+};
 use crate::state::AppState;
 use crate::store::ApiKeyRecord;
 use crate::telemetry::RequestId;
@@ -72,8 +75,9 @@ struct CreatedApiKey {
 }
 
 #[derive(Serialize)]
-struct ApiKeyList {
+struct ApiKeyPage {
     items: Vec<ApiKeyView>,
+    next_cursor: Option<String>,
 }
 
 fn parse_scopes(raw: Option<Vec<String>>) -> Result<ScopeSet, FieldError> {
@@ -178,13 +182,33 @@ async fn create_api_key(
     ))
 }
 
+/// Oldest first, paged like `GET /tenants`.
 async fn list_api_keys(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-) -> Result<axum::Json<ApiKeyList>> {
-    let records = state.store.list_api_keys().await?;
-    Ok(axum::Json(ApiKeyList {
+    Query(params): Query<PageParams>,
+) -> Result<axum::Json<ApiKeyPage>> {
+    let limit = page_size(params.limit)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
+    let mut records = state
+        .store
+        .list_api_keys_page(after.as_ref(), i64::from(limit) + 1)
+        .await?;
+    let next_cursor = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records
+            .last()
+            .map(|k| encode_created_cursor(k.created_at, &k.id))
+    } else {
+        None
+    };
+    Ok(axum::Json(ApiKeyPage {
         items: records.iter().map(ApiKeyView::from).collect(),
+        next_cursor,
     }))
 }
 

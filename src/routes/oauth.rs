@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -192,13 +192,25 @@ const PARAMETERS: [&str; 5] = [
 async fn access_token(
     State(state): State<AppState>,
     ClientIp(client): ClientIp,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, OAuthError> {
-    let body = body.map_err(|rejection| OAuthError {
-        status: rejection.status(),
-        ..OAuthError::invalid_request(rejection.body_text())
-    })?;
+    // Credentials in the URL end up in access logs and browser histories: any query
+    // string is refused before the body or a key is looked at (and it is never echoed).
+    if request.uri().query().is_some() {
+        return Err(OAuthError::invalid_request(
+            "a query string is not accepted here: send the parameters in the form body \
+             (application/x-www-form-urlencoded) or client credentials in a Basic \
+             Authorization header",
+        ));
+    }
+    let headers = request.headers().clone();
+    let body =
+        Bytes::from_request(request, &state)
+            .await
+            .map_err(|rejection: BytesRejection| OAuthError {
+                status: rejection.status(),
+                ..OAuthError::invalid_request(rejection.body_text())
+            })?;
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

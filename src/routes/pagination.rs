@@ -7,6 +7,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::domain::TenantId;
@@ -86,6 +87,49 @@ fn tenant_position(bytes: &[u8]) -> String {
     key
 }
 
+/// The longest cursor of a list in creation order: 8 bytes of time and an id of up to
+/// `MAX_ID_BYTES` bytes.
+pub const MAX_CREATED_CURSOR_LEN: usize = ((8 + MAX_ID_BYTES) * 4).div_ceil(3);
+const MAX_ID_BYTES: usize = 64;
+
+/// The cursor of a list in creation order (caller keys, webhooks): after the item created
+/// at `created_at` (microseconds since the epoch, 8 bytes big-endian) with id `id`.
+pub fn encode_created_cursor(created_at: DateTime<Utc>, id: &str) -> String {
+    let mut bytes = created_at.timestamp_micros().to_be_bytes().to_vec();
+    bytes.extend_from_slice(id.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The position a creation-order cursor names: a time (held within what both stores
+/// can compare) and an ASCII key with the same ids after it as the cursor's id bytes.
+pub fn decode_created_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), ApiError> {
+    let bytes = cursor_bytes(cursor, MAX_CREATED_CURSOR_LEN)?;
+    let (time, id) = bytes.split_at_checked(8).ok_or_else(not_issued)?;
+    let micros = i64::from_be_bytes(time.try_into().map_err(|_| not_issued())?);
+    // Years 1 to 9999: both stores hold them, and SQLite's text compares them in order.
+    const FIRST: i64 = -62_135_596_800_000_000;
+    const LAST: i64 = 253_402_300_799_999_999;
+    let at = DateTime::from_timestamp_micros(micros.clamp(FIRST, LAST)).ok_or_else(not_issued)?;
+    Ok((at, id_position(id)))
+}
+
+/// Ids are printable ASCII: a byte past it sorts after every id character, and a NUL
+/// (which PostgreSQL refuses in text) before every one, so the key stops there.
+fn id_position(bytes: &[u8]) -> String {
+    let mut key = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            0 => break,
+            1..=0x7e => key.push(char::from(b)),
+            _ => {
+                key.push('\u{7f}');
+                break;
+            }
+        }
+    }
+    key
+}
+
 /// The cursor of the audit trail, newest first: before event `id` (its 8 bytes, big-endian).
 pub fn encode_audit_cursor(id: i64) -> String {
     URL_SAFE_NO_PAD.encode(id.to_be_bytes())
@@ -142,6 +186,31 @@ mod tests {
     }
 
     #[test]
+    fn creation_cursors_round_trip_and_any_of_their_form_is_a_position() {
+        let at = DateTime::from_timestamp_micros(1_796_543_129_123_456).unwrap();
+        let cursor = encode_created_cursor(at, "wh_0123456789abcdef0123456789abcdef");
+        assert!(cursor.len() <= MAX_CREATED_CURSOR_LEN);
+        assert_eq!(
+            decode_created_cursor(&cursor).unwrap(),
+            (at, "wh_0123456789abcdef0123456789abcdef".to_owned())
+        );
+        let (first, key) = decode_created_cursor("gAAAAAAAAAA").unwrap();
+        assert_eq!(
+            (first.to_rfc3339(), key.as_str()),
+            ("0001-01-01T00:00:00+00:00".to_owned(), "")
+        );
+        let (last, key) = decode_created_cursor("f__________-gA").unwrap();
+        assert!(
+            last.to_rfc3339().starts_with("9999-12-31T23:59:59"),
+            "{last}"
+        );
+        assert_eq!(key, "\u{7f}");
+        for bad in ["YWNtZQ", "AAAAAAAAAAA=", "A", &"A".repeat(200)] {
+            assert!(decode_created_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_cursor_of_nul_bytes_is_a_position_before_every_id() {
         assert_eq!(decode_tenant_cursor("AAAA").unwrap(), "");
         assert_eq!(decode_tenant_cursor("YWNtZQ").unwrap(), "acme");
@@ -155,6 +224,14 @@ mod tests {
         ) {
             let key = decode_tenant_cursor(&cursor).unwrap();
             prop_assert!(key.bytes().all(|b| b.is_ascii_graphic()));
+        }
+
+        #[test]
+        fn every_creation_cursor_of_the_documented_form_is_accepted(
+            cursor in TENANT_CURSOR.prop_filter("length", |c| (11..=96).contains(&c.len()))
+        ) {
+            let (_, key) = decode_created_cursor(&cursor).unwrap();
+            prop_assert!(!key.contains('\0'));
         }
 
         #[test]

@@ -15,10 +15,13 @@ use crate::auth::{Admin, Authorized};
 use crate::crypto::Purpose;
 use crate::domain::{parse_outbound_url, rfc3339, FieldError};
 use crate::error::{ApiError, OnConflict, Result};
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::routes::audit_entry::audit;
+use crate::routes::pagination::{
+    decode_created_cursor, encode_created_cursor, page_size, PageParams,
+};
 use crate::state::AppState;
-use crate::store::{DeliveryRecord, WebhookRecord};
+use crate::store::{DeliveryRecord, WebhookRecord, MAX_WEBHOOKS};
 use crate::telemetry::RequestId;
 use crate::webhooks::{generate_secret, Event, EventType};
 
@@ -77,8 +80,9 @@ struct CreatedWebhook {
 }
 
 #[derive(Serialize)]
-struct WebhookList {
+struct WebhookPage {
     items: Vec<WebhookView>,
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -216,11 +220,16 @@ async fn create_webhook(
         &id,
         json!({ "url": record.url, "events": record.events }),
     );
-    state
+    let stored = state
         .store
         .insert_webhook(&record, &entry)
         .await
         .on_conflict(|| "webhook id collision; retry".to_owned())?;
+    if !stored {
+        return Err(ApiError::LimitReached(format!(
+            "at most {MAX_WEBHOOKS} webhook endpoints can be registered; delete one first"
+        )));
+    }
     tracing::info!(webhook = %id, events = ?record.events, "webhook created");
     Ok((
         StatusCode::CREATED,
@@ -232,17 +241,36 @@ async fn create_webhook(
     ))
 }
 
+/// Oldest first, paged like `GET /tenants`.
 async fn list_webhooks(
     State(state): State<AppState>,
     _: Authorized<Admin>,
-) -> Result<axum::Json<WebhookList>> {
+    Query(params): Query<PageParams>,
+) -> Result<axum::Json<WebhookPage>> {
+    let limit = page_size(params.limit)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
     let failures = failures_of(&state).await?;
-    let records = state.store.list_webhooks().await?;
+    let mut records = state
+        .store
+        .list_webhooks_page(after.as_ref(), i64::from(limit) + 1)
+        .await?;
+    let next_cursor = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records
+            .last()
+            .map(|w| encode_created_cursor(w.created_at, &w.id))
+    } else {
+        None
+    };
     let items = records
         .iter()
         .map(|w| WebhookView::new(w, failures.get(&w.id).copied().unwrap_or(0)))
         .collect();
-    Ok(axum::Json(WebhookList { items }))
+    Ok(axum::Json(WebhookPage { items, next_cursor }))
 }
 
 async fn get_webhook(

@@ -114,6 +114,27 @@ impl Store {
         .await)
     }
 
+    /// Up to `limit` caller keys in creation order, after the position `after` (a
+    /// creation time and an id) when given.
+    pub async fn list_api_keys_page(
+        &self,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> Result<Vec<ApiKeyRecord>, sqlx::Error> {
+        // Without a position: from the epoch on, which every creation time is after.
+        let (at, id) = after.cloned().unwrap_or_default();
+        on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, name, scopes, key_hash, created_at, rate_limit FROM api_keys \
+             WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             ORDER BY created_at, id LIMIT $3"
+        )
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+    }
+
     pub async fn delete_api_key(&self, id: &str, audit: &AuditEntry) -> Result<bool, sqlx::Error> {
         delete_audited!(self, [], "DELETE FROM api_keys WHERE id = $1", id, audit)
     }

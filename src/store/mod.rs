@@ -59,6 +59,7 @@ macro_rules! delete_audited {
     };
 }
 
+mod audit;
 mod backend;
 mod budget;
 mod database_url;
@@ -72,6 +73,7 @@ mod tenants;
 mod tokens;
 mod webhooks;
 
+pub use audit::{AuditPruner, AuditRetention};
 pub use backend::Store;
 pub use budget::BudgetAnswer;
 pub use database_url::DatabaseUrl;
@@ -82,7 +84,7 @@ pub use postgres::REFRESH_LOCK_KEY;
 pub use rekey::{SealedKind, SealedValue};
 pub use tenants::{InvalidTenantRow, TenantRow, TenantVersion};
 pub use tokens::{RefreshLock, TokenRecord, TokenVersion};
-pub use webhooks::WebhookRecord;
+pub use webhooks::{WebhookRecord, MAX_WEBHOOKS};
 
 /// Whether a database error is a unique-constraint violation (a duplicate id or key).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

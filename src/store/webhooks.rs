@@ -56,17 +56,34 @@ impl WebhookRecord {
 pub(super) const WEBHOOK_COLUMNS: &str =
     "id, url, events, description, secret_key_id, secret_ciphertext, created_at";
 
+/// The most webhook endpoints that can be registered: every event is written once per
+/// subscribed endpoint, so their number bounds the work and storage of each event.
+pub const MAX_WEBHOOKS: i64 = 100;
+
 impl Store {
+    /// Stores the endpoint and its audit entry unless `MAX_WEBHOOKS` are registered
+    /// already; `false`, with nothing written, then. The count and the insert are one
+    /// statement, and on PostgreSQL concurrent registrations take turns (a table lock
+    /// that readers and deliveries do not wait for), so the cap holds under races.
     pub async fn insert_webhook(
         &self,
         w: &WebhookRecord,
         audit: &AuditEntry,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
+        let serialize = match self.backend {
+            Backend::Postgres(_) => Some("LOCK TABLE webhooks IN SHARE ROW EXCLUSIVE MODE"),
+            // A writing statement holds SQLite's one write lock from its start.
+            Backend::Sqlite(_) => None,
+        };
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            if let Some(lock) = serialize {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let inserted = sqlx::query(
                 "INSERT INTO webhooks (id, url, events, description, secret_key_id, \
-                 secret_ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 secret_ciphertext, created_at) SELECT $1, $2, $3, $4, $5, $6, $7 \
+                 WHERE (SELECT COUNT(*) FROM webhooks) < $8",
             )
             .bind(&w.id)
             .bind(&w.url)
@@ -75,10 +92,16 @@ impl Store {
             .bind(&w.secret.key_id)
             .bind(&w.secret.bytes)
             .bind(w.created_at)
+            .bind(MAX_WEBHOOKS)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
             write_audit!(tx, audit)?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -86,6 +109,29 @@ impl Store {
         let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks ORDER BY created_at, id");
         let rows: Vec<WebhookRow> =
             on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(WebhookRecord::from).collect())
+    }
+
+    /// Up to `limit` endpoints in creation order, after the position `after` (a creation
+    /// time and an id) when given.
+    pub async fn list_webhooks_page(
+        &self,
+        after: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> Result<Vec<WebhookRecord>, sqlx::Error> {
+        // Without a position: from the epoch on, which every creation time is after.
+        let (at, id) = after.cloned().unwrap_or_default();
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks \
+             WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             ORDER BY created_at, id LIMIT $3"
+        );
+        let rows: Vec<WebhookRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(at)
+            .bind(id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
         Ok(rows.into_iter().map(WebhookRecord::from).collect())
     }
 

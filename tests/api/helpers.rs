@@ -16,7 +16,7 @@ use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
-use tokenvend::store::DatabaseUrl;
+use tokenvend::store::{AuditPruner, AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::LogFormat;
 use tokenvend::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
@@ -244,6 +244,7 @@ pub struct TestApp {
     pub raw: RawDb,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    audit_pruner: Option<AuditPruner>,
     _pg: Option<PgTestDb>,
     _dir: TempDir,
 }
@@ -304,6 +305,7 @@ async fn spawn(
         log_format: LogFormat::Text,
         vending: test_vending_settings(),
         webhooks: test_webhook_settings(),
+        audit: AuditRetention::default(),
     };
     configure(&mut settings);
     let raw = match backend {
@@ -337,6 +339,7 @@ async fn spawn(
         raw,
         shutdown: None,
         server: None,
+        audit_pruner: None,
         _pg: pg,
         _dir: dir,
     };
@@ -351,6 +354,7 @@ impl TestApp {
             .expect("app builds");
         self.address = format!("http://{}", app.local_addr());
         self.metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
+        self.audit_pruner = Some(app.audit_pruner());
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
         self.server = Some(tokio::spawn(async move {
@@ -582,6 +586,13 @@ impl TestApp {
         let resp = self.admin(Method::GET, "/metrics", None).await;
         assert_eq!(resp.status(), StatusCode::OK);
         resp.text().await.expect("metrics text")
+    }
+
+    /// Runs one pass of the app's audit pruning (by its clock and settings); returns how
+    /// many events it deleted.
+    pub async fn prune_audit(&self) -> u64 {
+        let pruner = self.audit_pruner.as_ref().expect("the app has started");
+        pruner.prune_once().await.expect("audit pruning")
     }
 
     pub fn advance(&self, secs: u64) {

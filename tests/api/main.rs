@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api_keys;
+mod audit_retention;
 mod auth;
 mod binary;
 mod binary_custody;
@@ -21,10 +22,12 @@ mod health;
 mod helpers;
 mod identity;
 mod invalidate;
+mod lists;
 mod oauth;
 mod operator;
 mod outbound;
 mod proxy;
+mod proxy_headers;
 mod rate_limits;
 mod rekey;
 mod secrets;

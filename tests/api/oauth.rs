@@ -225,6 +225,58 @@ async fn concurrent_edx_clients_on_a_cold_tenant_share_one_upstream_call(app: Te
     assert_eq!(app.issuer.calls(&client), 1);
 }
 
+/// Credentials in the URL end up in access logs: any query string is refused before the
+/// body or the key is looked at, on both paths, and the key is not logged.
+async fn a_query_string_is_refused_before_anything_is_read(app: TestApp) {
+    let client = app.issuer_tenant("acme").await;
+    let key = app.create_key(&["token:acme"]).await;
+    let bogus = format!("tv_nosuchkey123_{}", uuid::Uuid::new_v4().simple());
+    for path in PATHS {
+        let queries = [
+            format!("client_id=acme&client_secret={key}"),
+            format!("client_secret={bogus}"),
+            "page=1".to_owned(),
+        ];
+        for query in &queries {
+            // A valid form, which alone would get the token.
+            let resp = post_form(&app, &format!("{path}?{query}"), &edx_form("acme", &key)).await;
+            let body = oauth_body(resp, StatusCode::BAD_REQUEST).await;
+            assert_eq!(body["error"], "invalid_request", "{path}?{query}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(description.contains("query"), "{description}");
+            assert!(!body.to_string().contains(&key), "{body}");
+        }
+        // Not a form, a wrong key: the query string is what is refused, nothing else.
+        let resp = app
+            .client
+            .post(app.url(&format!("{path}?client_secret={bogus}")))
+            .json(&serde_json::json!({ "client_id": "acme", "client_secret": bogus }))
+            .send()
+            .await
+            .unwrap();
+        let body = oauth_body(resp, StatusCode::BAD_REQUEST).await;
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("query"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.issuer.calls(&client), 0, "no token was fetched");
+    let logs = captured_logs();
+    assert!(!logs.contains(&key), "a client_secret was logged");
+    assert!(!logs.contains(&bogus), "a client_secret was logged");
+}
+
+/// Asserts an RFC 6749 error answer with `status` and returns its body.
+async fn oauth_body(resp: Response, status: StatusCode) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    resp.json().await.unwrap()
+}
+
 crate::on_both_backends!(
     answers_like_edx_from_the_same_cache,
     upstream_trouble_is_a_502_or_a_503_with_retry_after,
@@ -236,4 +288,5 @@ crate::on_sqlite_only!(
     accepts_client_credentials_in_basic_auth,
     malformed_requests_get_rfc_6749_errors,
     a_key_without_token_scope_for_the_tenant_is_an_invalid_client,
+    a_query_string_is_refused_before_anything_is_read,
 );

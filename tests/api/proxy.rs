@@ -47,7 +47,7 @@ async fn the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies(app
         .bearer_auth(&key)
         .header("cookie", "sessionid=the-callers-session")
         .header("x-tokenvend-debug", "1")
-        .header("x-custom", "kept")
+        .header("x-custom", "dropped")
         .header("x-forwarded-for", "203.0.113.9")
         .header("forwarded", "for=203.0.113.9")
         .header("x-http-method-override", "DELETE")
@@ -72,7 +72,6 @@ async fn the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies(app
     assert_eq!(echo["method"], "GET");
     assert_eq!(echo["path"], "/api/enterprise/v1/enterprise-customer/");
     assert_eq!(echo["query"], "page=2");
-    assert_eq!(headers["x-custom"], json!(["kept"]));
     assert_eq!(headers["x-request-id"], json!(["req-from-the-caller"]));
     let sent_trace = headers["traceparent"][0].as_str().unwrap();
     assert!(
@@ -85,6 +84,7 @@ async fn the_api_sees_the_tenants_token_and_never_the_callers_key_or_cookies(app
         "x-forwarded-for",
         "forwarded",
         "x-http-method-override",
+        "x-custom",
     ] {
         assert!(headers.get(absent).is_none(), "{absent} reached the API");
     }
