@@ -15,6 +15,7 @@ mod binary_custody;
 mod budget;
 mod custody;
 mod errors;
+mod fd_limit;
 mod health;
 mod helpers;
 mod identity;
