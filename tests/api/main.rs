@@ -12,6 +12,7 @@ mod api_keys;
 mod auth;
 mod binary;
 mod binary_custody;
+mod binary_flags;
 mod budget;
 mod custody;
 mod errors;
