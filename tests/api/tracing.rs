@@ -93,7 +93,7 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
     issuer.register("client-traced", &secret);
 
     let dir = tempfile::tempdir().unwrap();
-    let admin_key = format!("tv-test-admin-{}", uuid::Uuid::new_v4().simple());
+    let admin_key = hex::encode(rand::random::<[u8; 32]>());
     let mut child = tokenvend(dir.path())
         .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("TOKENVEND_ADMIN_KEY", &admin_key)
