@@ -33,6 +33,7 @@ mod status_pages;
 mod tenants;
 mod tokens;
 mod tracing;
+mod tracing_proxy;
 mod verify;
 mod webhooks;
 

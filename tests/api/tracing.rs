@@ -38,10 +38,10 @@ fn listening_address(stderr: std::process::ChildStderr) -> String {
 use crate::helpers::eventually_within;
 
 /// Every OTLP export request body received.
-type Received = Arc<Mutex<Vec<Value>>>;
+pub type Received = Arc<Mutex<Vec<Value>>>;
 
 /// A collector accepting OTLP/HTTP JSON on `POST /v1/traces`; returns its base URL.
-async fn collector() -> (String, Received) {
+pub async fn collector() -> (String, Received) {
     let received: Received = Arc::default();
     let app = Router::new()
         .route(
@@ -60,7 +60,7 @@ async fn collector() -> (String, Received) {
 }
 
 /// Every exported span.
-fn spans(received: &Received) -> Vec<Value> {
+pub fn spans(received: &Received) -> Vec<Value> {
     received
         .lock()
         .unwrap()
