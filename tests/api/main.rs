@@ -14,6 +14,7 @@ mod binary;
 mod binary_custody;
 mod binary_flags;
 mod budget;
+mod compose;
 mod custody;
 mod errors;
 mod fd_limit;
