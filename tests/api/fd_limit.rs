@@ -112,7 +112,7 @@ async fn idle_connections_beyond_the_open_file_limit_leave_room_for_edx_calls() 
     // ...then idle connections that send nothing (those past the cap wait in the queue).
     let mut flood = Vec::with_capacity(FLOOD);
     for _ in 0..FLOOD {
-        match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&address)).await {
+        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&address)).await {
             Ok(Ok(stream)) => flood.push(stream),
             _ => break,
         }
