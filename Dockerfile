@@ -12,6 +12,10 @@
 # The image is built without the `demo` feature: no `tokenvend demo`, no local issuer and
 # no issuer test key in it.
 
+# Base images: pin each by digest for reproducible builds, e.g.
+#   FROM rust:1-bookworm@sha256:<digest> AS builder
+# with the digests scripts/pin-images prints (`docker buildx imagetools inspect`); they
+# are not pinned here yet because no digest could be checked from this repository.
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -145,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
 
     recreate_database(&server_url).await?;
     let (master_key, master_key_base64) = MasterKey::generate();
-    let admin_key = format!("scale-admin-{}", uuid::Uuid::new_v4().simple());
+    // Random bytes as hex: the binary refuses an admin key that is not (see README).
+    let admin_key = hex::encode(rand::random::<[u8; 32]>());
 
     let mut figures = Figures {
         tenants,

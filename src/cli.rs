@@ -76,6 +76,11 @@ enum ServiceCommand {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
+    // Before any command: a key given as a flag is already in `ps` for the operator
+    // commands too.
+    if let Err(err) = cli.settings.refuse_key_flags() {
+        return fail(&err);
+    }
     // The operator commands are HTTP clients: no service settings, no log lines.
     let data_dir = &cli.settings.data_dir;
     let operated = match cli.command.unwrap_or(Command::Serve) {

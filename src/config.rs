@@ -75,19 +75,27 @@ pub struct SettingsArgs {
     /// Where the embedded default keeps its files.
     #[arg(long, env = DATA_DIR_VAR, default_value = "./data", global = true)]
     pub data_dir: PathBuf,
-    /// Base64 of 32 random bytes; encrypts secrets and tokens at rest.
-    #[arg(long, env = MASTER_KEY_VAR, hide_env_values = true, global = true)]
+    /// TOKENVEND_MASTER_KEY, TOKENVEND_OLD_MASTER_KEYS and TOKENVEND_ADMIN_KEY are read
+    /// from the environment only: as flags, every user of the host would see them (`ps`).
+    #[arg(skip = std::env::var(MASTER_KEY_VAR).ok())]
     pub master_key: Option<String>,
-    /// Comma-separated earlier master keys, accepted for opening only (rotation).
-    #[arg(long, env = OLD_MASTER_KEYS_VAR, hide_env_values = true, global = true)]
+    #[arg(skip = std::env::var(OLD_MASTER_KEYS_VAR).ok())]
     pub old_master_keys: Option<String>,
-    /// Read the master key from this file instead (Docker or Kubernetes secrets).
+    #[arg(skip = std::env::var(ADMIN_KEY_VAR).ok())]
+    pub admin_key: Option<String>,
+    /// `--master-key`, `--old-master-keys`, `--admin-key`: accepted by the parser only to
+    /// be refused with a message saying what to use instead.
+    #[arg(long = "master-key", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
+    pub master_key_flag: Option<String>,
+    #[arg(long = "old-master-keys", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
+    pub old_master_keys_flag: Option<String>,
+    #[arg(long = "admin-key", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
+    pub admin_key_flag: Option<String>,
+    /// Read the master key (base64 of 32 random bytes; TOKENVEND_MASTER_KEY otherwise)
+    /// from this file (Docker or Kubernetes secrets).
     #[arg(long, env = MASTER_KEY_FILE_VAR, global = true)]
     pub master_key_file: Option<PathBuf>,
-    /// A bootstrap caller key with scope admin (at least 32 random characters).
-    #[arg(long, env = ADMIN_KEY_VAR, hide_env_values = true, global = true)]
-    pub admin_key: Option<String>,
-    /// Read the bootstrap admin key from this file instead.
+    /// Read the bootstrap admin key (TOKENVEND_ADMIN_KEY otherwise) from this file.
     #[arg(long, env = ADMIN_KEY_FILE_VAR, global = true)]
     pub admin_key_file: Option<PathBuf>,
     /// enabled or disabled: whether the bootstrap admin key is accepted at all.
@@ -278,12 +286,47 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }
 
+impl SettingsArgs {
+    /// Refuses a key given as a flag: any user of the host can read a process's arguments
+    /// (`ps`, `/proc/<pid>/cmdline`). The message names the flag, never its value.
+    pub fn refuse_key_flags(&self) -> Result<(), ConfigError> {
+        let flags = [
+            (&self.master_key_flag, "--master-key", MASTER_KEY_VAR),
+            (&self.admin_key_flag, "--admin-key", ADMIN_KEY_VAR),
+            (
+                &self.old_master_keys_flag,
+                "--old-master-keys",
+                OLD_MASTER_KEYS_VAR,
+            ),
+        ];
+        let Some((_, flag, variable)) = flags.into_iter().find(|(given, ..)| given.is_some())
+        else {
+            return Ok(());
+        };
+        let instead = match variable {
+            MASTER_KEY_VAR => {
+                format!("{MASTER_KEY_FILE_VAR} (a file holding the key) or {variable}")
+            }
+            ADMIN_KEY_VAR => format!("{ADMIN_KEY_FILE_VAR} (a file holding the key) or {variable}"),
+            _ => variable.to_owned(),
+        };
+        Err(ConfigError::new(
+            variable,
+            format!(
+                "{flag} is refused: every user of the host can read command-line flags \
+                 (`ps`); set {instead} in the environment instead"
+            ),
+        ))
+    }
+}
+
 impl Settings {
     /// Validates the raw settings; `fallback_database_url` is the value of `DATABASE_URL`.
     pub fn from_args(
         args: &SettingsArgs,
         fallback_database_url: Option<String>,
     ) -> Result<Self, ConfigError> {
+        args.refuse_key_flags()?;
         let listen = check_address(LISTEN_VAR, &args.listen)?;
 
         let given_url = secret_setting(

@@ -1,6 +1,7 @@
 //! Start-up: open and migrate the store, resolve the master and admin keys, load caller
 //! keys into memory, bind the listeners (port 0 allowed) and serve until shutdown.
 
+mod fd_limit;
 mod files;
 mod serve;
 
@@ -209,6 +210,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
+        let listeners = 1 + usize::from(self.metrics_listener.is_some());
+        let serving = ServingSettings {
+            max_connections: fd_limit::fit_connections(self.serving.max_connections, listeners),
+            ..self.serving.clone()
+        };
         let store = self.state.store.clone();
         tracing::info!(%addr, backend = store.backend_name(), "tokenvend listening");
         if let Some(addr) = self.metrics_addr() {
@@ -238,12 +244,10 @@ impl Application {
             )
         });
         let router = routes::router(self.state);
-        let main = serve::serve(self.listener, router, &self.serving, stopped.clone());
+        let main = serve::serve(self.listener, router, &serving, stopped.clone());
         let metrics = async {
             match metrics {
-                Some((listener, router)) => {
-                    serve::serve(listener, router, &self.serving, stopped).await
-                }
+                Some((listener, router)) => serve::serve(listener, router, &serving, stopped).await,
                 None => Ok(()),
             }
         };

@@ -10,10 +10,24 @@ struct Wrapper {
 }
 
 fn parse(flags: &[&str]) -> Result<Settings, ConfigError> {
+    parse_env(flags, &[])
+}
+
+/// With keys as the environment gives them (flags cannot).
+fn parse_env(flags: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let mut argv = vec!["tokenvend"];
     argv.extend_from_slice(flags);
-    let wrapper = Wrapper::try_parse_from(argv).expect("flags parse");
-    Settings::from_args(&wrapper.args, None)
+    let mut args = Wrapper::try_parse_from(argv).expect("flags parse").args;
+    for (variable, value) in env {
+        let field = match *variable {
+            MASTER_KEY_VAR => &mut args.master_key,
+            OLD_MASTER_KEYS_VAR => &mut args.old_master_keys,
+            ADMIN_KEY_VAR => &mut args.admin_key,
+            other => panic!("{other} is not an environment-only key"),
+        };
+        *field = Some((*value).to_owned());
+    }
+    Settings::from_args(&args, None)
 }
 
 #[test]
@@ -69,8 +83,20 @@ fn audit_retention_defaults_to_400_days_and_zero_keeps_every_event() {
 
 #[test]
 fn each_bad_setting_names_its_variable() {
-    let key = "--master-key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let zero_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let weak = "a".repeat(40);
+    let env_cases: &[(&str, &str)] = &[
+        (MASTER_KEY_VAR, zero_key),
+        (MASTER_KEY_VAR, "short"),
+        (OLD_MASTER_KEYS_VAR, "short"),
+        (OLD_MASTER_KEYS_VAR, zero_key),
+        (ADMIN_KEY_VAR, "too-short"),
+        (ADMIN_KEY_VAR, &weak),
+    ];
+    for (variable, value) in env_cases {
+        let err = parse_env(&[], &[(variable, value)]).expect_err("should be refused");
+        assert_eq!(err.variable, *variable, "{value}");
+    }
     let cases: &[(&[&str], &str)] = &[
         (&["--listen", "8080"], LISTEN_VAR),
         (&["--database-url", "mysql://x"], DATABASE_URL_VAR),
@@ -78,15 +104,10 @@ fn each_bad_setting_names_its_variable() {
             &["--database-url", "postgres://postgres@127.0.0.1/x"],
             MASTER_KEY_VAR,
         ),
-        (&[key], MASTER_KEY_VAR),
-        (&["--master-key", "short"], MASTER_KEY_VAR),
-        (&["--old-master-keys", "short"], OLD_MASTER_KEYS_VAR),
-        (
-            &["--old-master-keys=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="],
-            OLD_MASTER_KEYS_VAR,
-        ),
-        (&["--admin-key", "too-short"], ADMIN_KEY_VAR),
-        (&["--admin-key", &weak], ADMIN_KEY_VAR),
+        // Keys as flags are refused whatever their value.
+        (&["--master-key", zero_key], MASTER_KEY_VAR),
+        (&["--admin-key=x"], ADMIN_KEY_VAR),
+        (&["--old-master-keys"], OLD_MASTER_KEYS_VAR),
         (&["--bootstrap-admin", "off"], BOOTSTRAP_ADMIN_VAR),
         (&["--header-timeout", "0"], HEADER_TIMEOUT_VAR),
         (&["--header-timeout", "1.5"], HEADER_TIMEOUT_VAR),
@@ -134,12 +155,12 @@ fn database_url_falls_back_to_the_plain_variable() {
 fn old_master_keys_are_a_comma_separated_list_and_a_bad_one_is_named_not_shown() {
     let (a, a64) = MasterKey::generate();
     let (b, b64) = MasterKey::generate();
-    let settings = parse(&["--old-master-keys", &format!(" {a64} ,{b64},")]).unwrap();
+    let settings = parse_env(&[], &[(OLD_MASTER_KEYS_VAR, &format!(" {a64} ,{b64},"))]).unwrap();
     let ids: Vec<&str> = settings.old_master_keys.iter().map(MasterKey::id).collect();
     assert_eq!(ids, [a.id(), b.id()]);
     assert!(parse(&[]).unwrap().old_master_keys.is_empty());
 
-    let err = parse(&["--old-master-keys", &format!("{a64},{b64}x")]).unwrap_err();
+    let err = parse_env(&[], &[(OLD_MASTER_KEYS_VAR, &format!("{a64},{b64}x"))]).unwrap_err();
     assert_eq!(err.variable, OLD_MASTER_KEYS_VAR);
     assert!(err.message.starts_with("key 2 must be"), "{err}");
     assert!(!err.to_string().contains(&b64), "{err}");
@@ -150,14 +171,14 @@ fn debug_never_shows_keys() {
     let (_, encoded) = MasterKey::generate();
     let (_, old) = MasterKey::generate();
     let admin = "9Vq2LrXe7TzKwPa4sYhN3mBdFgJ6cU8x";
-    let settings = parse(&[
-        "--master-key",
-        &encoded,
-        "--old-master-keys",
-        &old,
-        "--admin-key",
-        admin,
-    ])
+    let settings = parse_env(
+        &[],
+        &[
+            (MASTER_KEY_VAR, &encoded),
+            (OLD_MASTER_KEYS_VAR, &old),
+            (ADMIN_KEY_VAR, admin),
+        ],
+    )
     .unwrap();
     let shown = format!("{settings:?}");
     assert!(
@@ -170,7 +191,7 @@ fn debug_never_shows_keys() {
 fn keys_are_read_from_their_files_trimmed() {
     let dir = tempfile::tempdir().unwrap();
     let (_, master) = MasterKey::generate();
-    let admin = "tv_bootstrap_Zr8Qm2XkP4wLs9TfVb7nHc3JyGd6Ea5U";
+    let admin = "tv_bootstrap_Zr8Qm2XkP4wLs9TfVb7nHc3JyGd6Ea5U8pRt2WqY";
     let master_path = dir.path().join("master");
     let admin_path = dir.path().join("admin");
     std::fs::write(&master_path, format!("{master}\n")).unwrap();
@@ -182,7 +203,7 @@ fn keys_are_read_from_their_files_trimmed() {
         admin_path.to_str().unwrap(),
     ])
     .expect("keys from files");
-    let from_env = parse(&["--master-key", &master]).unwrap();
+    let from_env = parse_env(&[], &[(MASTER_KEY_VAR, &master)]).unwrap();
     assert_eq!(
         settings.master_key.as_ref().map(MasterKey::id),
         from_env.master_key.as_ref().map(MasterKey::id)
@@ -191,12 +212,10 @@ fn keys_are_read_from_their_files_trimmed() {
 
     let url_path = dir.path().join("url");
     std::fs::write(&url_path, "postgres://tokenvend:pw@db:5432/tokenvend\n").unwrap();
-    let settings = parse(&[
-        "--database-url-file",
-        url_path.to_str().unwrap(),
-        "--master-key",
-        &master,
-    ])
+    let settings = parse_env(
+        &["--database-url-file", url_path.to_str().unwrap()],
+        &[(MASTER_KEY_VAR, &master)],
+    )
     .expect("database URL from a file");
     assert!(settings.database_url.is_some_and(|url| url.is_postgres()));
 }
@@ -209,19 +228,18 @@ fn a_key_and_its_file_together_are_refused_naming_both() {
     std::fs::write(&path, &master).unwrap();
     let path = path.to_str().unwrap();
     let admin = "Zr8Qm2XkP4wLs9TfVb7nHc3JyGd6Ea5U";
-    for (flags, variable, file_variable) in [
+    for (variable, value, file_variable, file_flag) in [
         (
-            ["--master-key", master.as_str(), "--master-key-file", path],
             MASTER_KEY_VAR,
+            master.as_str(),
             MASTER_KEY_FILE_VAR,
+            "--master-key-file",
         ),
-        (
-            ["--admin-key", admin, "--admin-key-file", path],
-            ADMIN_KEY_VAR,
-            ADMIN_KEY_FILE_VAR,
-        ),
+        (ADMIN_KEY_VAR, admin, ADMIN_KEY_FILE_VAR, "--admin-key-file"),
     ] {
-        let shown = parse(&flags).expect_err("both set").to_string();
+        let shown = parse_env(&[file_flag, path], &[(variable, value)])
+            .expect_err("both set")
+            .to_string();
         assert!(
             shown.starts_with(variable) && shown.contains(file_variable),
             "{shown}"

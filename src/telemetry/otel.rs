@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::http::HeaderMap;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
@@ -37,6 +37,7 @@ pub fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
     // reads itself (adding /v1/traces to the general one, as the specification says).
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(exporter_client()?)
         .with_protocol(protocol)
         .build()
         .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot export traces there: {e}"))?;
@@ -49,6 +50,30 @@ pub fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
         .with_resource(resource)
         .build())
 }
+
+/// The exporter's HTTP client: the one the exporter would build (blocking, with the
+/// standard timeout variables), but like every outbound client of tokenvend it ignores
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (see `outbound.rs`). It is built on a
+/// thread of its own, as the exporter does: a blocking client may not be built (or
+/// dropped) on the async runtime's threads.
+fn exporter_client() -> Result<reqwest::blocking::Client, String> {
+    let millis = |variable: &str| std::env::var(variable).ok()?.trim().parse::<u64>().ok();
+    let timeout = millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .or_else(|| millis("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .map_or(EXPORT_TIMEOUT, std::time::Duration::from_millis);
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .build()
+    })
+    .join()
+    .map_err(|_| "cannot build the OTLP exporter's HTTP client".to_owned())?
+    .map_err(|e| format!("cannot build the OTLP exporter's HTTP client: {e}"))
+}
+
+/// The specification's default for `OTEL_EXPORTER_OTLP_TIMEOUT`.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The layer that turns tokenvend's spans into OpenTelemetry spans: every span of ours
 /// (the hot path's request span is at debug level, so the log filter alone would drop

@@ -213,7 +213,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
                 ),
                 (
                     "TOKENVEND_ADMIN_KEY",
-                    "an-admin-key-long-enough-for-the-check-0123",
+                    "5f0c9e1a7b3d2846e8a1c0f49b7d3e2a6c5b8f1d0e9a7c34",
                 ),
             ],
             "TOKENVEND_DATABASE_URL",

@@ -121,7 +121,7 @@ async fn keys_from_files_work_and_a_disabled_bootstrap_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
-    let admin_key = format!("tv_bootstrap_{}", uuid::Uuid::new_v4().simple());
+    let admin_key = hex::encode(rand::random::<[u8; 32]>());
     let master_key = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
     std::fs::write(secrets.join("admin"), format!("{admin_key}\n")).unwrap();
     std::fs::write(secrets.join("master"), format!("{master_key}\n")).unwrap();

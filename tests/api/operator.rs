@@ -336,7 +336,7 @@ async fn json_logs_carry_the_request_and_never_a_secret() {
         .register("logs-client", "logs-client-secret-7f3a9");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let admin_key = format!("json-logs-admin-key-{}", uuid::Uuid::new_v4().simple());
+    let admin_key = hex::encode(rand::random::<[u8; 32]>());
     let mut child = tokenvend(dir.path())
         .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
         .env("TOKENVEND_ADMIN_KEY", &admin_key)

@@ -38,10 +38,10 @@ fn listening_address(stderr: std::process::ChildStderr) -> String {
 use crate::helpers::eventually_within;
 
 /// Every OTLP export request body received.
-type Received = Arc<Mutex<Vec<Value>>>;
+pub type Received = Arc<Mutex<Vec<Value>>>;
 
 /// A collector accepting OTLP/HTTP JSON on `POST /v1/traces`; returns its base URL.
-async fn collector() -> (String, Received) {
+pub async fn collector() -> (String, Received) {
     let received: Received = Arc::default();
     let app = Router::new()
         .route(
@@ -60,7 +60,7 @@ async fn collector() -> (String, Received) {
 }
 
 /// Every exported span.
-fn spans(received: &Received) -> Vec<Value> {
+pub fn spans(received: &Received) -> Vec<Value> {
     received
         .lock()
         .unwrap()
@@ -93,7 +93,7 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
     issuer.register("client-traced", &secret);
 
     let dir = tempfile::tempdir().unwrap();
-    let admin_key = format!("tv-test-admin-{}", uuid::Uuid::new_v4().simple());
+    let admin_key = hex::encode(rand::random::<[u8; 32]>());
     let mut child = tokenvend(dir.path())
         .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("TOKENVEND_ADMIN_KEY", &admin_key)

@@ -1,0 +1,98 @@
+//! The real binary's refusals at start-up: keys given as flags (every user sees them in
+//! `ps`), and admin keys that are not random bytes written out.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary::{free_port, tokenvend};
+
+/// Runs `cmd` until it exits (or 10 s, then kills it); its exit code and stderr.
+fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = cmd
+        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[test]
+fn keys_given_as_flags_are_refused_pointing_to_the_files_and_never_echoed() {
+    let master = "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=";
+    let admin = hex::encode(rand::random::<[u8; 32]>());
+    let cases: &[(&[&str], &str)] = &[
+        (&["--master-key", master], "TOKENVEND_MASTER_KEY_FILE"),
+        (
+            &["serve", &format!("--master-key={master}")],
+            "TOKENVEND_MASTER_KEY_FILE",
+        ),
+        (&["--admin-key", &admin], "TOKENVEND_ADMIN_KEY_FILE"),
+        (
+            &["migrate", "--admin-key", &admin],
+            "TOKENVEND_ADMIN_KEY_FILE",
+        ),
+        (&["--old-master-keys", master], "TOKENVEND_OLD_MASTER_KEYS"),
+        (
+            &["rekey", "--old-master-keys", master],
+            "TOKENVEND_OLD_MASTER_KEYS",
+        ),
+    ];
+    for (args, pointer) in cases {
+        let run = tempfile::tempdir().unwrap();
+        let mut cmd = tokenvend(run.path());
+        cmd.args(*args);
+        let (code, stderr) = run_to_exit(cmd);
+        assert_eq!(code, Some(2), "{args:?} should stop start-up: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
+        assert!(lines[0].contains(pointer), "{args:?}: {stderr}");
+        assert!(lines[0].contains("ps"), "{args:?} says why: {stderr}");
+        for secret in [master, admin.as_str(), "MDEyMzQ1"] {
+            assert!(!stderr.contains(secret), "a key in the error: {stderr}");
+        }
+        assert!(
+            !run.path().join("data").exists(),
+            "{args:?}: nothing was started"
+        );
+    }
+}
+
+#[test]
+fn passphrases_as_admin_keys_are_refused_at_start_up_naming_the_variable() {
+    for key in [
+        "tokenvend-production-admin-key-please-change",
+        "correct-horse-battery-staple-correct-horse",
+    ] {
+        let run = tempfile::tempdir().unwrap();
+        let mut cmd = tokenvend(run.path());
+        cmd.env("TOKENVEND_ADMIN_KEY", key);
+        let (code, stderr) = run_to_exit(cmd);
+        assert_eq!(code, Some(2), "{key} should stop start-up: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line, got {stderr}");
+        assert!(lines[0].contains("TOKENVEND_ADMIN_KEY"), "{stderr}");
+        assert!(lines[0].contains("openssl rand -base64 32"), "{stderr}");
+        assert!(!stderr.contains(key), "the key in the error: {stderr}");
+        assert!(
+            !stderr.contains("please-change"),
+            "part of the key: {stderr}"
+        );
+    }
+}
