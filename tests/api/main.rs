@@ -47,6 +47,7 @@ mod full {
     mod demo;
     mod fleet;
     mod interop;
+    mod kubernetes;
     mod outage;
     mod python;
     mod webhooks;
