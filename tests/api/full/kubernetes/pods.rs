@@ -46,7 +46,7 @@ fn image_workdir() -> String {
         .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("WORKDIR "))
-        .last()
+        .next_back()
         .expect("the Dockerfile sets WORKDIR")
         .trim()
         .to_owned()
