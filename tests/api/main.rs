@@ -54,6 +54,7 @@ mod full {
     mod demo;
     mod fleet;
     mod interop;
+    mod kubernetes;
     mod outage;
     mod python;
     mod webhooks;
