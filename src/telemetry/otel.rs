@@ -11,9 +11,10 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use tracing::subscriber::Interest;
 use tracing::{Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -83,16 +84,34 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     let tracer = provider.tracer("tokenvend");
-    let exported = filter_fn(|metadata| {
-        if metadata.is_span() {
-            metadata.target().starts_with("tokenvend") && *metadata.level() <= tracing::Level::DEBUG
-        } else {
-            *metadata.level() <= tracing::Level::INFO
-        }
-    });
+    // Asked at every span and event, never cached per callsite ("sometimes"): with
+    // per-layer filters, a callsite whose interest is cached as "always" reuses the
+    // thread's last filter verdicts, and a `tracing::enabled!` check that no event
+    // follows (sqlx makes one after every statement it does not log) leaves verdicts
+    // that say "disabled". On PostgreSQL, where sqlx runs on the request's own thread,
+    // the span or event after a query was then dropped: the upstream attempt (and so the
+    // `traceparent` sent to edX), the stored-token read, whole admin requests.
+    let exported =
+        dynamic_filter_fn(|metadata, _| exported(metadata)).with_callsite_filter(|metadata| {
+            if exported(metadata) {
+                Interest::sometimes()
+            } else {
+                Interest::never()
+            }
+        });
     tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(exported)
+}
+
+/// What is exported: every span of ours (the hot path's request span is at debug level,
+/// so the log filter alone would drop it), and events at info and above.
+fn exported(metadata: &tracing::Metadata<'_>) -> bool {
+    if metadata.is_span() {
+        metadata.target().starts_with("tokenvend") && *metadata.level() <= tracing::Level::DEBUG
+    } else {
+        *metadata.level() <= tracing::Level::INFO
+    }
 }
 
 pub fn mark_exporting() {

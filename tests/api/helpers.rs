@@ -147,12 +147,13 @@ pub fn captured_logs() -> String {
 }
 
 /// A throwaway PostgreSQL database, dropped when this is dropped.
-struct PgTestDb {
+pub struct PgTestDb {
     name: String,
 }
 
 impl PgTestDb {
-    async fn create() -> (Self, String) {
+    /// A new empty database on the test server, and its URL.
+    pub async fn create() -> (Self, String) {
         let admin_url = postgres_admin_url();
         let name = format!("tokenvend_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin_url)

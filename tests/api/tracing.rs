@@ -85,7 +85,22 @@ fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 #[tokio::test]
-async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
+async fn a_cold_token_request_is_traced_from_the_caller_to_edx_on_sqlite() {
+    a_cold_token_request_is_traced_from_the_caller_to_edx(None).await;
+}
+
+mod postgres {
+    /// The same on PostgreSQL, where the fetch runs under the fleet's refresh lock.
+    #[tokio::test]
+    async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
+        let (_db, url) = crate::helpers::PgTestDb::create().await;
+        super::a_cold_token_request_is_traced_from_the_caller_to_edx(Some(url)).await;
+    }
+}
+
+/// A cold token request, an invalidation and a proxied call refused once, traced through
+/// the real binary on SQLite (`database_url` `None`) or the given PostgreSQL database.
+async fn a_cold_token_request_is_traced_from_the_caller_to_edx(database_url: Option<String>) {
     let (endpoint, received) = collector().await;
     let issuer = Issuer::new(chrono::Utc::now);
     let issuer_server = issuer.start().await.unwrap();
@@ -94,7 +109,14 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx() {
 
     let dir = tempfile::tempdir().unwrap();
     let admin_key = hex::encode(rand::random::<[u8; 32]>());
-    let mut child = tokenvend(dir.path())
+    let mut command = tokenvend(dir.path());
+    if let Some(url) = &database_url {
+        command.env("TOKENVEND_DATABASE_URL", url).env(
+            "TOKENVEND_MASTER_KEY",
+            tokenvend::crypto::MasterKey::generate().1,
+        );
+    }
+    let mut child = command
         .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("TOKENVEND_ADMIN_KEY", &admin_key)
         .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
