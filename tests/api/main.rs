@@ -20,6 +20,7 @@ mod errors;
 mod health;
 mod helpers;
 mod identity;
+mod observability;
 mod invalidate;
 mod oauth;
 mod operator;
