@@ -42,9 +42,7 @@ async fn get_metrics(
 /// last check found (so a scrape never queries the store itself).
 async fn get_readiness(State(state): State<AppState>) -> Result<Json<Value>> {
     let answered = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
-    state
-        .metrics
-        .set_ready(matches!(answered, Ok(Ok(()))));
+    state.metrics.set_ready(matches!(answered, Ok(Ok(()))));
     match answered {
         Ok(Ok(())) => Ok(Json(
             json!({ "status": "ready", "store": state.store.backend_name() }),

@@ -69,7 +69,11 @@ impl FromStr for TokenState {
     }
 }
 
-fn state_of(token: Option<&HeldToken>, last_attempt_failed: bool, now: DateTime<Utc>) -> TokenState {
+fn state_of(
+    token: Option<&HeldToken>,
+    last_attempt_failed: bool,
+    now: DateTime<Utc>,
+) -> TokenState {
     match token {
         _ if last_attempt_failed => TokenState::Failing,
         None => TokenState::Missing,

@@ -20,7 +20,10 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 }
 
 fn state_count(metrics: &str, state: &str) -> Option<f64> {
-    sample(metrics, &format!("tokenvend_tenants_by_state{{state=\"{state}\"}}"))
+    sample(
+        metrics,
+        &format!("tokenvend_tenants_by_state{{state=\"{state}\"}}"),
+    )
 }
 
 fn deliveries(metrics: &str, outcome: &str) -> Option<f64> {
@@ -40,7 +43,11 @@ async fn the_state_gauge_counts_tenants_per_state(app: TestApp) {
     let metrics = app.metrics().await;
     assert_eq!(state_count(&metrics, "missing"), Some(4.0), "{metrics}");
     for state in ["valid", "expiring", "expired", "failing"] {
-        assert_eq!(state_count(&metrics, state), Some(0.0), "{state} shown at 0");
+        assert_eq!(
+            state_count(&metrics, state),
+            Some(0.0),
+            "{state} shown at 0"
+        );
     }
 
     assert_eq!(app.get_token("acme").await.status(), StatusCode::OK);

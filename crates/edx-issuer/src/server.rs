@@ -86,7 +86,9 @@ async fn token_endpoint(
     );
     let offset = client
         .as_ref()
-        .map_or_else(chrono::TimeDelta::zero, |(behaviour, _)| behaviour.clock_offset);
+        .map_or_else(chrono::TimeDelta::zero, |(behaviour, _)| {
+            behaviour.clock_offset
+        });
     let mut response = answer(&app, &headers, form, client).await;
     // The issuer's clock, not the system's (which hyper would write): a test's edX keeps
     // the test's time, skewed as told.

@@ -214,13 +214,14 @@ async fn a_skewed_client_gets_shifted_iat_exp_and_date() {
     let now = clock.lock().timestamp();
     for offset in [0, 45, -400] {
         issuer.configure(ID, |b| b.clock_offset = chrono::TimeDelta::seconds(offset));
-        let (status, headers, body) = super::post(
-            &running.token_url(),
-            &creds(&[("token_type", "jwt")]),
-        )
-        .await;
+        let (status, headers, body) =
+            super::post(&running.token_url(), &creds(&[("token_type", "jwt")])).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(date(&headers), now + offset, "the Date header follows the skew");
+        assert_eq!(
+            date(&headers),
+            now + offset,
+            "the Date header follows the skew"
+        );
         let body: Value = serde_json::from_str(&body).expect("JSON");
         let jwt = body["access_token"].as_str().expect("token");
         let claims = jsonwebtoken::decode::<Value>(jwt, &key, &validation)
@@ -233,7 +234,8 @@ async fn a_skewed_client_gets_shifted_iat_exp_and_date() {
         );
     }
     // A refusal, too, carries the client's skewed date.
-    let (status, headers, _) = super::post(&running.token_url(), &creds(&[("grant_type", "x")])).await;
+    let (status, headers, _) =
+        super::post(&running.token_url(), &creds(&[("grant_type", "x")])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(date(&headers), now - 400);
 }
