@@ -40,8 +40,9 @@ pub struct UpstreamParams {
     scope: Option<String>,
     token_type: TokenType,
     asymmetric_jwt: bool,
-    /// The client secret from before its last change, and until when it may be used.
-    previous_secret: Option<(SecretString, DateTime<Utc>)>,
+    /// The client secret from before its last change, and until when it may be used
+    /// (boxed: few tenants have one, and every tenant's settings are held in memory).
+    previous_secret: Option<Box<(SecretString, DateTime<Utc>)>>,
 }
 
 impl UpstreamParams {
@@ -55,7 +56,7 @@ impl UpstreamParams {
         &self,
         now: DateTime<Utc>,
     ) -> Option<(TokenRequest<'_>, DateTime<Utc>)> {
-        let (secret, until) = self.previous_secret.as_ref()?;
+        let (secret, until) = self.previous_secret.as_deref()?;
         (now < *until).then(|| (self.request_with(secret), *until))
     }
 
@@ -142,7 +143,7 @@ impl TenantConfig {
                 scope: tenant.scope.clone(),
                 token_type: tenant.token_type,
                 asymmetric_jwt: tenant.asymmetric_jwt,
-                previous_secret: open_previous(tenant, key),
+                previous_secret: open_previous(tenant, key).map(Box::new),
             })
         })();
         let jwks_url = tenant
