@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, DATE, RETRY_AFTER};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -66,6 +67,18 @@ pub struct FetchedToken {
     pub token_type: Option<String>,
     pub expires_in: Option<Duration>,
     pub scope: Option<String>,
+    /// When it came (`None` from sources that are not HTTP: tests' fakes).
+    pub timing: Option<AnswerTiming>,
+}
+
+/// When an answer came, for measuring edX's clock against ours.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerTiming {
+    /// Halfway between sending the request and receiving the answer's headers: when edX
+    /// most likely read its clock.
+    pub midpoint: Instant,
+    /// The answer's `Date` header, if it had a valid one (whole seconds).
+    pub date: Option<DateTime<Utc>>,
 }
 
 /// Why a fetch failed. Messages carry only the OAuth error code and HTTP status, never an
@@ -229,11 +242,18 @@ impl UpstreamClient {
         let span = tracing::Span::current();
         let result = match sent {
             Ok(response) => {
+                let timing = AnswerTiming {
+                    midpoint: started + started.elapsed() / 2,
+                    date: date(response.headers()),
+                };
                 let status = response.status();
                 span.record("http.response.status_code", i64::from(status.as_u16()));
                 let headers = response.headers().clone();
                 match read_limited(response).await {
-                    Ok(body) => classify(status, &headers, &body),
+                    Ok(body) => classify(status, &headers, &body).map(|fetched| FetchedToken {
+                        timing: Some(timing),
+                        ..fetched
+                    }),
                     Err(e) => Err(transport_error(&e, self.settings.attempt_timeout)),
                 }
             }
@@ -317,6 +337,14 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     value.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The `Date` header (an HTTP date, `Sun, 06 Nov 1994 08:49:37 GMT`), if valid.
+fn date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let value = headers.get(DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(value.trim())
+        .ok()
+        .map(|date| date.with_timezone(&Utc))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -405,6 +433,7 @@ fn parse_token_answer(status: u16, body: &[u8]) -> Result<FetchedToken, Upstream
             .get("scope")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        timing: None,
     })
 }
 

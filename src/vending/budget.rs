@@ -129,6 +129,9 @@ pub struct HostBudget {
     pub deferred: u64,
     /// Fetches refused (their callers got `503` with `Retry-After`).
     pub refused: u64,
+    /// edX's clock minus ours, from the last token fetched from this host (see
+    /// `skew.rs`); `None` until measured.
+    pub clock_offset_seconds: Option<f64>,
 }
 
 /// The budget as `GET /upstream/budget` shows it.
@@ -251,7 +254,18 @@ impl UpstreamBudget {
         }
     }
 
-    /// Every host asked about so far, by name.
+    /// Records the clock offset measured against `host`; returns the one before.
+    pub fn record_clock_offset(&self, host: &str, offset: f64) -> Option<f64> {
+        self.metrics.set_clock_offset(host, offset);
+        let mut hosts = self.hosts.lock();
+        let stats = hosts.entry(host.to_owned()).or_insert_with(|| HostBudget {
+            host: host.to_owned(),
+            ..HostBudget::default()
+        });
+        stats.clock_offset_seconds.replace(offset)
+    }
+
+    /// Every host asked about or measured so far, by name.
     pub fn hosts(&self) -> Vec<HostBudget> {
         let mut hosts: Vec<HostBudget> = self.hosts.lock().values().cloned().collect();
         hosts.sort_by(|a, b| a.host.cmp(&b.host));
@@ -353,7 +367,7 @@ mod tests {
         assert_eq!(granted, Ok(Duration::from_secs(5)));
         let hosts = budget.hosts();
         assert_eq!((hosts[0].refused, hosts[0].waits), (1, 1));
-        let metrics = budget.metrics.render(std::iter::empty());
+        let metrics = budget.metrics.render(&[], std::iter::empty());
         assert!(metrics.contains(
             "tokenvend_upstream_budget_asks_total{host=\"edx.example\",outcome=\"waited\"} 1"
         ));

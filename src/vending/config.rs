@@ -29,6 +29,8 @@ pub struct TenantConfig {
     pub api_base: Result<Arc<Url>, String>,
     /// What a token request sends, or why none may be sent (shown in the token status).
     pub upstream: Result<UpstreamParams, String>,
+    /// The token type asked of edX (shown in the token status: edX is retiring Bearer).
+    pub token_type: TokenType,
 }
 
 pub struct UpstreamParams {
@@ -38,8 +40,9 @@ pub struct UpstreamParams {
     scope: Option<String>,
     token_type: TokenType,
     asymmetric_jwt: bool,
-    /// The client secret from before its last change, and until when it may be used.
-    previous_secret: Option<(SecretString, DateTime<Utc>)>,
+    /// The client secret from before its last change, and until when it may be used
+    /// (boxed: few tenants have one, and every tenant's settings are held in memory).
+    previous_secret: Option<Box<(SecretString, DateTime<Utc>)>>,
 }
 
 impl UpstreamParams {
@@ -53,7 +56,7 @@ impl UpstreamParams {
         &self,
         now: DateTime<Utc>,
     ) -> Option<(TokenRequest<'_>, DateTime<Utc>)> {
-        let (secret, until) = self.previous_secret.as_ref()?;
+        let (secret, until) = self.previous_secret.as_deref()?;
         (now < *until).then(|| (self.request_with(secret), *until))
     }
 
@@ -140,7 +143,7 @@ impl TenantConfig {
                 scope: tenant.scope.clone(),
                 token_type: tenant.token_type,
                 asymmetric_jwt: tenant.asymmetric_jwt,
-                previous_secret: open_previous(tenant, key),
+                previous_secret: open_previous(tenant, key).map(Box::new),
             })
         })();
         let jwks_url = tenant
@@ -173,6 +176,7 @@ impl TenantConfig {
             jwks_url,
             api_base,
             upstream,
+            token_type: tenant.token_type,
         }
     }
 
@@ -194,6 +198,8 @@ impl TenantConfig {
                 "the stored tenant is invalid: {} {}",
                 row.field, row.problem
             )),
+            // Unknown; nothing is asked of edX for it anyway.
+            token_type: TokenType::Jwt,
         }
     }
 }

@@ -212,6 +212,7 @@ impl TokenSource for FakeEdx {
                 token_type: Some("Bearer".to_owned()),
                 expires_in: Some(Duration::from_secs(lifetime)),
                 scope: None,
+                timing: None,
             })
         }
         .boxed()

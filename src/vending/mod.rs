@@ -27,6 +27,7 @@ mod scheduler;
 mod sealed;
 mod settings;
 pub mod signals;
+mod skew;
 mod slot;
 mod slot_map;
 mod status;

@@ -19,6 +19,7 @@ use super::error::VendError;
 use super::need::{Need, Obtained};
 use super::port::{RefreshGuard, StoreFault, TenantKey};
 use super::signals;
+use super::skew;
 use super::slot::{LastError, Slot};
 use super::token::HeldToken;
 use crate::domain::rfc3339;
@@ -227,6 +228,7 @@ async fn fetch_upstream(
         }
         other => other.map_err(upstream_error)?,
     };
+    skew::check(core, &host, &fetched).map_err(upstream_error)?;
     let token =
         HeldToken::from_fetch(fetched, core.now(), core.settings.skew).map_err(upstream_error)?;
     tracing::info!(

@@ -105,6 +105,11 @@ fn decode_time_claims(token: &str) -> Option<TimeClaims> {
     serde_json::from_slice(&payload_object(token)?).ok()
 }
 
+/// A JWT's `iat` (whole seconds), if it is a JWT that has one.
+pub fn jwt_issued_at(token: &str) -> Option<DateTime<Utc>> {
+    at(decode_time_claims(token)?.iat.as_ref())
+}
+
 /// The first 16 hex digits of the token's SHA-256: tells tokens apart without showing them.
 pub fn fingerprint(token: &str) -> String {
     hex::encode(&Sha256::digest(token.as_bytes())[..8])
@@ -333,6 +338,7 @@ mod tests {
             token_type: Some("JWT".into()),
             expires_in: expires_in.map(Duration::from_secs),
             scope: None,
+            timing: None,
         }
     }
 

@@ -257,3 +257,53 @@ async fn the_dashboard_names_failing_webhook_endpoints_to_an_admin() {
     );
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_edx_clock_offset_and_flags_bearer_tenants() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let client = app.issuer_tenant("acme").await;
+    app.issuer
+        .configure(&client, |b| b.clock_offset = chrono::TimeDelta::seconds(45));
+    app.issuer_tenant_with("initech", |b| b["token_type"] = json!("bearer"))
+        .await;
+    assert_eq!(app.get_token("acme").await.status(), StatusCode::OK);
+    let key = app.create_key(&["tenants:read"]).await;
+
+    let (_driver, browser) = browser().await;
+    browser.goto(&app.url("/dashboard")).await.unwrap();
+    type_key(&browser, &key).await;
+    expect_rows(&browser, &[("acme", "valid"), ("initech", "missing")]).await;
+
+    // The offset of the issuer's host, flagged as beyond the 30 s warning.
+    let host = app.issuer_server.addr.to_string();
+    let clock = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#clock.is-off"))
+        .await
+        .unwrap_or_else(|e| panic!("no clock offset flagged: {e}"));
+    let line = clock.text().await.unwrap();
+    assert!(
+        line.contains(&host) && line.contains("+45"),
+        "the offset of {host}: {line:?}"
+    );
+
+    // The Bearer tenant carries a visible flag; the JWT tenant none.
+    let flag = browser
+        .find(Locator::Css(
+            "[data-tenant='initech'] [data-warning='bearer-token-retiring']",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("no Bearer flag on initech: {e}"));
+    assert!(flag.is_displayed().await.unwrap(), "the flag is visible");
+    let text = flag.text().await.unwrap();
+    assert!(text.to_lowercase().contains("bearer"), "{text:?}");
+    let acme_flags = browser
+        .find_all(Locator::Css("[data-tenant='acme'] [data-warning]"))
+        .await
+        .unwrap();
+    assert!(acme_flags.is_empty(), "no flag on a JWT tenant");
+    let screenshot = browser.screenshot().await.unwrap();
+    std::fs::write(artifact("dashboard-clock-bearer.png"), &screenshot).unwrap();
+    browser.close().await.unwrap();
+}
