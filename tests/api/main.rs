@@ -38,7 +38,8 @@ mod verify_guessing;
 mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
-/// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and
+/// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`),
+/// Prometheus and promtool (`prometheus`); and
 /// the fleet tests, which run on PostgreSQL only.
 mod full {
     mod cluster;
@@ -48,6 +49,7 @@ mod full {
     mod fleet;
     mod interop;
     mod outage;
+    mod prometheus;
     mod python;
     mod webhooks;
 }
