@@ -38,9 +38,48 @@ struct BudgetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProxyLabels {
     tenant: String,
     class: &'static str,
+}
+
+/// What a webhook delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx answer.
+    Delivered,
+    /// Failed; tried again later.
+    Retried,
+    /// Failed for good (no retry left).
+    Failed,
+}
+
+impl DeliveryOutcome {
+    const ALL: [DeliveryOutcome; 3] = [Self::Delivered, Self::Retried, Self::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retried => "retried",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One tenant as `render` sees it.
+pub struct TenantReading<'a> {
+    pub tenant: &'a str,
+    /// Seconds its held token has left; `None` when it holds none.
+    pub seconds_left: Option<f64>,
+    /// Its token state's label (one of the `states` given to `render`).
+    pub state: &'static str,
+    /// Whether it asks edX for opaque Bearer tokens.
+    pub bearer: bool,
 }
 
 /// How a token request was answered.
@@ -72,6 +111,12 @@ pub struct Metrics {
     proxy_calls: Family<ProxyLabels, Counter>,
     proxy_latency: Histogram,
     proxy_retries: Family<TenantLabels, Counter>,
+    clock_offset: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    tenants_by_state: Family<StateLabels, Gauge>,
+    bearer_tenants: Gauge,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_pending: Gauge,
+    ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +190,48 @@ impl Metrics {
             "Proxied calls retried with a new token after the API answered 401",
             proxy_retries.clone(),
         );
+        let clock_offset = Family::<HostLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "upstream_clock_offset_seconds",
+            "edX's clock minus ours per token-endpoint host, from the last token fetched (JWT iat, else the Date header)",
+            clock_offset.clone(),
+        );
+        let tenants_by_state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "tenants_by_state",
+            "Tenants by token state (valid, expiring, expired, missing, failing)",
+            tenants_by_state.clone(),
+        );
+        let bearer_tenants = Gauge::default();
+        registry.register(
+            "bearer_tenants",
+            "Tenants still asking edX for opaque Bearer tokens (edX is retiring them)",
+            bearer_tenants.clone(),
+        );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retried, failed: for good)",
+            webhook_deliveries.clone(),
+        );
+        for outcome in DeliveryOutcome::ALL {
+            // Every outcome shows from the start, at 0.
+            drop(webhook_deliveries.get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            }));
+        }
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_pending",
+            "Webhook deliveries neither delivered nor failed for good, fleet-wide, when the delivery worker last looked",
+            webhook_pending.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 if the store answered the last readiness check (or start-up), else 0",
+            ready.clone(),
+        );
         let counter = |result| {
             token_requests
                 .get_or_create(&ResultLabels { result })
@@ -166,7 +253,39 @@ impl Metrics {
             proxy_calls,
             proxy_latency,
             proxy_retries,
+            clock_offset,
+            tenants_by_state,
+            bearer_tenants,
+            webhook_deliveries,
+            webhook_pending,
+            ready,
         }
+    }
+
+    /// The clock offset measured against `host` (positive: edX's clock is ahead).
+    pub fn set_clock_offset(&self, host: &str, seconds: f64) {
+        self.clock_offset
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(seconds);
+    }
+
+    pub fn count_webhook_delivery(&self, outcome: DeliveryOutcome) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    pub fn set_webhook_pending(&self, pending: i64) {
+        self.webhook_pending.set(pending);
+    }
+
+    /// Whether the store answered the last readiness check.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Counts an ask to the upstream budget of `host` (`granted`, `waited`, `deferred`
@@ -229,24 +348,39 @@ impl Metrics {
         self.upstream_latency.observe(seconds);
     }
 
-    /// Renders the registry after setting the per-tenant gauges from `tokens`: each tenant
-    /// id with the seconds its token has left, or `None` when it holds none.
-    pub fn render<'a>(&self, tokens: impl Iterator<Item = (&'a str, Option<f64>)>) -> String {
+    /// Renders the registry after setting the per-tenant gauges and the tenant counts from
+    /// `tenants`; every label of `states` is shown, 0 when no tenant is in it.
+    pub fn render<'a>(
+        &self,
+        states: &[&'static str],
+        tenants: impl Iterator<Item = TenantReading<'a>>,
+    ) -> String {
         self.seconds_left.clear();
-        let (mut tenants, mut cached) = (0, 0);
-        for (tenant, left) in tokens {
-            tenants += 1;
-            if let Some(left) = left {
+        let (mut count, mut cached, mut bearer) = (0, 0, 0);
+        let mut by_state = vec![0_i64; states.len()];
+        for reading in tenants {
+            count += 1;
+            bearer += i64::from(reading.bearer);
+            if let Some(n) = states.iter().position(|s| *s == reading.state) {
+                by_state[n] += 1;
+            }
+            if let Some(left) = reading.seconds_left {
                 cached += 1;
                 self.seconds_left
                     .get_or_create(&TenantLabels {
-                        tenant: tenant.to_owned(),
+                        tenant: reading.tenant.to_owned(),
                     })
                     .set(left);
             }
         }
-        self.tenants.set(tenants);
+        for (state, n) in states.iter().copied().zip(by_state) {
+            self.tenants_by_state
+                .get_or_create(&StateLabels { state })
+                .set(n);
+        }
+        self.tenants.set(count);
         self.cached_tokens.set(cached);
+        self.bearer_tenants.set(bearer);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

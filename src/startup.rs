@@ -139,6 +139,8 @@ impl Application {
             .await
             .map_err(StartupError::store("tenants"))?;
         vendor.expect_adoption();
+        // The store just answered; the readiness check keeps this up to date.
+        metrics.set_ready(true);
 
         let deliverer = Deliverer::new(
             store.clone(),
@@ -146,12 +148,13 @@ impl Application {
             events.clone(),
             url_policy,
             settings.webhooks.clone(),
+            metrics.clone(),
         )
         .map_err(|e| StartupError::HttpClient(e.into()))?;
         let deliverer = settings.webhooks.send.then_some(deliverer);
         let proxy = Proxy::new(
             vendor.clone(),
-            metrics,
+            metrics.clone(),
             url_policy,
             settings.serving.proxy_timeout,
         )
@@ -164,6 +167,7 @@ impl Application {
             vendor,
             events,
             proxy: Arc::new(proxy),
+            metrics,
         });
         Ok(Self {
             listener,

@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::store::Store;
 use crate::vending::Vendor;
@@ -40,6 +41,8 @@ pub struct Shared {
     /// Raises webhook events (`Events::raise`).
     pub events: Events,
     pub proxy: Arc<Proxy>,
+    /// Where the readiness check records whether the store answered.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the caller-key extractors take from the state.

@@ -38,9 +38,14 @@ async fn get_metrics(
     )
 }
 
-/// Ready while the store answers within a second or two.
+/// Ready while the store answers within a second or two; `tokenvend_ready` says what the
+/// last check found (so a scrape never queries the store itself).
 async fn get_readiness(State(state): State<AppState>) -> Result<Json<Value>> {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    let answered = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    state
+        .metrics
+        .set_ready(matches!(answered, Ok(Ok(()))));
+    match answered {
         Ok(Ok(())) => Ok(Json(
             json!({ "status": "ready", "store": state.store.backend_name() }),
         )),

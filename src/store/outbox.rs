@@ -208,6 +208,15 @@ impl Store {
         .await)
     }
 
+    /// How many deliveries are neither delivered nor failed for good.
+    pub async fn pending_deliveries(&self) -> Result<i64, sqlx::Error> {
+        on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        .fetch_one(pool)
+        .await)
+    }
+
     /// Deletes finished deliveries last changed before `before_ms`, then the events left
     /// without deliveries that are older than that; returns how many deliveries went.
     pub async fn prune_deliveries(&self, before_ms: i64) -> Result<u64, sqlx::Error> {

@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(granted, Ok(Duration::from_secs(5)));
         let hosts = budget.hosts();
         assert_eq!((hosts[0].refused, hosts[0].waits), (1, 1));
-        let metrics = budget.metrics.render(std::iter::empty());
+        let metrics = budget.metrics.render(&[], std::iter::empty());
         assert!(metrics.contains(
             "tokenvend_upstream_budget_asks_total{host=\"edx.example\",outcome=\"waited\"} 1"
         ));

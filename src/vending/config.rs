@@ -29,6 +29,8 @@ pub struct TenantConfig {
     pub api_base: Result<Arc<Url>, String>,
     /// What a token request sends, or why none may be sent (shown in the token status).
     pub upstream: Result<UpstreamParams, String>,
+    /// The token type asked of edX (shown in the token status: edX is retiring Bearer).
+    pub token_type: TokenType,
 }
 
 pub struct UpstreamParams {
@@ -173,6 +175,7 @@ impl TenantConfig {
             jwks_url,
             api_base,
             upstream,
+            token_type: tenant.token_type,
         }
     }
 
@@ -194,6 +197,8 @@ impl TenantConfig {
                 "the stored tenant is invalid: {} {}",
                 row.field, row.problem
             )),
+            // Unknown; nothing is asked of edX for it anyway.
+            token_type: TokenType::Jwt,
         }
     }
 }

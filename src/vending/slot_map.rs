@@ -161,6 +161,7 @@ mod tests {
             jwks_url: None,
             api_base: Err("none".into()),
             upstream: Err("none".into()),
+            token_type: crate::domain::TokenType::Jwt,
         };
         Arc::new(Slot::new(config, chrono::Utc::now()))
     }

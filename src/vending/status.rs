@@ -12,7 +12,12 @@ use chrono::{DateTime, Utc};
 use super::core::{Core, SlotMap};
 use super::slot::{LastError, ProxyStats, Slot};
 use super::token::{HeldToken, SignatureState};
-use crate::domain::rfc3339;
+use crate::domain::{rfc3339, TokenType};
+use crate::metrics::TenantReading;
+
+/// The warning on a tenant still asking for opaque Bearer tokens, which edX is retiring
+/// in favour of JWTs.
+pub const BEARER_RETIRING: &str = "bearer-token-retiring";
 
 /// Where a tenant's token stands, worst first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +69,23 @@ impl FromStr for TokenState {
     }
 }
 
+fn state_of(token: Option<&HeldToken>, last_attempt_failed: bool, now: DateTime<Utc>) -> TokenState {
+    match token {
+        _ if last_attempt_failed => TokenState::Failing,
+        None => TokenState::Missing,
+        Some(t) if !t.servable(now) => TokenState::Expired,
+        Some(t) if t.in_refresh_window(now) => TokenState::Expiring,
+        Some(_) => TokenState::Valid,
+    }
+}
+
+fn warnings(token_type: TokenType) -> Vec<&'static str> {
+    match token_type {
+        TokenType::Bearer => vec![BEARER_RETIRING],
+        TokenType::Jwt => Vec::new(),
+    }
+}
+
 /// One page of token statuses and whether tenants after it match too.
 #[derive(Debug)]
 pub struct StatusPage {
@@ -75,6 +97,10 @@ pub struct StatusPage {
 pub struct TokenStatus {
     pub tenant_id: String,
     pub state: TokenState,
+    /// What the tenant asks edX for: `jwt` or `bearer`.
+    pub token_type: TokenType,
+    /// Things to act on that do not stop the tenant from working (`bearer-token-retiring`).
+    pub warnings: Vec<&'static str>,
     pub issued_at: Option<String>,
     pub expires_at: Option<String>,
     pub not_before: Option<String>,
@@ -105,13 +131,7 @@ fn status_if(
 ) -> Option<TokenStatus> {
     let token = slot.token.load_full();
     let health = slot.health.lock();
-    let state = match &token {
-        _ if health.last_attempt_failed => TokenState::Failing,
-        None => TokenState::Missing,
-        Some(t) if !t.servable(now) => TokenState::Expired,
-        Some(t) if t.in_refresh_window(now) => TokenState::Expiring,
-        Some(_) => TokenState::Valid,
-    };
+    let state = state_of(token.as_deref(), health.last_attempt_failed, now);
     if !wanted(state) {
         return None;
     }
@@ -122,9 +142,12 @@ fn status_if(
         (None, None) => None,
     };
     let t = token.as_deref();
+    let token_type = slot.config.load().token_type;
     Some(TokenStatus {
         tenant_id: slot.id.to_string(),
         state,
+        token_type,
+        warnings: warnings(token_type),
         issued_at: t.map(|t| rfc3339(t.issued_at)),
         expires_at: t.map(|t| rfc3339(t.expires_at)),
         not_before: t.and_then(|t| t.not_before).map(rfc3339),
@@ -164,16 +187,25 @@ pub fn statuses(
     StatusPage { items, more }
 }
 
-/// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
+/// Prometheus text, with the per-tenant seconds-left gauges and the tenant counts (by
+/// state, on Bearer tokens) brought up to date.
 pub fn render_metrics(core: &Core) -> String {
     let now = core.now();
     let slots = core.slots.ordered();
-    core.metrics.render(slots.iter().map(|(id, slot)| {
-        let left = slot
-            .token
-            .load()
-            .as_ref()
-            .map(|t| (t.expires_at - now).num_milliseconds() as f64 / 1000.0);
-        (id.as_str(), left)
-    }))
+    let states = TokenState::ALL.map(TokenState::as_str);
+    core.metrics.render(
+        &states,
+        slots.iter().map(|(id, slot)| {
+            let token = slot.token.load();
+            let failed = slot.health.lock().last_attempt_failed;
+            TenantReading {
+                tenant: id.as_str(),
+                seconds_left: token
+                    .as_ref()
+                    .map(|t| (t.expires_at - now).num_milliseconds() as f64 / 1000.0),
+                state: state_of(token.as_deref(), failed, now).as_str(),
+                bearer: slot.config.load().token_type == TokenType::Bearer,
+            }
+        }),
+    )
 }

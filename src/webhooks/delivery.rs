@@ -16,6 +16,7 @@ use super::settings::WebhookSettings;
 use super::signing::sign;
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{parse_outbound_url, UrlPolicy};
+use crate::metrics::{DeliveryOutcome, Metrics};
 use crate::outbound::{self, Timeouts};
 use crate::store::{ClaimedDelivery, DeliveryStatus, Store};
 
@@ -29,6 +30,7 @@ pub struct Deliverer {
     policy: UrlPolicy,
     settings: WebhookSettings,
     client: reqwest::Client,
+    metrics: Arc<Metrics>,
 }
 
 /// What one attempt came to.
@@ -46,6 +48,7 @@ impl Deliverer {
         events: Events,
         policy: UrlPolicy,
         settings: WebhookSettings,
+        metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
         let timeouts = Timeouts {
             connect: settings.attempt_timeout.min(Duration::from_secs(5)),
@@ -58,6 +61,7 @@ impl Deliverer {
             events,
             policy,
             settings,
+            metrics,
         })
     }
 
@@ -76,6 +80,7 @@ impl Deliverer {
             }
             // Keep going while full batches come back: more may be due.
             while self.deliver_due().await >= self.settings.batch {}
+            self.count_pending().await;
             tokio::select! {
                 () = self.events.written() => {}
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -129,15 +134,21 @@ impl Deliverer {
                 None => (DeliveryStatus::Failed, code, None),
             },
         };
-        match status {
-            DeliveryStatus::Delivered => tracing::info!(status = ?code, "webhook delivered"),
+        let outcome = match status {
+            DeliveryStatus::Delivered => {
+                tracing::info!(status = ?code, "webhook delivered");
+                DeliveryOutcome::Delivered
+            }
             DeliveryStatus::Pending => {
-                tracing::warn!(status = ?code, "webhook attempt failed; will retry")
+                tracing::warn!(status = ?code, "webhook attempt failed; will retry");
+                DeliveryOutcome::Retried
             }
             DeliveryStatus::Failed => {
-                tracing::warn!(status = ?code, "webhook delivery failed for good")
+                tracing::warn!(status = ?code, "webhook delivery failed for good");
+                DeliveryOutcome::Failed
             }
-        }
+        };
+        self.metrics.count_webhook_delivery(outcome);
         if let Err(error) = self
             .store
             .record_attempt(&delivery.id, status, code, next, now)
@@ -195,6 +206,15 @@ impl Deliverer {
                 tracing::debug!(error = %error.without_url(), "webhook endpoint not reached");
                 Attempt::Failed(None)
             }
+        }
+    }
+
+    /// Sets `tokenvend_webhook_pending` from the store (fleet-wide): one indexed count per
+    /// round of the worker, not per scrape.
+    async fn count_pending(&self) {
+        match self.store.pending_deliveries().await {
+            Ok(pending) => self.metrics.set_webhook_pending(pending),
+            Err(error) => tracing::debug!(%error, "cannot count pending webhook deliveries"),
         }
     }
 
