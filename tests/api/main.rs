@@ -17,6 +17,7 @@ mod caller_spend;
 mod custody;
 mod custody_changes;
 mod errors;
+mod grafana;
 mod health;
 mod helpers;
 mod identity;

@@ -1,7 +1,7 @@
 //! The shipped Prometheus rules (`deploy/prometheus/`) under `promtool`, and a real
 //! Prometheus (Debian's `prometheus`, installed by `scripts/test`) scraping the real
 //! binary with the README's scrape config: both targets up, series ingested, every rule
-//! evaluated.
+//! evaluated, every query of the Grafana dashboard accepted.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -109,10 +109,33 @@ fn readme_config(replacements: &[(&str, &str)]) -> String {
         .expect("the README shows a scrape config")
         .to_owned();
     for (from, to) in replacements {
-        assert!(block.contains(from), "the README's scrape config lacks {from}");
+        assert!(
+            block.contains(from),
+            "the README's scrape config lacks {from}"
+        );
         block = block.replace(from, to);
     }
     format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{block}")
+}
+
+/// Every `expr` of the Grafana dashboard's panels.
+fn dashboard_exprs() -> Vec<String> {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/tokenvend-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| target["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() > 10);
+    exprs
 }
 
 /// `GET {base}{path}`'s `data`, once Prometheus answers.
@@ -178,10 +201,7 @@ async fn a_real_prometheus_scrapes_both_listeners_with_the_readme_config_and_run
             "/etc/prometheus/tokenvend-rules.yml",
             rules.to_str().unwrap(),
         ),
-        (
-            "/etc/prometheus/tokenvend.key",
-            key_file.to_str().unwrap(),
-        ),
+        ("/etc/prometheus/tokenvend.key", key_file.to_str().unwrap()),
         ("tokenvend:8080", &address),
         ("10.0.0.5:9091", &metrics_address),
     ]);
@@ -225,9 +245,13 @@ async fn a_real_prometheus_scrapes_both_listeners_with_the_readme_config_and_run
 
     for job in ["tokenvend", "tokenvend-metrics"] {
         let ingested = poll_until(LIVE_LIMIT, async || {
-            !query(&client, &prom, &format!("tokenvend_tenants{{job=\"{job}\"}} == 1"))
-                .await
-                .is_empty()
+            !query(
+                &client,
+                &prom,
+                &format!("tokenvend_tenants{{job=\"{job}\"}} == 1"),
+            )
+            .await
+            .is_empty()
         })
         .await;
         assert!(ingested.is_some(), "job {job}: tokenvend_tenants is 1");
@@ -246,6 +270,34 @@ async fn a_real_prometheus_scrapes_both_listeners_with_the_readme_config_and_run
         "tokenvend:token_requests:rate5m has a value per result; prometheus log:\n{}",
         log()
     );
+
+    // A recording rule over a gauge: the tenant that never fetched a token is `missing`.
+    let by_state = poll_until(LIVE_LIMIT, async || {
+        !query(
+            &client,
+            &prom,
+            "tokenvend:tenants_by_state:max{state=\"missing\"} == 1",
+        )
+        .await
+        .is_empty()
+    })
+    .await;
+    assert!(
+        by_state.is_some(),
+        "tokenvend:tenants_by_state:max counts acme as missing"
+    );
+
+    // Every query of the Grafana dashboard is PromQL this Prometheus accepts.
+    for expr in dashboard_exprs() {
+        let expr = expr.replace("$job", ".+").replace("$__rate_interval", "1m");
+        let encoded: String = url::form_urlencoded::byte_serialize(expr.as_bytes()).collect();
+        let resp = client
+            .get(format!("{prom}/api/v1/query?query={encoded}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{expr}: {}", resp.text().await.unwrap());
+    }
 
     // Every rule, recording or alerting, has been evaluated without an error.
     let mut groups = Value::Null;
