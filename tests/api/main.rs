@@ -21,6 +21,7 @@ mod grafana;
 mod health;
 mod helpers;
 mod identity;
+mod observability;
 mod invalidate;
 mod oauth;
 mod operator;

@@ -19,6 +19,10 @@ pub struct ClientBehaviour {
     /// no `scope`; a requested scope outside this set gets `400 invalid_scope`, as on edX.
     /// Default `"read write profile email"`.
     pub scope: String,
+    /// How far this client's edX clock is from the issuer's (positive: ahead): added to
+    /// the time in its JWTs (`iat`, and so `exp`) and in the `Date` header of the answers
+    /// to its requests. Default 0.
+    pub clock_offset: chrono::TimeDelta,
 }
 
 impl Default for ClientBehaviour {
@@ -29,6 +33,7 @@ impl Default for ClientBehaviour {
             latency: Duration::ZERO,
             failure: None,
             scope: "read write profile email".to_owned(),
+            clock_offset: chrono::TimeDelta::zero(),
         }
     }
 }

@@ -199,6 +199,45 @@ async fn iat_and_exp_follow_the_time_source_at_each_request() {
     assert_eq!(issued[1] - issued[0], 1234);
 }
 
+#[tokio::test]
+async fn a_skewed_client_gets_shifted_iat_exp_and_date() {
+    let (issuer, running, clock) = setup().await;
+    let key = decoding_key(&running).await;
+    let mut validation = validation(&running);
+    validation.validate_exp = false;
+    let date = |headers: &axum::http::HeaderMap| {
+        let raw = headers[header::DATE].to_str().expect("ASCII date");
+        chrono::DateTime::parse_from_rfc2822(raw)
+            .expect("an HTTP date")
+            .timestamp()
+    };
+    let now = clock.lock().timestamp();
+    for offset in [0, 45, -400] {
+        issuer.configure(ID, |b| b.clock_offset = chrono::TimeDelta::seconds(offset));
+        let (status, headers, body) = super::post(
+            &running.token_url(),
+            &creds(&[("token_type", "jwt")]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(date(&headers), now + offset, "the Date header follows the skew");
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        let jwt = body["access_token"].as_str().expect("token");
+        let claims = jsonwebtoken::decode::<Value>(jwt, &key, &validation)
+            .expect("verifies")
+            .claims;
+        assert_eq!(
+            (claims["iat"].clone(), claims["exp"].clone()),
+            (json!(now + offset), json!(now + offset + 3600)),
+            "offset {offset}"
+        );
+    }
+    // A refusal, too, carries the client's skewed date.
+    let (status, headers, _) = super::post(&running.token_url(), &creds(&[("grant_type", "x")])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(date(&headers), now - 400);
+}
+
 #[test]
 fn derived_claims_are_stable_per_client_and_shaped_like_edx_ones() {
     for client_id in ["tenant-a", "tenant-b", ""] {
