@@ -22,6 +22,7 @@ mod custody;
 mod custody_changes;
 mod errors;
 mod fd_limit;
+mod grafana;
 mod health;
 mod helpers;
 mod identity;
@@ -47,7 +48,8 @@ mod verify_guessing;
 mod webhooks;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
-/// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`); and
+/// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`),
+/// Prometheus and promtool (`prometheus`); and
 /// the fleet tests, which run on PostgreSQL only.
 mod full {
     mod cluster;
@@ -58,6 +60,7 @@ mod full {
     mod interop;
     mod kubernetes;
     mod outage;
+    mod prometheus;
     mod python;
     mod webhooks;
 }
