@@ -103,8 +103,9 @@ async fn a_large_backlog_is_pruned_in_batches(app: TestApp) {
     };
     assert_eq!(app.raw_execute(insert, &[]).await, 2500);
     audited_change(&app, "recent").await;
-    assert_eq!(app.prune_audit().await, 2500);
-    assert_eq!(events(&app).await, 1);
+    // The pass run here, or the start-up pass if it comes later, takes all of them.
+    app.prune_audit().await;
+    assert_eq!(events(&app).await, 1, "only the recent event is left");
 }
 
 crate::on_both_backends!(

@@ -158,7 +158,12 @@ async fn query(client: &reqwest::Client, base: &str, query: &str) -> Vec<Value> 
 async fn a_real_prometheus_scrapes_both_listeners_with_the_readme_config_and_runs_the_rules() {
     let prometheus = tool("prometheus");
     let dir = tempfile::tempdir().unwrap();
-    let admin_key = format!("tv-test-admin-{}", uuid::Uuid::new_v4().simple());
+    // 32 random bytes as hex: an admin key the start-up check accepts.
+    let admin_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     let mut service = Killed(
         tokenvend(dir.path())
             .env("TOKENVEND_LISTEN", "127.0.0.1:0")
