@@ -63,7 +63,12 @@ async fn get_token(
         }
         n => Duration::from_secs(n.unwrap_or(0)),
     };
-    let token = state.vendor.token_for(&id, min_ttl, caller.id()).await?;
+    let started = std::time::Instant::now();
+    let token = state.vendor.token_for(&id, min_ttl, caller.id()).await;
+    state
+        .metrics
+        .observe_token_request(started.elapsed().as_secs_f64());
+    let token = token?;
     let body = token.response_json(id.as_str(), state.vendor.now());
     Ok((
         [

@@ -190,6 +190,24 @@ async fn the_ready_gauge_follows_the_readiness_check(app: TestApp) {
     assert_eq!(scrape().await, Some(0.0));
 }
 
+async fn token_requests_are_timed_and_hits_are_fast(app: TestApp) {
+    let count = "tokenvend_token_request_duration_seconds_count";
+    let fast = "tokenvend_token_request_duration_seconds_bucket{le=\"0.0128\"}";
+    assert_eq!(sample(&app.metrics().await, count), Some(0.0));
+    app.issuer_tenant("acme").await;
+    for _ in 0..3 {
+        json_body(app.get_token("acme").await, StatusCode::OK).await;
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, count), Some(3.0), "every request is timed");
+    assert!(
+        sample(&metrics, fast).is_some_and(|hits| hits >= 2.0),
+        "the two hits took under 12.8 ms (a hit takes microseconds): {metrics}"
+    );
+}
+
+crate::on_sqlite_only!(token_requests_are_timed_and_hits_are_fast);
+
 crate::on_both_backends!(
     the_state_gauge_counts_tenants_per_state,
     a_bearer_tenant_is_flagged_in_both_status_endpoints_and_counted,
