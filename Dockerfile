@@ -12,11 +12,11 @@
 # The image is built without the `demo` feature: no `tokenvend demo`, no local issuer and
 # no issuer test key in it.
 
-# Base images: pin each by digest for reproducible builds, e.g.
-#   FROM rust:1-bookworm@sha256:<digest> AS builder
-# with the digests scripts/pin-images prints (`docker buildx imagetools inspect`); they
-# are not pinned here yet because no digest could be checked from this repository.
-FROM rust:1-bookworm AS builder
+# Base images are pinned by digest (the multi-platform index of the tag, as Docker's
+# official-images records list it), so that a rebuild gets the same bytes. To move to
+# newer ones, run scripts/pin-images (`docker buildx imagetools inspect`) and replace the
+# digests here and in docker-compose.yml.
+FROM rust:1.97.1-bookworm@sha256:593db038d36ea0d2e5b22a2e095eb95dbec607d88d658c2f35f65ee880b4f93a AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -32,7 +32,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --no-default-features --bin tokenvend \
  && install -m 0755 target/release/tokenvend /usr/local/bin/tokenvend
 
-FROM debian:bookworm-slim
+# debian:bookworm-slim as built on 2026-09-18 (tag bookworm-20260918-slim).
+FROM debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

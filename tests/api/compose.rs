@@ -1,5 +1,6 @@
 //! docker-compose.yml keeps every service hardened: read-only, no capabilities beyond
-//! what it names, no privilege gain, and bounded processes, open files and memory.
+//! what it names, no privilege gain, bounded processes, open files and memory, and every
+//! image (and the Dockerfile's base images) pinned by digest.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -56,10 +57,8 @@ fn every_compose_service_is_hardened_and_bounded() {
         );
         let image = get("image").as_str().unwrap();
         assert!(
-            image.contains("@sha256:")
-                || image.starts_with("tokenvend:")
-                || text.contains(&format!("PIN: {image}@sha256:")),
-            "{name}: {image} is neither pinned nor marked for pinning"
+            image.contains("@sha256:") || image.starts_with("tokenvend:"),
+            "{name}: {image} is not pinned by digest"
         );
     }
     // Jaeger has no entry point that needs root.
@@ -67,4 +66,26 @@ fn every_compose_service_is_hardened_and_bounded() {
         services[&Yaml::String("jaeger".into())]["user"].as_str(),
         Some("10001:10001")
     );
+}
+
+#[test]
+fn every_base_image_of_the_dockerfile_is_pinned_by_digest() {
+    let dockerfile = include_str!("../../Dockerfile");
+    let bases: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(
+        bases.len(),
+        2,
+        "a build stage and a runtime stage: {bases:?}"
+    );
+    for base in bases {
+        let image = base.split_whitespace().next().unwrap_or_default();
+        let digest = image.split_once("@sha256:").map(|(_, d)| d);
+        assert!(
+            digest.is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+            "FROM {image} is not pinned by digest"
+        );
+    }
 }
