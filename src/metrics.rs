@@ -72,6 +72,7 @@ pub struct Metrics {
     proxy_calls: Family<ProxyLabels, Counter>,
     proxy_latency: Histogram,
     proxy_retries: Family<TenantLabels, Counter>,
+    identity_auths: Family<IdentityLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +151,12 @@ impl Metrics {
                 .get_or_create(&ResultLabels { result })
                 .clone()
         };
+        let identity_auths = Family::<IdentityLabels, Counter>::default();
+        registry.register(
+            "identity_authentications",
+            "Workload identity (JWT) authentications by provider and outcome",
+            identity_auths.clone(),
+        );
         Self {
             hit: counter("hit"),
             refresh_ahead: counter("refresh_ahead"),
@@ -166,6 +173,7 @@ impl Metrics {
             proxy_calls,
             proxy_latency,
             proxy_retries,
+            identity_auths,
         }
     }
 
@@ -251,5 +259,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Workload identity authentications: by provider (never by subject, to keep the labels
+/// few) and outcome (`accepted`, `forbidden`, `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+impl Metrics {
+    pub fn count_identity_auth(&self, provider: &str, outcome: &'static str) {
+        self.identity_auths
+            .get_or_create(&IdentityLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 }

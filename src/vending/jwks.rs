@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Header, Validation};
@@ -16,6 +18,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::token::SignatureState;
+use crate::clock::{Clock, SystemClock};
 use crate::upstream::UpstreamClient;
 
 /// How long a fetched key set is trusted before it is fetched again.
@@ -36,16 +39,64 @@ const ALLOWED: [Algorithm; 8] = [
     Algorithm::ES384,
 ];
 
+/// The algorithms a workload identity token may use: those of [`ALLOWED`] and EdDSA
+/// (Ed25519), which some platforms sign with.
+pub const IDENTITY_ALLOWED: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
 pub struct JwksCache {
     upstream: UpstreamClient,
-    sets: Mutex<HashMap<String, (Instant, Arc<JwkSet>)>>,
+    /// Reads the time of fetches (tests of the refetch rules move a manual clock).
+    clock: Arc<dyn Clock>,
+    sets: Mutex<HashMap<String, (DateTime<Utc>, Arc<JwkSet>)>>,
 }
 
 impl JwksCache {
     pub fn new(upstream: UpstreamClient) -> Self {
+        Self::with_clock(upstream, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(upstream: UpstreamClient, clock: Arc<dyn Clock>) -> Self {
         Self {
             upstream,
+            clock,
             sets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `token` (with `header`, whose algorithm is one of `allowed`) verifies with
+    /// a key of the set at `url`; an unknown key refetches the set (at most every 30 s).
+    /// Unlike [`JwksCache::verify`], a check that cannot be made is a failure.
+    pub async fn verifies(
+        &self,
+        url: &Url,
+        header: &Header,
+        token: &str,
+        allowed: &[Algorithm],
+    ) -> bool {
+        if !allowed.contains(&header.alg) {
+            return false;
+        }
+        let Some(set) = self.key_set(url, false).await else {
+            return false;
+        };
+        if check(&set, header, token, allowed) == Check::Valid {
+            return true;
+        }
+        match self.key_set(url, true).await {
+            Some(fresh) if !Arc::ptr_eq(&fresh, &set) => {
+                check(&fresh, header, token, allowed) == Check::Valid
+            }
+            _ => false,
         }
     }
 
@@ -62,14 +113,14 @@ impl JwksCache {
         let Some(set) = self.key_set(url, false).await else {
             return SignatureState::Unverified;
         };
-        let first = check(&set, &header, token);
+        let first = check(&set, &header, token, &ALLOWED);
         if first == Check::Valid {
             return SignatureState::Valid;
         }
         // A key we have not seen (a rotation since the set was fetched): fetch it again,
         // at most every `REFETCH_AFTER`.
         let outcome = match self.key_set(url, true).await {
-            Some(fresh) if !Arc::ptr_eq(&fresh, &set) => check(&fresh, &header, token),
+            Some(fresh) if !Arc::ptr_eq(&fresh, &set) => check(&fresh, &header, token, &ALLOWED),
             _ => first,
         };
         match outcome {
@@ -80,8 +131,9 @@ impl JwksCache {
 
     async fn key_set(&self, url: &Url, refetch: bool) -> Option<Arc<JwkSet>> {
         let cached = self.sets.lock().get(url.as_str()).cloned();
+        let now = self.clock.now();
         if let Some((fetched, set)) = &cached {
-            let age = fetched.elapsed();
+            let age = (now - *fetched).to_std().unwrap_or_default();
             if age < JWKS_TTL && !(refetch && age >= REFETCH_AFTER) {
                 return Some(set.clone());
             }
@@ -97,7 +149,7 @@ impl JwksCache {
                 let set = Arc::new(set);
                 self.sets
                     .lock()
-                    .insert(url.to_string(), (Instant::now(), set.clone()));
+                    .insert(url.to_string(), (now, set.clone()));
                 Some(set)
             }
             None => {
@@ -129,9 +181,15 @@ enum Check {
     NoKey,
 }
 
-/// Checks `token` (whose `header` was decoded from it, with an algorithm in [`ALLOWED`])
+/// Whether `token` verifies with a key of `set` (an inline key set), with an algorithm
+/// of `allowed`.
+pub fn verifies_with_set(set: &JwkSet, header: &Header, token: &str, allowed: &[Algorithm]) -> bool {
+    allowed.contains(&header.alg) && check(set, header, token, allowed) == Check::Valid
+}
+
+/// Checks `token` (whose `header` was decoded from it, with an algorithm in `allowed`)
 /// against the keys of `set` that fit it.
-fn check(set: &JwkSet, header: &Header, token: &str) -> Check {
+fn check(set: &JwkSet, header: &Header, token: &str, allowed: &[Algorithm]) -> Check {
     let mut validation = Validation::new(header.alg);
     validation.validate_exp = false;
     validation.validate_aud = false;
@@ -143,7 +201,7 @@ fn check(set: &JwkSet, header: &Header, token: &str) -> Check {
             Some(kid) => jwk.common.key_id.as_deref() == Some(kid.as_str()),
             None => true,
         })
-        .filter(|jwk| fits(jwk, header.alg))
+        .filter(|jwk| fits(jwk, header.alg, allowed))
         .peekable();
     if candidates.peek().is_none() {
         return Check::NoKey;
@@ -161,7 +219,7 @@ fn check(set: &JwkSet, header: &Header, token: &str) -> Check {
 
 /// Whether `jwk` may check a signature made with `alg`: its type matches the algorithm's
 /// family, and its `alg` and `use`, when given, allow it.
-fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+fn fits(jwk: &Jwk, alg: Algorithm, allowed: &[Algorithm]) -> bool {
     let type_fits = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => matches!(
             alg,
@@ -176,7 +234,10 @@ fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
             (&ec.curve, alg),
             (EllipticCurve::P256, Algorithm::ES256) | (EllipticCurve::P384, Algorithm::ES384)
         ),
-        AlgorithmParameters::OctetKey(_) | AlgorithmParameters::OctetKeyPair(_) => false,
+        AlgorithmParameters::OctetKeyPair(okp) => {
+            okp.curve == EllipticCurve::Ed25519 && alg == Algorithm::EdDSA
+        }
+        AlgorithmParameters::OctetKey(_) => false,
     };
     let alg_fits = jwk
         .common
@@ -186,7 +247,7 @@ fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
         jwk.common.public_key_use,
         None | Some(PublicKeyUse::Signature)
     );
-    type_fits && alg_fits && use_fits && ALLOWED.contains(&alg)
+    type_fits && alg_fits && use_fits && allowed.contains(&alg)
 }
 
 #[cfg(test)]
@@ -250,7 +311,7 @@ mod tests {
             return verdict;
         }
         let set = JwkSet { keys: set.to_vec() };
-        match check(&set, &header, token) {
+        match check(&set, &header, token, &ALLOWED) {
             Check::Valid => SignatureState::Valid,
             Check::Invalid | Check::NoKey => SignatureState::Invalid,
         }
@@ -368,7 +429,7 @@ mod tests {
                 keys: vec![oct.clone(), rsa.clone()],
             };
             assert_eq!(
-                check(&set, &header, &token),
+                check(&set, &header, &token, &ALLOWED),
                 Check::NoKey,
                 "{alg:?} never fits a key"
             );
