@@ -55,16 +55,16 @@ where
             ring.admit(key, client)
         };
         let entry = admitted.map_err(|refusal| match refusal {
-                Refusal::Unknown => ApiError::InvalidCredentials,
-                Refusal::TooManyFailures(wait) => ApiError::RateLimited {
-                    retry_after: wait,
-                    detail: "too many failed authentications from this address".to_owned(),
-                },
-                Refusal::OverRate(wait) => ApiError::RateLimited {
-                    retry_after: wait,
-                    detail: "this caller key is over its rate limit".to_owned(),
-                },
-            })?;
+            Refusal::Unknown => ApiError::InvalidCredentials,
+            Refusal::TooManyFailures(wait) => ApiError::RateLimited {
+                retry_after: wait,
+                detail: "too many failed authentications from this address".to_owned(),
+            },
+            Refusal::OverRate(wait) => ApiError::RateLimited {
+                retry_after: wait,
+                detail: "this caller key is over its rate limit".to_owned(),
+            },
+        })?;
         tracing::Span::current().record("caller", entry.id.as_str());
         Ok(Caller(entry))
     }

@@ -23,14 +23,14 @@ use serde_json::Value;
 
 use super::limits::KeyLimiter;
 use super::{hash_key, KeyEntry, KeyRing, Refusal, KEY_PREFIX};
-use crate::error::ApiError;
 use crate::clock::Clock;
 use crate::domain::{IdentityMapping, IdentityProvider, ProviderKeys, TenantId};
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{StoredMapping, StoredProvider};
 use crate::vending::jwks::{verifies_with_set, JwksCache, IDENTITY_ALLOWED};
-use verified::{Identity, VerifiedCache};
 pub use verified::RecentIdentity;
+use verified::{Identity, VerifiedCache};
 
 /// How many identities keep a rate-limit bucket; past that the buckets start afresh.
 const MAX_LIMITERS: usize = 10_000;
@@ -183,7 +183,11 @@ impl IdentityRegistry {
         };
         self.verified.seen(&identity, now);
         let entry = identity.entry_for(client);
-        let outcome = if entry.is_some() { "accepted" } else { "forbidden" };
+        let outcome = if entry.is_some() {
+            "accepted"
+        } else {
+            "forbidden"
+        };
         self.metrics
             .count_identity_auth(identity.provider.as_str(), outcome);
         entry.ok_or_else(|| IdentityRefusal::NoMapping(identity.caller_id.clone()))
@@ -217,10 +221,12 @@ impl IdentityRegistry {
             }
         };
         if !signed {
-            return Err(Invalid("signature does not verify with the provider's keys"));
+            return Err(Invalid(
+                "signature does not verify with the provider's keys",
+            ));
         }
-        let checked = claims::check(&claims, &provider, self.clock.now().timestamp())
-            .map_err(Invalid)?;
+        let checked =
+            claims::check(&claims, &provider, self.clock.now().timestamp()).map_err(Invalid)?;
         let matched: Vec<Arc<IdentityMapping>> = snapshot
             .mappings
             .get(&provider.id)

@@ -70,7 +70,9 @@ fn required_text(field: &str, raw: Option<String>) -> Result<String, FieldError>
 
 impl IdentityProvider {
     pub fn parse(fields: ProviderFields, policy: UrlPolicy) -> Result<Self, FieldError> {
-        let id = fields.id.ok_or_else(|| FieldError::new("id", "is required"))?;
+        let id = fields
+            .id
+            .ok_or_else(|| FieldError::new("id", "is required"))?;
         let id = TenantId::parse(&id).map_err(|m| FieldError::new("id", m))?;
         let issuer = required_text("issuer", fields.issuer)?;
         let audience = required_text("audience", fields.audience)?;
@@ -246,7 +248,9 @@ pub struct MappingFields {
 
 impl IdentityMapping {
     pub fn parse(fields: MappingFields) -> Result<Self, FieldError> {
-        let id = fields.id.ok_or_else(|| FieldError::new("id", "is required"))?;
+        let id = fields
+            .id
+            .ok_or_else(|| FieldError::new("id", "is required"))?;
         let id = TenantId::parse(&id).map_err(|m| FieldError::new("id", m))?;
         let provider = fields
             .provider
@@ -390,14 +394,15 @@ mod tests {
         assert!(holds(json!({"sub": "system:serviceaccount:jobs:*"})));
         assert!(!holds(json!({"sub": "system:serviceaccount:other:*"})));
         assert!(holds(json!({"/a~1b": "x"})), "an escaped `/` in a pointer");
-        assert!(!holds(json!({"sub": "system:serviceaccount:jobs:worker", "missing": "*"})));
+        assert!(!holds(
+            json!({"sub": "system:serviceaccount:jobs:worker", "missing": "*"})
+        ));
     }
 
     #[test]
     fn invalid_mappings_are_refused_with_a_message_each() {
-        let base = || {
-            json!({"id": "m", "provider": "p", "match": {"sub": "x"}, "scopes": ["token:*"]})
-        };
+        let base =
+            || json!({"id": "m", "provider": "p", "match": {"sub": "x"}, "scopes": ["token:*"]});
         let cases: [(&str, Value, &str); 6] = [
             ("admin scope", json!({"scopes": ["admin"]}), "scopes[0]"),
             ("no scopes", json!({"scopes": []}), "scopes"),
@@ -440,9 +445,16 @@ mod tests {
     #[test]
     fn private_and_symmetric_keys_are_refused() {
         let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
-        assert!(parse_public_jwks(oct).unwrap_err().message.contains("symmetric"));
-        let private = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]});
-        assert!(parse_public_jwks(private).unwrap_err().message.contains("private"));
+        assert!(parse_public_jwks(oct)
+            .unwrap_err()
+            .message
+            .contains("symmetric"));
+        let private =
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]});
+        assert!(parse_public_jwks(private)
+            .unwrap_err()
+            .message
+            .contains("private"));
         assert!(parse_public_jwks(json!({"keys": []})).is_err());
     }
 }

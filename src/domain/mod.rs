@@ -15,8 +15,8 @@ mod token_url;
 pub use expires_in::parse_expires_in;
 pub use field_error::FieldError;
 pub use identity::{
-    claim_value, parse_cidrs, parse_matches, ClaimMatch, IdentityMapping, IdentityProvider, MappingFields, ProviderFields,
-    ProviderKeys,
+    claim_value, parse_cidrs, parse_matches, ClaimMatch, IdentityMapping, IdentityProvider,
+    MappingFields, ProviderFields, ProviderKeys,
 };
 pub use patch::Patch;
 pub use proxy_path::ProxyPath;

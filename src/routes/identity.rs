@@ -15,8 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{Admin, Authorized};
 use crate::domain::{
-    rfc3339, FieldError, IdentityMapping, IdentityProvider, MappingFields, ProviderFields,
-    ScopeSet,
+    rfc3339, FieldError, IdentityMapping, IdentityProvider, MappingFields, ProviderFields, ScopeSet,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
@@ -70,7 +69,9 @@ impl From<&StoredProvider> for ProviderView {
             issuer: p.issuer.clone(),
             audience: p.audience.clone(),
             jwks_url: p.jwks_url().map(ToString::to_string),
-            jwks: p.inline_jwks().and_then(|set| serde_json::to_value(set).ok()),
+            jwks: p
+                .inline_jwks()
+                .and_then(|set| serde_json::to_value(set).ok()),
             max_lifetime_seconds: p.max_lifetime_seconds,
             subject_claim: p.subject_claim.clone(),
             created_at: rfc3339(stored.created_at),
@@ -162,7 +163,11 @@ async fn list_identity_providers(
     Query(params): Query<PageParams>,
 ) -> Result<axum::Json<Page<ProviderView>>> {
     let limit = page_size(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_created_cursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
     let items = state
         .store
         .list_identity_providers_page(after.as_ref(), i64::from(limit) + 1)
@@ -194,7 +199,13 @@ async fn delete_identity_provider(
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let entry = audit(&caller, &request_id, "identity_provider.delete", &id, json!({}));
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_provider.delete",
+        &id,
+        json!({}),
+    );
     if state.store.delete_identity_provider(&id, &entry).await? {
         state.identities.remove_provider(&id);
         tracing::info!(provider = %id, "identity provider deleted with its mappings");
@@ -265,7 +276,11 @@ async fn list_identity_mappings(
     Query(params): Query<PageParams>,
 ) -> Result<axum::Json<Page<MappingView>>> {
     let limit = page_size(params.limit)?;
-    let after = params.cursor.as_deref().map(decode_created_cursor).transpose()?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
     let items = state
         .store
         .list_identity_mappings_page(after.as_ref(), i64::from(limit) + 1)
@@ -297,7 +312,13 @@ async fn delete_identity_mapping(
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let entry = audit(&caller, &request_id, "identity_mapping.delete", &id, json!({}));
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_mapping.delete",
+        &id,
+        json!({}),
+    );
     if state.store.delete_identity_mapping(&id, &entry).await? {
         state.identities.remove_mapping(&id);
         tracing::info!(mapping = %id, "identity mapping deleted");

@@ -7,8 +7,7 @@ use url::Url;
 use super::backend::{Backend, Store};
 use super::keys::AuditEntry;
 use crate::domain::{
-    parse_cidrs, parse_matches, IdentityMapping, IdentityProvider, ProviderKeys, ScopeSet,
-    TenantId,
+    parse_cidrs, parse_matches, IdentityMapping, IdentityProvider, ProviderKeys, ScopeSet, TenantId,
 };
 
 /// A provider as stored, with its creation time.
@@ -57,7 +56,9 @@ impl TryFrom<ProviderRow> for StoredProvider {
     fn try_from(row: ProviderRow) -> Result<Self, sqlx::Error> {
         let bad = |cause: String| unreadable("identity provider", &row.id, cause);
         let keys = match (&row.jwks_url, &row.jwks) {
-            (Some(url), None) => ProviderKeys::Url(Url::parse(url).map_err(|e| bad(e.to_string()))?),
+            (Some(url), None) => {
+                ProviderKeys::Url(Url::parse(url).map_err(|e| bad(e.to_string()))?)
+            }
             (None, Some(set)) => {
                 ProviderKeys::Inline(serde_json::from_str(set).map_err(|e| bad(e.to_string()))?)
             }
@@ -141,7 +142,8 @@ impl Store {
     }
 
     pub async fn list_identity_providers(&self) -> Result<Vec<StoredProvider>, sqlx::Error> {
-        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM identity_providers ORDER BY created_at, id");
+        let sql =
+            format!("SELECT {PROVIDER_COLUMNS} FROM identity_providers ORDER BY created_at, id");
         let rows: Vec<ProviderRow> =
             on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
         rows_into(rows)
@@ -235,7 +237,8 @@ impl Store {
     }
 
     pub async fn list_identity_mappings(&self) -> Result<Vec<StoredMapping>, sqlx::Error> {
-        let sql = format!("SELECT {MAPPING_COLUMNS} FROM identity_mappings ORDER BY created_at, id");
+        let sql =
+            format!("SELECT {MAPPING_COLUMNS} FROM identity_mappings ORDER BY created_at, id");
         let rows: Vec<MappingRow> =
             on_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
         rows_into(rows)
@@ -279,6 +282,12 @@ impl Store {
         id: &str,
         audit: &AuditEntry,
     ) -> Result<bool, sqlx::Error> {
-        delete_audited!(self, [], "DELETE FROM identity_mappings WHERE id = $1", id, audit)
+        delete_audited!(
+            self,
+            [],
+            "DELETE FROM identity_mappings WHERE id = $1",
+            id,
+            audit
+        )
     }
 }

@@ -147,9 +147,7 @@ impl JwksCache {
         match parsed {
             Some(set) => {
                 let set = Arc::new(set);
-                self.sets
-                    .lock()
-                    .insert(url.to_string(), (now, set.clone()));
+                self.sets.lock().insert(url.to_string(), (now, set.clone()));
                 Some(set)
             }
             None => {
@@ -183,7 +181,12 @@ enum Check {
 
 /// Whether `token` verifies with a key of `set` (an inline key set), with an algorithm
 /// of `allowed`.
-pub fn verifies_with_set(set: &JwkSet, header: &Header, token: &str, allowed: &[Algorithm]) -> bool {
+pub fn verifies_with_set(
+    set: &JwkSet,
+    header: &Header,
+    token: &str,
+    allowed: &[Algorithm],
+) -> bool {
     allowed.contains(&header.alg) && check(set, header, token, allowed) == Check::Valid
 }
 

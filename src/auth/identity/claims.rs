@@ -38,7 +38,11 @@ fn number(claims: &Value, name: &str) -> Option<i64> {
 }
 
 /// Checks the verified `claims` against `provider`'s rules at `now` (Unix seconds).
-pub fn check(claims: &Value, provider: &IdentityProvider, now: i64) -> Result<Checked, &'static str> {
+pub fn check(
+    claims: &Value,
+    provider: &IdentityProvider,
+    now: i64,
+) -> Result<Checked, &'static str> {
     let audience_fits = match claims.get("aud") {
         Some(Value::String(aud)) => *aud == provider.audience,
         Some(Value::Array(auds)) => auds
@@ -101,7 +105,10 @@ mod tests {
         let ok = json!({"aud": ["x", "tokenvend"], "exp": now + 600, "iat": now - 10, "sub": "w"});
         assert_eq!(
             check(&ok, &provider(), now),
-            Ok(Checked { subject: "w".into(), exp: now + 600 })
+            Ok(Checked {
+                subject: "w".into(),
+                exp: now + 600
+            })
         );
         let cases: [(&str, &str, Value); 9] = [
             ("wrong aud", "aud", json!("other")),
@@ -126,6 +133,9 @@ mod tests {
         let mut within = ok.clone();
         within["exp"] = json!(now - 29);
         within["iat"] = json!(now - 100);
-        assert!(check(&within, &provider(), now).is_ok(), "exp within the leeway");
+        assert!(
+            check(&within, &provider(), now).is_ok(),
+            "exp within the leeway"
+        );
     }
 }

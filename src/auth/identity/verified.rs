@@ -40,10 +40,11 @@ impl Identity {
         matched: Vec<Arc<IdentityMapping>>,
         limiter: Option<Arc<KeyLimiter>>,
     ) -> Self {
-        let fixed = (!matched.is_empty() && matched.iter().all(|m| m.cidrs.is_empty())).then(|| {
-            let scopes = ScopeSet::new(matched.iter().flat_map(|m| m.scopes.iter().cloned()));
-            identity_entry(&caller_id, scopes, limiter.clone())
-        });
+        let fixed =
+            (!matched.is_empty() && matched.iter().all(|m| m.cidrs.is_empty())).then(|| {
+                let scopes = ScopeSet::new(matched.iter().flat_map(|m| m.scopes.iter().cloned()));
+                identity_entry(&caller_id, scopes, limiter.clone())
+            });
         Self {
             provider,
             subject,
@@ -99,7 +100,14 @@ impl VerifiedCache {
             .then(|| held.identity.clone())
     }
 
-    pub fn insert(&self, hash: KeyHash, generation: u64, exp: i64, identity: Arc<Identity>, now: i64) {
+    pub fn insert(
+        &self,
+        hash: KeyHash,
+        generation: u64,
+        exp: i64,
+        identity: Arc<Identity>,
+        now: i64,
+    ) {
         let mut tokens = self.tokens.lock();
         if tokens.len() >= MAX_VERIFIED {
             tokens.retain(|_, v| v.generation == generation && now < v.exp.saturating_add(LEEWAY));
