@@ -59,10 +59,10 @@ pub struct ProviderFields {
 
 fn required_text(field: &str, raw: Option<String>) -> Result<String, FieldError> {
     let text = raw.ok_or_else(|| FieldError::new(field, "is required"))?;
-    if text.trim().is_empty() || text.len() > MAX_TEXT {
+    if text.trim().is_empty() || text.len() > MAX_TEXT || text.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
-            format!("must be a non-empty string of at most {MAX_TEXT} bytes"),
+            format!("must be a non-empty string of at most {MAX_TEXT} bytes, without control characters"),
         ));
     }
     Ok(text)
@@ -178,8 +178,11 @@ pub fn parse_public_jwks(raw: Value) -> Result<JwkSet, FieldError> {
 
 /// A claim name, or a JSON Pointer (`/a/b`) into nested claims.
 fn parse_claim_name(raw: &str) -> Result<String, String> {
-    if raw.is_empty() || raw.len() > 200 {
-        return Err("must be a claim name or JSON Pointer of 1 to 200 bytes".to_owned());
+    if raw.is_empty() || raw.len() > 200 || raw.chars().any(char::is_control) {
+        return Err(
+            "must be a claim name or JSON Pointer of 1 to 200 bytes, without control characters"
+                .to_owned(),
+        );
     }
     Ok(raw.to_owned())
 }
@@ -317,8 +320,12 @@ pub fn parse_matches(raw: Option<Value>) -> Result<Vec<ClaimMatch>, FieldError> 
             let claim = parse_claim_name(claim).map_err(|m| invalid(&m))?;
             let value = value
                 .as_str()
-                .filter(|v| !v.is_empty() && v.len() <= MAX_TEXT)
-                .ok_or_else(|| invalid("every value must be a non-empty string"))?;
+                .filter(|v| {
+                    !v.is_empty() && v.len() <= MAX_TEXT && !v.chars().any(char::is_control)
+                })
+                .ok_or_else(|| {
+                    invalid("every value must be a non-empty string without control characters")
+                })?;
             Ok(match value.strip_suffix('*') {
                 Some(prefix) => ClaimMatch {
                     claim,
