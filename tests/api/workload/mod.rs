@@ -2,6 +2,7 @@
 //! provider instead of a `tv_` key. Shared here: signing keys, token minting, a JWKS
 //! server on loopback that counts its hits, and the usual provider and mapping.
 
+mod cli;
 mod jwks_url;
 mod providers;
 mod refusals;
