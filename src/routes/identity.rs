@@ -45,6 +45,22 @@ pub fn router() -> Router<AppState> {
             "/identity/mappings/{id}",
             get(get_identity_mapping).delete(delete_identity_mapping),
         )
+        .route("/identity/recent", get(list_recent_identities))
+}
+
+/// The workload identities that called this process lately (for the dashboard): kept in
+/// memory, the most recent first, at most 200.
+async fn list_recent_identities(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+) -> axum::Json<Value> {
+    let items: Vec<Value> = state
+        .identities
+        .recent()
+        .into_iter()
+        .map(|r| json!({"provider": r.provider, "subject": r.subject, "last_seen": rfc3339(r.last_seen)}))
+        .collect();
+    axum::Json(json!({ "items": items }))
 }
 
 #[derive(Serialize)]

@@ -186,7 +186,7 @@ def phase_up():
         for method, suffix, params in [("POST", "", None), ("GET", "", None),
                                        ("GET", "/{id}", UNKNOWN_IDENTITY),
                                        ("DELETE", "/{id}", UNKNOWN_IDENTITY)]
-    ]:
+    ] + [("GET", "/identity/recent", None)]:
         body = {
             ("POST", "/identity/providers"): PROVIDER,
             ("POST", "/identity/mappings"): MAPPING,
