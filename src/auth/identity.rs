@@ -38,8 +38,9 @@ const MAX_LIMITERS: usize = 10_000;
 /// Why a JWT caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityRefusal {
-    /// Not a token we accept (401); the reason is for the log, never the caller.
-    Invalid(&'static str),
+    /// Not a token we accept (401): why (for the log, never the caller), and the
+    /// provider whose token it claims to be, when known.
+    Invalid(&'static str, Option<TenantId>),
     /// A valid token that no mapping of its provider matches (403).
     NoMapping(String),
 }
@@ -170,9 +171,10 @@ impl IdentityRegistry {
             Some(identity) => identity,
             None => {
                 let (identity, exp) = self.verify(token).await.inspect_err(|refusal| {
-                    if let IdentityRefusal::Invalid(reason) = refusal {
-                        self.metrics.count_identity_auth("unknown", "invalid");
-                        tracing::info!(reason, "refused a workload identity token");
+                    if let IdentityRefusal::Invalid(reason, provider) = refusal {
+                        let provider = provider.as_ref().map_or("unknown", TenantId::as_str);
+                        self.metrics.count_identity_auth(provider, "invalid");
+                        tracing::info!(reason, provider, "refused a workload identity token");
                     }
                 })?;
                 let identity = Arc::new(identity);
@@ -196,22 +198,23 @@ impl IdentityRegistry {
     /// Checks the token fully (signature, claims) and finds its mappings; returns the
     /// identity and the token's `exp`.
     async fn verify(&self, token: &str) -> Result<(Identity, i64), IdentityRefusal> {
-        use IdentityRefusal::Invalid;
-        let header = decode_header(token).map_err(|_| Invalid("unreadable header"))?;
+        let invalid = |reason| IdentityRefusal::Invalid(reason, None);
+        let header = decode_header(token).map_err(|_| invalid("unreadable header"))?;
         if !IDENTITY_ALLOWED.contains(&header.alg) {
-            return Err(Invalid("algorithm not allowed"));
+            return Err(invalid("algorithm not allowed"));
         }
-        let claims = claims::unverified_payload(token).ok_or(Invalid("unreadable claims"))?;
+        let claims = claims::unverified_payload(token).ok_or(invalid("unreadable claims"))?;
         let issuer = claims
             .get("iss")
             .and_then(Value::as_str)
-            .ok_or(Invalid("no iss"))?;
+            .ok_or(invalid("no iss"))?;
         let snapshot = self.snapshot.load_full();
         let provider = snapshot
             .by_issuer
             .get(issuer)
             .cloned()
-            .ok_or(Invalid("unknown issuer"))?;
+            .ok_or(invalid("unknown issuer"))?;
+        let invalid = |reason| IdentityRefusal::Invalid(reason, Some(provider.id.clone()));
         let signed = match &provider.keys {
             ProviderKeys::Inline(set) => verifies_with_set(set, &header, token, &IDENTITY_ALLOWED),
             ProviderKeys::Url(url) => {
@@ -221,12 +224,12 @@ impl IdentityRegistry {
             }
         };
         if !signed {
-            return Err(Invalid(
+            return Err(invalid(
                 "signature does not verify with the provider's keys",
             ));
         }
         let checked =
-            claims::check(&claims, &provider, self.clock.now().timestamp()).map_err(Invalid)?;
+            claims::check(&claims, &provider, self.clock.now().timestamp()).map_err(invalid)?;
         let matched: Vec<Arc<IdentityMapping>> = snapshot
             .mappings
             .get(&provider.id)
@@ -280,7 +283,7 @@ pub async fn admit(
 ) -> Result<Result<Arc<KeyEntry>, Refusal>, ApiError> {
     match identities.authenticate(token, client).await {
         Ok(entry) => Ok(entry.admit().map(|()| entry).map_err(Refusal::OverRate)),
-        Err(IdentityRefusal::Invalid(_)) => Ok(Err(ring.fail(client))),
+        Err(IdentityRefusal::Invalid(..)) => Ok(Err(ring.fail(client))),
         Err(IdentityRefusal::NoMapping(caller)) => {
             tracing::Span::current().record("caller", caller.as_str());
             Err(ApiError::Forbidden {

@@ -191,6 +191,7 @@ async fn no_token_reaches_a_log_line_and_metrics_count_by_provider(app: TestApp)
     for line in [
         r#"tokenvend_identity_authentications_total{provider="k8s",outcome="accepted"} 1"#,
         r#"tokenvend_identity_authentications_total{provider="k8s",outcome="forbidden"} 1"#,
+        r#"tokenvend_identity_authentications_total{provider="k8s",outcome="invalid"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
