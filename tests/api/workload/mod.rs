@@ -3,6 +3,8 @@
 //! server on loopback that counts its hits, and the usual provider and mapping.
 
 mod cli;
+mod fetch_rate;
+mod fleet;
 mod jwks_url;
 mod providers;
 mod refusals;
