@@ -57,8 +57,11 @@ pub struct JwksCache {
     upstream: UpstreamClient,
     /// Reads the time of fetches (tests of the refetch rules move a manual clock).
     clock: Arc<dyn Clock>,
-    sets: Mutex<HashMap<String, (DateTime<Utc>, Arc<JwkSet>)>>,
+    sets: Mutex<HashMap<String, Fetched>>,
 }
+
+/// A key set and when it was fetched.
+type Fetched = (DateTime<Utc>, Arc<JwkSet>);
 
 impl JwksCache {
     pub fn new(upstream: UpstreamClient) -> Self {

@@ -154,7 +154,7 @@ impl VerifiedCache {
     /// The identities seen lately, most recent first.
     pub fn recent(&self) -> Vec<RecentIdentity> {
         let mut list: Vec<RecentIdentity> = self.recent.lock().values().cloned().collect();
-        list.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        list.sort_by_key(|r| std::cmp::Reverse(r.last_seen));
         list
     }
 }
