@@ -53,6 +53,10 @@ struct Snapshot {
 
 pub struct IdentityRegistry {
     snapshot: ArcSwap<Snapshot>,
+    /// What the last full load read (each row's id and creation time: rows are never
+    /// changed in place), so that a periodic reload that finds nothing new keeps the
+    /// verified tokens.
+    loaded: Mutex<Vec<(String, i64)>>,
     generation: AtomicU64,
     jwks: JwksCache,
     clock: Arc<dyn Clock>,
@@ -72,6 +76,7 @@ impl IdentityRegistry {
     ) -> Self {
         Self {
             snapshot: ArcSwap::default(),
+            loaded: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             jwks,
             clock,
@@ -84,6 +89,28 @@ impl IdentityRegistry {
 
     /// Replaces every provider and mapping with the stored ones.
     pub fn replace_all(&self, providers: Vec<StoredProvider>, mappings: Vec<StoredMapping>) {
+        let rows: Vec<(String, i64)> = providers
+            .iter()
+            .map(|p| {
+                (
+                    format!("p/{}", p.provider.id),
+                    p.created_at.timestamp_micros(),
+                )
+            })
+            .chain(mappings.iter().map(|m| {
+                (
+                    format!("m/{}", m.mapping.id),
+                    m.created_at.timestamp_micros(),
+                )
+            }))
+            .collect();
+        {
+            let mut loaded = self.loaded.lock();
+            if *loaded == rows && self.generation.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            *loaded = rows;
+        }
         let mut snapshot = Snapshot::default();
         for stored in providers {
             let provider = stored.provider;
@@ -146,8 +173,10 @@ impl IdentityRegistry {
     }
 
     /// Swaps in a new snapshot and moves the generation, so that no cached verdict made
-    /// under the old one is used again.
+    /// under the old one is used again. The next full load then replaces it whatever it
+    /// reads (another replica may have undone this change meanwhile).
     fn swap(&self, next: impl Fn(&Snapshot) -> Snapshot) {
+        *self.loaded.lock() = vec![(String::new(), i64::MIN)];
         self.snapshot.rcu(|old| next(old));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
