@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -51,10 +51,32 @@ pub struct ProviderFields {
     pub id: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
-    pub jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub jwks_url: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     pub jwks: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     pub max_lifetime_seconds: Option<Value>,
-    pub subject_claim: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub subject_claim: Option<Value>,
+}
+
+/// An optional field as given: `Some(Value::Null)` for an explicit `null`, which these
+/// fields refuse (leave a field out for its default).
+fn present<'de, D: Deserializer<'de>>(raw: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(raw).map(Some)
+}
+
+/// A field that must be a string when given.
+fn string_field(field: &str, raw: Option<Value>) -> Result<Option<String>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(FieldError::new(
+            field,
+            "must be a string (leave it out for the default)",
+        )),
+    }
 }
 
 fn required_text(field: &str, raw: Option<String>) -> Result<String, FieldError> {
@@ -76,7 +98,8 @@ impl IdentityProvider {
         let id = TenantId::parse(&id).map_err(|m| FieldError::new("id", m))?;
         let issuer = required_text("issuer", fields.issuer)?;
         let audience = required_text("audience", fields.audience)?;
-        let keys = match (fields.jwks_url, fields.jwks) {
+        let jwks_url = string_field("jwks_url", fields.jwks_url)?;
+        let keys = match (jwks_url, fields.jwks) {
             (Some(url), None) => ProviderKeys::Url(
                 parse_outbound_url(&url, policy).map_err(|m| FieldError::new("jwks_url", m))?,
             ),
@@ -88,7 +111,7 @@ impl IdentityProvider {
                 ))
             }
         };
-        let max_lifetime_seconds = match fields.max_lifetime_seconds.filter(|v| !v.is_null()) {
+        let max_lifetime_seconds = match fields.max_lifetime_seconds {
             None => DEFAULT_MAX_LIFETIME,
             Some(raw) => raw
                 .as_u64()
@@ -101,7 +124,7 @@ impl IdentityProvider {
                     )
                 })?,
         };
-        let subject_claim = match fields.subject_claim {
+        let subject_claim = match string_field("subject_claim", fields.subject_claim)? {
             None => "sub".to_owned(),
             Some(raw) => parse_claim_name(&raw).map_err(|m| FieldError::new("subject_claim", m))?,
         };
@@ -246,7 +269,8 @@ pub struct MappingFields {
     #[serde(rename = "match")]
     pub matches: Option<Value>,
     pub scopes: Option<Vec<String>>,
-    pub cidrs: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub cidrs: Option<Value>,
 }
 
 impl IdentityMapping {
@@ -261,7 +285,18 @@ impl IdentityMapping {
         let provider = TenantId::parse(&provider).map_err(|m| FieldError::new("provider", m))?;
         let matches = parse_matches(fields.matches)?;
         let scopes = parse_mapping_scopes(fields.scopes)?;
-        let cidrs = parse_cidrs(fields.cidrs.unwrap_or_default())?;
+        let cidrs = match fields.cidrs {
+            None => Vec::new(),
+            Some(Value::Array(list)) => parse_cidrs(
+                list.into_iter()
+                    .map(|c| match c {
+                        Value::String(c) => Ok(c),
+                        _ => Err(FieldError::new("cidrs", "must be a list of CIDR strings")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )?,
+            Some(_) => return Err(FieldError::new("cidrs", "must be a list of CIDR strings")),
+        };
         Ok(Self {
             id,
             provider,
