@@ -2,7 +2,8 @@
 # Measures GET /tenants/{id}/token on a cache hit against a bare axum handler returning
 # the same bytes (same machine, same run), with wrk from a second process, with a caller
 # key without a rate limit and with one (a per-key limit it never reaches: the limiter's
-# cost on the hit path), and counts the
+# cost on the hit path) and with a workload identity JWT (cached after its first verify),
+# then the cost of a first, uncached JWT verify, and counts the
 # upstream calls made by concurrent requests on a cold tenant; then the proxy's overhead
 # (an edX-like API call through /tenants/{id}/proxy/... against the same call made
 # directly with the token, same run) and the memory held while 100 MB stream back
@@ -59,10 +60,12 @@ for round in $(seq 1 "$ROUNDS"); do
   run bare "$round" "$BARE_URL"
   run tokenvend "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $KEY"
   run tokenvend-ratelimited "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $LIMITED_KEY"
+  run tokenvend-jwt "$round" "$TOKENVEND_URL" -H "Authorization: Bearer $JWT"
 done
-paste "$OUT.rps.tokenvend" "$OUT.rps.tokenvend-ratelimited" "$OUT.rps.bare" | awk '{ t += $1; l += $2; b += $3 } END {
-  printf "\nmean requests/s: tokenvend %.0f, with a per-key rate limit %.0f, bare %.0f\n", t / NR, l / NR, b / NR
-  printf "tokenvend / bare throughput: %.0f%%; with the rate limit: %.0f%%\n", 100 * t / b, 100 * l / b }'
+paste "$OUT.rps.tokenvend" "$OUT.rps.tokenvend-ratelimited" "$OUT.rps.bare" "$OUT.rps.tokenvend-jwt" | awk '{ t += $1; l += $2; b += $3; j += $4 } END {
+  printf "\nmean requests/s: tokenvend %.0f, with a per-key rate limit %.0f, with a workload identity JWT %.0f, bare %.0f\n", t / NR, l / NR, j / NR, b / NR
+  printf "tokenvend / bare throughput: %.0f%%; with the rate limit: %.0f%%\n", 100 * t / b, 100 * l / b
+  printf "JWT caller / tv_ key caller throughput: %.0f%%\n", 100 * j / t }'
 echo
 echo "proxy overhead: the local issuer's API through the proxy against the same API called directly"
 echo
@@ -82,13 +85,17 @@ done
 paste "$OUT.rps.proxy" "$OUT.rps.direct" | awk '{ p += $1; d += $2 } END {
   printf "\nmean requests/s: proxy %.0f, direct %.0f; proxy / direct throughput: %.0f%%\n", p / NR, d / NR, 100 * p / d }'
 paste "$OUT.p99.proxy" "$OUT.p99.direct" | awk '{ printf "last round p99: proxy %.2f ms, direct %.2f ms; proxy / direct p99: %.2f\n", $1, $2, $1 / $2 }'
-curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests|proxy_requests|proxy_401_retries)_total' || true
+curl -s -H "Authorization: Bearer $ADMIN_KEY" "$METRICS_URL" | grep -E '^tokenvend_(token_requests|upstream_requests|proxy_requests|proxy_401_retries|identity_authentications)_total' || true
 kill $PID 2>/dev/null || true
 rm -f "$OUT".*
 
 echo
 echo "cold tenant, 1000 concurrent requests:"
 "$BIN" cold 1000 2>/dev/null
+
+echo
+echo "workload identity: mean latency of sequential requests, each with a fresh JWT (a first, uncached RS256 verify), with one cached JWT, and with the tv_ key:"
+"$BIN" verify "${VERIFY_N:-2000}" 2>/dev/null
 
 echo
 echo "memory while ${STREAM_MB:-100} MB stream back through the proxy, after 10 MB (the request limit) went up (one process: tokenvend, the issuer and the client):"

@@ -7,11 +7,14 @@
 //! proxy (and sends 10 MB up, the most a proxied request may carry), and prints the
 //! process's peak memory before and after.
 //! `serve` also prints a proxied edX API URL and the same API called directly with the
-//! token. `bench/run.sh` drives them; `bench/outage.sh` runs it on a PostgreSQL cluster it
+//! token, and a workload identity JWT (`JWT`) with the same token scope as the key;
+//! `bench_server verify N` times N first (uncached) JWT verifies against cached ones. `bench/run.sh` drives them; `bench/outage.sh` runs it on a PostgreSQL cluster it
 //! stops (`BENCH_DATABASE_URL`).
 
 #[path = "bare.rs"]
 mod bare;
+#[path = "identity.rs"]
+mod identity;
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     let limited_key = limited["key"].as_str().unwrap_or_default().to_owned();
+    let signer = identity::Signer::new()?;
+    signer.register(&client, &base, &admin_key).await?;
     let token_url = format!("{base}/tenants/bench/token");
 
     let api_path = "api/enterprise/v1/enterprise-customer/";
@@ -115,6 +120,11 @@ async fn main() -> anyhow::Result<()> {
         "stream" => {
             let mb: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100);
             stream(&client, &base, &key, mb * 1_000_000).await?;
+        }
+        "verify" => {
+            let n: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(2000);
+            client.get(&token_url).bearer_auth(&key).send().await?;
+            identity::verify_cost(&client, &signer, &token_url, &key, n).await?;
         }
         "cold" => {
             let n: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1000);
@@ -155,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             println!("BARE_URL={bare_url}");
             println!("KEY={key}");
             println!("LIMITED_KEY={limited_key}");
+            println!("JWT={}", signer.mint(1)?);
             println!("METRICS_URL={base}/metrics");
             // /metrics needs the metrics scope; the admin key holds every scope.
             println!("ADMIN_KEY={admin_key}");

@@ -8,6 +8,8 @@
 //! 238 random bits. Only the SHA-256 of a key is stored; for long random keys a fast hash is
 //! right (there is nothing to brute-force), and hashes are compared in constant time.
 
+mod extract;
+pub mod identity;
 pub mod limits;
 
 use std::collections::HashMap;
@@ -19,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::Extensions;
 use rand::distributions::{Alphanumeric, DistString};
@@ -250,15 +251,21 @@ impl KeyRing {
     /// for an unknown key the failure budget of `client`'s address (when known).
     pub fn admit(&self, presented: &str, client: Option<IpAddr>) -> Result<Arc<KeyEntry>, Refusal> {
         let Some(entry) = self.authenticate(presented) else {
-            return Err(match (&self.failures, client) {
-                (Some(budget), Some(client)) => budget
-                    .fail(client)
-                    .map_or_else(Refusal::TooManyFailures, |()| Refusal::Unknown),
-                _ => Refusal::Unknown,
-            });
+            return Err(self.fail(client));
         };
         entry.admit().map_err(Refusal::OverRate)?;
         Ok(entry)
+    }
+
+    /// Counts a failed authentication (a wrong key, a refused JWT) against `client`'s
+    /// budget: the refusal to answer with.
+    pub fn fail(&self, client: Option<IpAddr>) -> Refusal {
+        match (&self.failures, client) {
+            (Some(budget), Some(client)) => budget
+                .fail(client)
+                .map_or_else(Refusal::TooManyFailures, |()| Refusal::Unknown),
+            _ => Refusal::Unknown,
+        }
     }
 }
 
@@ -365,56 +372,6 @@ required_scopes! {
 /// A caller holding scope `R`: 401 without a valid key, 403 without the scope, before any
 /// body or query is parsed.
 pub struct Authorized<R>(pub Caller, pub PhantomData<R>);
-
-impl<R, S> FromRequestParts<S> for Authorized<R>
-where
-    R: RequiredScope,
-    Arc<KeyRing>: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(R::scope())?;
-        Ok(Authorized(caller, PhantomData))
-    }
-}
-
-impl<S> FromRequestParts<S> for Caller
-where
-    Arc<KeyRing>: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::MissingCredentials)?;
-        let (scheme, key) = header.split_once(' ').ok_or(ApiError::MissingCredentials)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingCredentials);
-        }
-        let entry = Arc::<KeyRing>::from_ref(state)
-            .admit(key.trim(), client_ip(&parts.extensions))
-            .map_err(|refusal| match refusal {
-                Refusal::Unknown => ApiError::InvalidCredentials,
-                Refusal::TooManyFailures(wait) => ApiError::RateLimited {
-                    retry_after: wait,
-                    detail: "too many failed authentications from this address".to_owned(),
-                },
-                Refusal::OverRate(wait) => ApiError::RateLimited {
-                    retry_after: wait,
-                    detail: "this caller key is over its rate limit".to_owned(),
-                },
-            })?;
-        tracing::Span::current().record("caller", entry.id.as_str());
-        Ok(Caller(entry))
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@ use crate::config::otel::OtelSettings;
 use crate::config::{ConfigError, Settings, SettingsArgs, MASTER_KEY_VAR};
 #[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
+use crate::operator::identity::IdentityCommand;
 use crate::operator::{self, Connection, KeysCommand, TenantsCommand};
 use crate::rekey;
 use crate::startup::{self, Application};
@@ -56,6 +57,14 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Manage workload identity on a running service: identity providers and mappings
+    /// (needs an admin key).
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Print a tenant's access token (for scripts: TOKEN=$(tokenvend token acme)).
     Token {
         tenant: String,
@@ -97,6 +106,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             command,
             connection,
         } => operator::keys(&command, &connection, data_dir).await,
+        Command::Identity {
+            command,
+            connection,
+        } => operator::identity::run(&command, &connection, data_dir).await,
         Command::Token {
             tenant,
             min_ttl,

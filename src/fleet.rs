@@ -103,6 +103,9 @@ async fn apply(state: &AppState, payload: &str) {
             .map(drop)
             .map_err(|e| e.to_string()),
         ("api_keys", _) => reload_keys(state).await.map_err(|e| e.to_string()),
+        ("identity_providers" | "identity_mappings", _) => {
+            reload_identities(state).await.map_err(|e| e.to_string())
+        }
         _ => Ok(()),
     };
     if let Err(error) = result {
@@ -113,6 +116,13 @@ async fn apply(state: &AppState, payload: &str) {
 async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {
     let records = state.store.list_api_keys().await?;
     state.keys.replace_all(&records);
+    Ok(())
+}
+
+async fn reload_identities(state: &AppState) -> Result<(), sqlx::Error> {
+    let providers = state.store.list_identity_providers().await?;
+    let mappings = state.store.list_identity_mappings().await?;
+    state.identities.replace_all(providers, mappings);
     Ok(())
 }
 
@@ -202,6 +212,7 @@ pub async fn reload_all(state: &AppState) -> bool {
         reload_tenants(&state.store, &state.vendor).await?;
         state.vendor.adopt_newer_stored_tokens().await?;
         reload_keys(state).await?;
+        reload_identities(state).await?;
         Ok::<_, LoadError>(())
     };
     match reloaded.await {

@@ -118,6 +118,7 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_pending: Gauge,
     ready: Gauge,
+    identity_auths: Family<IdentityLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -246,6 +247,12 @@ impl Metrics {
                 .get_or_create(&ResultLabels { result })
                 .clone()
         };
+        let identity_auths = Family::<IdentityLabels, Counter>::default();
+        registry.register(
+            "identity_authentications",
+            "Workload identity (JWT) authentications by provider and outcome",
+            identity_auths.clone(),
+        );
         Self {
             hit: counter("hit"),
             refresh_ahead: counter("refresh_ahead"),
@@ -269,6 +276,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_pending,
             ready,
+            identity_auths,
         }
     }
 
@@ -400,5 +408,24 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Workload identity authentications: by provider (never by subject, to keep the labels
+/// few) and outcome (`accepted`, `forbidden`, `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
+impl Metrics {
+    pub fn count_identity_auth(&self, provider: &str, outcome: &'static str) {
+        self.identity_auths
+            .get_or_create(&IdentityLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 }

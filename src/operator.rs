@@ -1,4 +1,5 @@
-//! The operator CLI: `tokenvend tenants …`, `tokenvend keys …`, `tokenvend token …`.
+//! The operator CLI: `tokenvend tenants …`, `tokenvend keys …`, `tokenvend token …`,
+//! `tokenvend identity …` (in `identity`).
 //!
 //! It talks to a running service over its HTTP API (so it works the same against one
 //! process or a fleet, and every change is authorised, validated and audited as any
@@ -14,6 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use crate::startup::ADMIN_KEY_FILE;
+
+pub mod identity;
 
 /// Where the service is and who is asking.
 #[derive(Debug, Clone, Args)]

@@ -3,6 +3,7 @@
 
 mod fd_limit;
 mod files;
+mod identities;
 mod serve;
 
 use std::future::Future;
@@ -127,6 +128,11 @@ impl Application {
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
         let metrics = Arc::new(Metrics::new());
+        let identities = identities::registry(&settings, url_policy, &clock, &metrics)
+            .map_err(|e| StartupError::HttpClient(e.into()))?;
+        identities::load(&identities, &store)
+            .await
+            .map_err(StartupError::store("identity providers"))?;
         let parts = VendorParts {
             master_key: master_key.clone(),
             clock,
@@ -166,6 +172,7 @@ impl Application {
         let state = AppState::new(Shared {
             store,
             keys: Arc::new(keys),
+            identities: Arc::new(identities),
             master_key,
             url_policy,
             vendor,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 
+use crate::auth::identity::IdentityRegistry;
 use crate::auth::KeyRing;
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
@@ -35,6 +36,8 @@ impl Deref for AppState {
 pub struct Shared {
     pub store: Store,
     pub keys: Arc<KeyRing>,
+    /// Identity providers and mappings (workload identity callers).
+    pub identities: Arc<IdentityRegistry>,
     pub master_key: Arc<MasterKey>,
     pub url_policy: UrlPolicy,
     pub vendor: Vendor,
@@ -49,5 +52,11 @@ pub struct Shared {
 impl FromRef<AppState> for Arc<KeyRing> {
     fn from_ref(state: &AppState) -> Self {
         state.keys.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<IdentityRegistry> {
+    fn from_ref(state: &AppState) -> Self {
+        state.identities.clone()
     }
 }

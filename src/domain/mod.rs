@@ -2,6 +2,7 @@
 
 mod expires_in;
 mod field_error;
+mod identity;
 mod patch;
 mod proxy_path;
 mod scope;
@@ -13,6 +14,10 @@ mod token_url;
 
 pub use expires_in::parse_expires_in;
 pub use field_error::FieldError;
+pub use identity::{
+    claim_value, parse_cidrs, parse_matches, ClaimMatch, IdentityMapping, IdentityProvider,
+    MappingFields, ProviderFields, ProviderKeys,
+};
 pub use patch::Patch;
 pub use proxy_path::ProxyPath;
 pub use scope::{Scope, ScopeSet, TenantAccess};

@@ -9,6 +9,7 @@ mod audit;
 mod audit_entry;
 mod dashboard;
 mod health;
+mod identity;
 pub mod metrics_only;
 mod oauth;
 mod pagination;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(audit::router())
         .merge(webhooks::router())
+        .merge(identity::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -16,7 +16,7 @@ mod core;
 mod error;
 mod flight;
 mod invalidate;
-mod jwks;
+pub mod jwks;
 #[cfg(test)]
 mod memory;
 mod need;

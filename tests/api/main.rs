@@ -46,6 +46,7 @@ mod tracing_proxy;
 mod verify;
 mod verify_guessing;
 mod webhooks;
+mod workload;
 
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
 /// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`),

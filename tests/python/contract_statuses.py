@@ -60,6 +60,14 @@ BIG = "x" * (1024 * 1024 + 16)
 # is never called.
 WEBHOOK = {"url": "http://127.0.0.1:9/hook", "events": ["*"]}
 UNKNOWN_WEBHOOK = {"id": "wh_00000000000000000000000000000000"}
+# A workload identity provider (its one key is an Ed25519 public key) and a mapping.
+PROVIDER = {"id": "contract-idp", "issuer": "https://idp.example", "audience": "tokenvend",
+            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519",
+                               "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}
+MAPPING = {"id": "contract-map", "provider": "contract-idp", "match": {"sub": "ci-*"},
+           "scopes": ["tenants:read"]}
+UNKNOWN_IDENTITY = {"id": "no-such-identity"}
+IDENTITY_ROUTES = [("providers", PROVIDER), ("mappings", MAPPING)]
 
 
 def documented():
@@ -172,8 +180,16 @@ def phase_up():
         ("DELETE", "/webhooks/{id}", UNKNOWN_WEBHOOK),
         ("GET", "/webhooks/{id}/deliveries", UNKNOWN_WEBHOOK),
         ("POST", "/webhooks/{id}/test", UNKNOWN_WEBHOOK),
-    ]:
+    ] + [
+        (method, f"/identity/{kind}{suffix}", params)
+        for kind, _ in IDENTITY_ROUTES
+        for method, suffix, params in [("POST", "", None), ("GET", "", None),
+                                       ("GET", "/{id}", UNKNOWN_IDENTITY),
+                                       ("DELETE", "/{id}", UNKNOWN_IDENTITY)]
+    ] + [("GET", "/identity/recent", None)]:
         body = {
+            ("POST", "/identity/providers"): PROVIDER,
+            ("POST", "/identity/mappings"): MAPPING,
             ("POST", "/webhooks"): WEBHOOK,
             ("POST", "/api-keys"): {"name": "n", "scopes": ["token:acme"]},
             ("POST", "/tenants"): {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
@@ -195,6 +211,7 @@ def phase_up():
                        media_type=merge))
     reached.add(expect("413", "POST", "/api-keys", raw=big_json, media_type="application/json"))
     reached |= webhooks()
+    reached |= identities()
 
     for path in ["/oauth2/access_token", "/oauth2/v1/access_token"]:
         reached.add(expect("200", "POST", path, key=None, body=oauth_form("acme", TOKEN_ONLY),
@@ -244,6 +261,28 @@ def webhooks():
     reached.add(expect("200", "GET", "/webhooks/{id}/deliveries", path_parameters=webhook))
     reached.add(expect("200", "GET", "/webhooks"))
     reached.add(expect("204", "DELETE", "/webhooks/{id}", path_parameters=webhook))
+    return reached
+
+
+def identities():
+    """Every answer of the identity provider and mapping routes."""
+    reached = set()
+    for kind, body in IDENTITY_ROUTES:
+        path = f"/identity/{kind}"
+        for method in ["GET", "DELETE"]:
+            reached.add(expect("404", method, path + "/{id}", path_parameters=UNKNOWN_IDENTITY))
+        reached.add(expect("201", "POST", path, body=body))
+        reached.add(expect("409", "POST", path, body=body))
+        reached.add(expect("422", "POST", path, body={**body, "id": "Not An Id"}))
+        reached.add(expect("400", "POST", path, raw=b"{", media_type="application/json"))
+        reached.add(expect("413", "POST", path, raw=json.dumps({"id": BIG}).encode(),
+                           media_type="application/json"))
+        reached.add(expect("415", "POST", path, raw=b"{}", media_type="text/plain"))
+        reached.add(expect("200", "GET", path))
+        reached.add(expect("200", "GET", path + "/{id}", path_parameters={"id": body["id"]}))
+    for kind, body in reversed(IDENTITY_ROUTES):
+        reached.add(expect("204", "DELETE", f"/identity/{kind}/{{id}}",
+                           path_parameters={"id": body["id"]}))
     return reached
 
 
@@ -331,6 +370,8 @@ def rate_limited():
     limited = created.json()["key"]
     bodies = {
         "POST /webhooks": WEBHOOK,
+        "POST /identity/providers": PROVIDER,
+        "POST /identity/mappings": MAPPING,
         "POST /api-keys": {"name": "n", "scopes": ["token:acme"]},
         "POST /tenants": {"id": "x", "name": "x", "client_id": "x", "client_secret": "x"},
         "PATCH /tenants/{id}": {"name": "x"},
@@ -347,7 +388,8 @@ def rate_limited():
                 "429", method, path, key=limited,
                 path_parameters=(
                     {"id": "acme", "path": "x"} if path == PROXY
-                    else ({"id": "acme"} if "/tenants/" in path else UNKNOWN_WEBHOOK)
+                    else ({"id": "acme"} if "/tenants/" in path
+                          else UNKNOWN_IDENTITY if "/identity/" in path else UNKNOWN_WEBHOOK)
                     if "{id}" in path else None
                 ),
                 body=bodies.get(label),
@@ -377,6 +419,12 @@ def phase_down():
     for method, path in [("GET", "/webhooks/{id}"), ("DELETE", "/webhooks/{id}"),
                          ("GET", "/webhooks/{id}/deliveries"), ("POST", "/webhooks/{id}/test")]:
         reached.add(expect("503", method, path, path_parameters=UNKNOWN_WEBHOOK))
+    for kind, body in IDENTITY_ROUTES:
+        reached.add(expect("503", "POST", f"/identity/{kind}", body=body))
+        reached.add(expect("503", "GET", f"/identity/{kind}"))
+        for method in ["GET", "DELETE"]:
+            reached.add(expect("503", method, f"/identity/{kind}/{{id}}",
+                               path_parameters=UNKNOWN_IDENTITY))
     return reached
 
 

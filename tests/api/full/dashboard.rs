@@ -307,3 +307,32 @@ async fn the_dashboard_shows_edx_clock_offset_and_flags_bearer_tenants() {
     std::fs::write(artifact("dashboard-clock-bearer.png"), &screenshot).unwrap();
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_workload_identities_seen_lately_to_an_admin() {
+    use crate::workload::{list_with, setup, token, WORKER};
+    let app = spawn_app(Backend::Sqlite).await;
+    app.issuer_tenant("acme").await;
+    setup(&app).await;
+    assert_eq!(
+        list_with(&app, &token(&app, WORKER)).await,
+        reqwest::StatusCode::OK
+    );
+
+    let (_driver, browser) = browser().await;
+    browser.goto(&app.url("/dashboard")).await.unwrap();
+    type_key(&browser, &app.admin_key).await;
+    expect_rows(&browser, &[("acme", "missing")]).await;
+    let line = browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#identities:not([hidden])"))
+        .await
+        .unwrap();
+    let text = line.text().await.unwrap();
+    assert!(
+        text.contains("k8s") && text.contains(WORKER) && text.contains("last seen"),
+        "{text:?}"
+    );
+    browser.close().await.unwrap();
+}

@@ -1,0 +1,345 @@
+//! Workload identity: identity providers and identity mappings (create, list, show,
+//! delete). All need `admin`; each change writes its audit entry in its transaction and
+//! reaches the in-memory registry at once.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Admin, Authorized};
+use crate::domain::{
+    rfc3339, FieldError, IdentityMapping, IdentityProvider, MappingFields, ProviderFields, ScopeSet,
+};
+use crate::error::{ApiError, OnConflict, Result};
+use crate::extract::{Json, Path, Query};
+use crate::routes::audit_entry::audit;
+use crate::routes::pagination::{
+    decode_created_cursor, encode_created_cursor, page_size, PageParams,
+};
+use crate::state::AppState;
+use crate::store::{StoredMapping, StoredProvider};
+use crate::telemetry::RequestId;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/identity/providers",
+            post(create_identity_provider).get(list_identity_providers),
+        )
+        .route(
+            "/identity/providers/{id}",
+            get(get_identity_provider).delete(delete_identity_provider),
+        )
+        .route(
+            "/identity/mappings",
+            post(create_identity_mapping).get(list_identity_mappings),
+        )
+        .route(
+            "/identity/mappings/{id}",
+            get(get_identity_mapping).delete(delete_identity_mapping),
+        )
+        .route("/identity/recent", get(list_recent_identities))
+}
+
+/// The workload identities that called this process lately (for the dashboard): kept in
+/// memory, the most recent first, at most 200.
+async fn list_recent_identities(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+) -> axum::Json<Value> {
+    let items: Vec<Value> = state
+        .identities
+        .recent()
+        .into_iter()
+        .map(|r| json!({"provider": r.provider, "subject": r.subject, "last_seen": rfc3339(r.last_seen)}))
+        .collect();
+    axum::Json(json!({ "items": items }))
+}
+
+#[derive(Serialize)]
+struct ProviderView {
+    id: String,
+    issuer: String,
+    audience: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks: Option<Value>,
+    max_lifetime_seconds: u32,
+    subject_claim: String,
+    created_at: String,
+}
+
+impl From<&StoredProvider> for ProviderView {
+    fn from(stored: &StoredProvider) -> Self {
+        let p = &stored.provider;
+        Self {
+            id: p.id.to_string(),
+            issuer: p.issuer.clone(),
+            audience: p.audience.clone(),
+            jwks_url: p.jwks_url().map(ToString::to_string),
+            jwks: p
+                .inline_jwks()
+                .and_then(|set| serde_json::to_value(set).ok()),
+            max_lifetime_seconds: p.max_lifetime_seconds,
+            subject_claim: p.subject_claim.clone(),
+            created_at: rfc3339(stored.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MappingView {
+    id: String,
+    provider: String,
+    #[serde(rename = "match")]
+    matches: Map<String, Value>,
+    scopes: Vec<String>,
+    cidrs: Vec<String>,
+    created_at: String,
+}
+
+impl From<&StoredMapping> for MappingView {
+    fn from(stored: &StoredMapping) -> Self {
+        let m = &stored.mapping;
+        Self {
+            id: m.id.to_string(),
+            provider: m.provider.to_string(),
+            matches: m.match_object(),
+            scopes: m.scopes.to_public(),
+            cidrs: m.cidrs.iter().map(ToString::to_string).collect(),
+            created_at: rfc3339(stored.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+/// A page of `items` fetched one past `limit`: the cursor is there when more follow.
+fn page<S, T>(
+    mut items: Vec<S>,
+    limit: u32,
+    position: impl Fn(&S) -> String,
+    view: impl Fn(&S) -> T,
+) -> Page<T> {
+    let next_cursor = (items.len() > limit as usize).then(|| {
+        items.truncate(limit as usize);
+        items.last().map(&position)
+    });
+    Page {
+        items: items.iter().map(view).collect(),
+        next_cursor: next_cursor.flatten(),
+    }
+}
+
+async fn create_identity_provider(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    request_id: RequestId,
+    Json(body): Json<ProviderFields>,
+) -> Result<impl IntoResponse> {
+    let provider = IdentityProvider::parse(body, state.url_policy)?;
+    let stored = StoredProvider {
+        provider,
+        created_at: Utc::now().trunc_subsecs(6),
+    };
+    let p = &stored.provider;
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_provider.create",
+        p.id.as_str(),
+        json!({ "issuer": p.issuer, "audience": p.audience,
+                "jwks": if p.jwks_url().is_some() { "url" } else { "inline" } }),
+    );
+    state
+        .store
+        .insert_identity_provider(&stored, &entry)
+        .await
+        .on_conflict(|| "an identity provider with this id or issuer exists".to_owned())?;
+    state.identities.insert_provider(p.clone());
+    tracing::info!(provider = %p.id, issuer = %p.issuer, "identity provider created");
+    Ok((StatusCode::CREATED, axum::Json(ProviderView::from(&stored))))
+}
+
+async fn list_identity_providers(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Query(params): Query<PageParams>,
+) -> Result<axum::Json<Page<ProviderView>>> {
+    let limit = page_size(params.limit)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
+    let items = state
+        .store
+        .list_identity_providers_page(after.as_ref(), i64::from(limit) + 1)
+        .await?;
+    Ok(axum::Json(page(
+        items,
+        limit,
+        |p| encode_created_cursor(p.created_at, p.provider.id.as_str()),
+        |p| ProviderView::from(p),
+    )))
+}
+
+async fn get_identity_provider(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ProviderView>> {
+    let stored = state
+        .store
+        .get_identity_provider(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("identity provider not found".to_owned()))?;
+    Ok(axum::Json(ProviderView::from(&stored)))
+}
+
+async fn delete_identity_provider(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_provider.delete",
+        &id,
+        json!({}),
+    );
+    if state.store.delete_identity_provider(&id, &entry).await? {
+        state.identities.remove_provider(&id);
+        tracing::info!(provider = %id, "identity provider deleted with its mappings");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("identity provider not found".to_owned()))
+    }
+}
+
+/// Binds each `token:<id>`/`proxy:<id>` scope to the tenant that holds the id now; `422`
+/// naming the scope when no tenant does (as for caller keys).
+async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
+    let mut current = HashMap::new();
+    for scope in scopes.iter() {
+        if let Some(id) = scope.unbound_tenant() {
+            if let Some(tenant) = state.store.get_tenant(id).await? {
+                current.insert(id.clone(), tenant.uid);
+            }
+        }
+    }
+    scopes.bind(|id| current.get(id).copied()).map_err(|id| {
+        FieldError::new(
+            "scopes",
+            format!("a tenant scope names {id}, which is no tenant; create the tenant first"),
+        )
+        .into()
+    })
+}
+
+async fn create_identity_mapping(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    request_id: RequestId,
+    Json(body): Json<MappingFields>,
+) -> Result<impl IntoResponse> {
+    let mut mapping = IdentityMapping::parse(body)?;
+    mapping.scopes = bind_scopes(&state, mapping.scopes).await?;
+    let stored = StoredMapping {
+        mapping,
+        created_at: Utc::now().trunc_subsecs(6),
+    };
+    let view = MappingView::from(&stored);
+    let m = &stored.mapping;
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_mapping.create",
+        m.id.as_str(),
+        json!({ "provider": view.provider, "match": view.matches,
+                "scopes": view.scopes, "cidrs": view.cidrs }),
+    );
+    let inserted = state
+        .store
+        .insert_identity_mapping(&stored, &entry)
+        .await
+        .on_conflict(|| "an identity mapping with this id exists".to_owned())?;
+    if !inserted {
+        return Err(FieldError::new("provider", "names no identity provider").into());
+    }
+    state.identities.insert_mapping(m.clone());
+    tracing::info!(mapping = %m.id, provider = %m.provider, "identity mapping created");
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+async fn list_identity_mappings(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Query(params): Query<PageParams>,
+) -> Result<axum::Json<Page<MappingView>>> {
+    let limit = page_size(params.limit)?;
+    let after = params
+        .cursor
+        .as_deref()
+        .map(decode_created_cursor)
+        .transpose()?;
+    let items = state
+        .store
+        .list_identity_mappings_page(after.as_ref(), i64::from(limit) + 1)
+        .await?;
+    Ok(axum::Json(page(
+        items,
+        limit,
+        |m| encode_created_cursor(m.created_at, m.mapping.id.as_str()),
+        |m| MappingView::from(m),
+    )))
+}
+
+async fn get_identity_mapping(
+    State(state): State<AppState>,
+    _: Authorized<Admin>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<MappingView>> {
+    let stored = state
+        .store
+        .get_identity_mapping(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("identity mapping not found".to_owned()))?;
+    Ok(axum::Json(MappingView::from(&stored)))
+}
+
+async fn delete_identity_mapping(
+    State(state): State<AppState>,
+    Authorized(caller, _): Authorized<Admin>,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let entry = audit(
+        &caller,
+        &request_id,
+        "identity_mapping.delete",
+        &id,
+        json!({}),
+    );
+    if state.store.delete_identity_mapping(&id, &entry).await? {
+        state.identities.remove_mapping(&id);
+        tracing::info!(mapping = %id, "identity mapping deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("identity mapping not found".to_owned()))
+    }
+}

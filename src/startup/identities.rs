@@ -1,0 +1,35 @@
+//! The workload identity registry at start-up: its JWKS URLs are fetched under the
+//! outbound rules, on the app's clock; providers and mappings come from the store.
+
+use std::sync::Arc;
+
+use crate::auth::identity::IdentityRegistry;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::UrlPolicy;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::upstream::UpstreamClient;
+use crate::vending::jwks::JwksCache;
+
+pub(super) fn registry(
+    settings: &Settings,
+    policy: UrlPolicy,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<IdentityRegistry> {
+    let client = UpstreamClient::new(settings.vending.upstream.clone(), policy, metrics.clone())?;
+    Ok(IdentityRegistry::new(
+        JwksCache::with_clock(client, clock.clone()),
+        clock.clone(),
+        settings.serving.rate_limits.key_rate,
+        metrics.clone(),
+    ))
+}
+
+pub(super) async fn load(registry: &IdentityRegistry, store: &Store) -> Result<(), sqlx::Error> {
+    let providers = store.list_identity_providers().await?;
+    let mappings = store.list_identity_mappings().await?;
+    registry.replace_all(providers, mappings);
+    Ok(())
+}
