@@ -102,6 +102,10 @@ async fn fetch_task(
     started: DateTime<Utc>,
 ) -> Outcome {
     let config = slot.config.load_full();
+    // Read before the fetch: on PostgreSQL the token it stores is announced, and this
+    // replica's own listener may adopt it (resetting the health) before the result is
+    // installed here; the recovery is still this fetch's to announce.
+    let failing_before = slot.health.lock().cause.is_some();
     let result = obtain(&core, &slot, &config, need, started).await;
     let now = core.now();
     let mut inflight = slot.inflight.lock();
@@ -126,7 +130,7 @@ async fn fetch_task(
             // another replica had stored) is not brought back.
             let stale =
                 slot.generation.load(Ordering::SeqCst) != generation && token.fetched_at < started;
-            let was_failing = slot.health.lock().cause.is_some();
+            let was_failing = failing_before || slot.health.lock().cause.is_some();
             if stale || !slot.install(token.clone()) {
                 return Ok(token);
             }
