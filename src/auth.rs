@@ -31,6 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clock::Clock;
 use crate::domain::{Scope, ScopeSet, TenantAccess, TenantUid};
 use crate::error::ApiError;
 use crate::store::ApiKeyRecord;
@@ -166,7 +167,12 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    pub fn new(bootstrap_key: &SecretString, limits: RateLimitSettings) -> Self {
+    /// `clock` is the one the failure budget is read on (the service's injectable clock).
+    pub fn new(
+        bootstrap_key: &SecretString,
+        limits: RateLimitSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             bootstrap: Some(Arc::new(
                 KeyEntry::new(
@@ -176,17 +182,19 @@ impl KeyRing {
                 )
                 .with_rate(limits.key_rate),
             )),
-            ..Self::without_bootstrap(limits)
+            ..Self::without_bootstrap(limits, clock)
         }
     }
 
     /// A ring of stored keys only (`TOKENVEND_BOOTSTRAP_ADMIN=disabled`).
-    pub fn without_bootstrap(limits: RateLimitSettings) -> Self {
+    pub fn without_bootstrap(limits: RateLimitSettings, clock: Arc<dyn Clock>) -> Self {
         Self {
             keys: ArcSwap::default(),
             bootstrap: None,
             default_rate: limits.key_rate,
-            failures: limits.auth_failures.map(FailureBudget::per_minute),
+            failures: limits
+                .auth_failures
+                .map(|n| FailureBudget::per_minute(n, clock)),
         }
     }
 

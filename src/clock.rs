@@ -1,6 +1,7 @@
 //! Wall-clock time, injectable: token lifetimes are wall-clock facts (JWT `exp`), and tests
 //! move a manual clock instead of sleeping.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -48,5 +49,19 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock()
+    }
+}
+
+/// An injectable clock as governor's rate limiters read it (time since the Unix epoch),
+/// so that tests move time for the rate limits too instead of sleeping.
+#[derive(Clone)]
+pub struct RateClock(pub Arc<dyn Clock>);
+
+impl governor::clock::Clock for RateClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        let micros = self.0.now().timestamp_micros().max(0);
+        Duration::from_micros(micros.unsigned_abs())
     }
 }

@@ -99,8 +99,10 @@ impl Application {
         check_sealed_key_ids(&store, &master_key).await?;
 
         let keys = match resolve_admin_key(&settings)? {
-            Some(admin_key) => KeyRing::new(&admin_key, settings.serving.rate_limits),
-            None => KeyRing::without_bootstrap(settings.serving.rate_limits),
+            Some(admin_key) => {
+                KeyRing::new(&admin_key, settings.serving.rate_limits, clock.clone())
+            }
+            None => KeyRing::without_bootstrap(settings.serving.rate_limits, clock.clone()),
         };
         store
             .bind_legacy_token_scopes()

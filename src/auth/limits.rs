@@ -9,8 +9,14 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use std::sync::Arc;
+
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::clock::{Clock, RateClock};
 
 /// The highest `rate_limit` a key may have, and the highest `TOKENVEND_KEY_RATE`.
 pub const MAX_KEY_RATE: u32 = 100_000;
@@ -69,15 +75,23 @@ impl KeyLimiter {
 const PRUNE_EVERY: u32 = 1024;
 
 /// The failed authentications allowed per client address.
+type AddressBuckets =
+    RateLimiter<IpAddr, DashMapStateStore<IpAddr>, RateClock, NoOpMiddleware<Duration>>;
+
 pub struct FailureBudget {
-    buckets: DefaultKeyedRateLimiter<IpAddr>,
+    /// On the service's injectable clock, so that tests move time instead of racing it.
+    buckets: AddressBuckets,
     counted: AtomicU32,
 }
 
 impl FailureBudget {
-    pub fn per_minute(failures: NonZeroU32) -> Self {
+    pub fn per_minute(failures: NonZeroU32, clock: Arc<dyn Clock>) -> Self {
         Self {
-            buckets: DefaultKeyedRateLimiter::keyed(Quota::per_minute(failures)),
+            buckets: RateLimiter::new(
+                Quota::per_minute(failures),
+                DashMapStateStore::default(),
+                RateClock(clock),
+            ),
             counted: AtomicU32::new(0),
         }
     }
@@ -134,7 +148,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_per_address_and_per_ipv6_prefix() {
-        let budget = FailureBudget::per_minute(rate(2));
+        let budget = FailureBudget::per_minute(rate(2), Arc::new(crate::clock::SystemClock));
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
@@ -157,7 +171,7 @@ mod tests {
 
     #[test]
     fn buckets_are_pruned_as_failures_are_counted() {
-        let budget = FailureBudget::per_minute(rate(60));
+        let budget = FailureBudget::per_minute(rate(60), Arc::new(crate::clock::SystemClock));
         for i in 0..PRUNE_EVERY - 1 {
             let ip = IpAddr::V4((0x0A00_0000 + i).into());
             let _ = budget.fail(ip);

@@ -5,7 +5,11 @@ use super::*;
 fn ring() -> (KeyRing, SecretString) {
     let bootstrap = generate_bootstrap_key();
     (
-        KeyRing::new(&bootstrap, RateLimitSettings::default()),
+        KeyRing::new(
+            &bootstrap,
+            RateLimitSettings::default(),
+            Arc::new(crate::clock::SystemClock),
+        ),
         bootstrap,
     )
 }
@@ -85,7 +89,7 @@ fn failures_count_per_address_only_when_the_address_is_known() {
         auth_failures: NonZeroU32::new(2),
     };
     let bootstrap = generate_bootstrap_key();
-    let ring = KeyRing::new(&bootstrap, limits);
+    let ring = KeyRing::new(&bootstrap, limits, Arc::new(crate::clock::SystemClock));
     let client: IpAddr = "192.0.2.7".parse().expect("ip");
     assert_eq!(
         ring.admit("wrong", Some(client)).err(),
@@ -109,7 +113,11 @@ fn failures_count_per_address_only_when_the_address_is_known() {
 #[test]
 fn the_bootstrap_key_is_admin_whatever_its_form() {
     let custom = SecretString::from("an-operator-chosen-admin-key-of-40-chars!".to_owned());
-    let ring = KeyRing::new(&custom, RateLimitSettings::default());
+    let ring = KeyRing::new(
+        &custom,
+        RateLimitSettings::default(),
+        Arc::new(crate::clock::SystemClock),
+    );
     let entry = ring
         .authenticate(custom.expose_secret())
         .expect("bootstrap");

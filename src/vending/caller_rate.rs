@@ -15,20 +15,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::clock::Clock;
-
-/// The engine's clock as governor reads it: time since the Unix epoch.
-#[derive(Clone)]
-struct EngineClock(Arc<dyn Clock>);
-
-impl GovernorClock for EngineClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        let micros = self.0.now().timestamp_micros().max(0);
-        Duration::from_micros(micros.unsigned_abs())
-    }
-}
+use crate::clock::{Clock, RateClock as EngineClock};
 
 type Buckets =
     RateLimiter<String, DashMapStateStore<String>, EngineClock, NoOpMiddleware<Duration>>;
