@@ -1,16 +1,26 @@
 //! Typed settings from the environment (or flags of the same name), validated once at
 //! start-up. A bad value stops start-up with one line naming the variable.
+//!
+//! `vars.rs` names the variables; `args.rs` is what clap reads (`SettingsArgs`);
+//! `parse.rs` reads one raw value; `Settings::from_args` here puts them together.
 
+mod args;
 mod key_strength;
 pub mod otel;
+mod parse;
+mod vars;
 
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use args::SettingsArgs;
 pub use key_strength::check_admin_key;
+use parse::{
+    check_address, non_empty, parse_count, parse_old_master_keys, parse_rate, secret_setting,
+};
+pub use vars::*;
 
 use crate::auth::limits::{RateLimitSettings, MAX_KEY_RATE};
 use crate::crypto::MasterKey;
@@ -18,131 +28,6 @@ use crate::store::{AuditRetention, DatabaseUrl};
 use crate::telemetry::LogFormat;
 use crate::vending::VendingSettings;
 use crate::webhooks::WebhookSettings;
-
-pub const LISTEN_VAR: &str = "TOKENVEND_LISTEN";
-pub const DATABASE_URL_VAR: &str = "TOKENVEND_DATABASE_URL";
-pub const DATA_DIR_VAR: &str = "TOKENVEND_DATA_DIR";
-pub const MASTER_KEY_VAR: &str = "TOKENVEND_MASTER_KEY";
-pub const OLD_MASTER_KEYS_VAR: &str = "TOKENVEND_OLD_MASTER_KEYS";
-pub const ADMIN_KEY_VAR: &str = "TOKENVEND_ADMIN_KEY";
-pub const INSECURE_URLS_VAR: &str = "TOKENVEND_ALLOW_INSECURE_TOKEN_URLS";
-pub const LOG_FORMAT_VAR: &str = "TOKENVEND_LOG_FORMAT";
-pub const DATABASE_URL_FILE_VAR: &str = "TOKENVEND_DATABASE_URL_FILE";
-pub const MASTER_KEY_FILE_VAR: &str = "TOKENVEND_MASTER_KEY_FILE";
-pub const ADMIN_KEY_FILE_VAR: &str = "TOKENVEND_ADMIN_KEY_FILE";
-pub const BOOTSTRAP_ADMIN_VAR: &str = "TOKENVEND_BOOTSTRAP_ADMIN";
-pub const HEADER_TIMEOUT_VAR: &str = "TOKENVEND_HEADER_TIMEOUT";
-pub const MIN_REFRESH_INTERVAL_VAR: &str = "TOKENVEND_MIN_REFRESH_INTERVAL";
-pub const MAX_CONNECTIONS_VAR: &str = "TOKENVEND_MAX_CONNECTIONS";
-pub const METRICS_LISTEN_VAR: &str = "TOKENVEND_METRICS_LISTEN";
-pub const KEY_RATE_VAR: &str = "TOKENVEND_KEY_RATE";
-pub const AUTH_FAILURES_VAR: &str = "TOKENVEND_AUTH_FAILURES";
-pub const UPSTREAM_RATE_VAR: &str = "TOKENVEND_UPSTREAM_RATE";
-pub const CALLER_FETCH_RATE_VAR: &str = "TOKENVEND_CALLER_FETCH_RATE";
-pub const PROXY_TIMEOUT_VAR: &str = "TOKENVEND_PROXY_TIMEOUT";
-pub const AUDIT_RETENTION_DAYS_VAR: &str = "TOKENVEND_AUDIT_RETENTION_DAYS";
-
-/// A setting that is missing or wrong, named by its environment variable.
-#[derive(Debug, thiserror::Error)]
-#[error("{variable}: {message}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            variable,
-            message: message.into(),
-        }
-    }
-}
-
-/// The raw settings as clap reads them from flags and the environment.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SettingsArgs {
-    /// Address to bind, host:port.
-    #[arg(long, env = LISTEN_VAR, default_value = "127.0.0.1:8080", global = true)]
-    pub listen: String,
-    /// postgres://… or sqlite://… (default: sqlite://tokenvend.db in the data dir).
-    /// DATABASE_URL is read when this is unset.
-    #[arg(long, env = DATABASE_URL_VAR, hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
-    /// Read the database URL (which may hold a password) from this file instead.
-    #[arg(long, env = DATABASE_URL_FILE_VAR, global = true)]
-    pub database_url_file: Option<PathBuf>,
-    /// Where the embedded default keeps its files.
-    #[arg(long, env = DATA_DIR_VAR, default_value = "./data", global = true)]
-    pub data_dir: PathBuf,
-    /// TOKENVEND_MASTER_KEY, TOKENVEND_OLD_MASTER_KEYS and TOKENVEND_ADMIN_KEY are read
-    /// from the environment only: as flags, every user of the host would see them (`ps`).
-    #[arg(skip = std::env::var(MASTER_KEY_VAR).ok())]
-    pub master_key: Option<String>,
-    #[arg(skip = std::env::var(OLD_MASTER_KEYS_VAR).ok())]
-    pub old_master_keys: Option<String>,
-    #[arg(skip = std::env::var(ADMIN_KEY_VAR).ok())]
-    pub admin_key: Option<String>,
-    /// `--master-key`, `--old-master-keys`, `--admin-key`: accepted by the parser only to
-    /// be refused with a message saying what to use instead.
-    #[arg(long = "master-key", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
-    pub master_key_flag: Option<String>,
-    #[arg(long = "old-master-keys", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
-    pub old_master_keys_flag: Option<String>,
-    #[arg(long = "admin-key", hide = true, global = true, num_args = 0..=1, default_missing_value = "", allow_hyphen_values = true)]
-    pub admin_key_flag: Option<String>,
-    /// Read the master key (base64 of 32 random bytes; TOKENVEND_MASTER_KEY otherwise)
-    /// from this file (Docker or Kubernetes secrets).
-    #[arg(long, env = MASTER_KEY_FILE_VAR, global = true)]
-    pub master_key_file: Option<PathBuf>,
-    /// Read the bootstrap admin key (TOKENVEND_ADMIN_KEY otherwise) from this file.
-    #[arg(long, env = ADMIN_KEY_FILE_VAR, global = true)]
-    pub admin_key_file: Option<PathBuf>,
-    /// enabled or disabled: whether the bootstrap admin key is accepted at all.
-    #[arg(long, env = BOOTSTRAP_ADMIN_VAR, default_value = "enabled", global = true)]
-    pub bootstrap_admin: String,
-    /// Seconds a client may take to send its request headers (and to start its next
-    /// request on a kept-alive connection).
-    #[arg(long, env = HEADER_TIMEOUT_VAR, default_value = "10", global = true)]
-    pub header_timeout: String,
-    /// Seconds between two caller-triggered token fetches for one tenant (forced
-    /// refresh, min_ttl) at the least.
-    #[arg(long, env = MIN_REFRESH_INTERVAL_VAR, default_value = "30", global = true)]
-    pub min_refresh_interval: String,
-    /// Open client connections at most (per listener); further ones wait to be accepted.
-    #[arg(long, env = MAX_CONNECTIONS_VAR, default_value = "10000", global = true)]
-    pub max_connections: String,
-    /// Requests per second per caller key without a rate_limit of its own; 0: unlimited.
-    #[arg(long, env = KEY_RATE_VAR, default_value = "0", global = true)]
-    pub key_rate: String,
-    /// Token requests per minute per edX token-endpoint host (fleet-wide on PostgreSQL);
-    /// 0: no limit.
-    #[arg(long, env = UPSTREAM_RATE_VAR, default_value = "60", global = true)]
-    pub upstream_rate: String,
-    /// edX fetches per minute one caller may trigger (forced refreshes, invalidations,
-    /// proxy 401 retries, min_ttl, verifies together); 0: no limit.
-    #[arg(long, env = CALLER_FETCH_RATE_VAR, default_value = "10", global = true)]
-    pub caller_fetch_rate: String,
-    /// Failed authentications per minute per client address before 429s; 0: no limit.
-    #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
-    pub auth_failures: String,
-    /// Seconds one proxied edX API call may take to answer (and to send each part of
-    /// its body).
-    #[arg(long, env = PROXY_TIMEOUT_VAR, default_value = "30", global = true)]
-    pub proxy_timeout: String,
-    /// Days audit events are kept before they are pruned; 0 keeps them forever.
-    #[arg(long, env = AUDIT_RETENTION_DAYS_VAR, default_value = "400", global = true)]
-    pub audit_retention_days: String,
-    /// A second address, host:port, serving only /metrics without a key.
-    #[arg(long, env = METRICS_LISTEN_VAR, global = true)]
-    pub metrics_listen: Option<String>,
-    /// 1 allows http:// and loopback or private token URLs (tests, local issuers).
-    #[arg(long, env = INSECURE_URLS_VAR, global = true, num_args = 0..=1, default_missing_value = "1")]
-    pub allow_insecure_token_urls: Option<String>,
-    /// text or json.
-    #[arg(long, env = LOG_FORMAT_VAR, default_value = "text", global = true)]
-    pub log_format: String,
-}
 
 /// Validated settings. Tests build this directly.
 #[derive(Clone)]
@@ -198,125 +83,6 @@ impl Default for ServingSettings {
             rate_limits: RateLimitSettings::default(),
             proxy_timeout: Duration::from_secs(30),
         }
-    }
-}
-
-fn non_empty(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// A `host:port` address, or why not.
-fn check_address(variable: &'static str, raw: &str) -> Result<String, ConfigError> {
-    let address = raw.trim().to_owned();
-    let port_ok = address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if port_ok {
-        Ok(address)
-    } else {
-        Err(ConfigError::new(
-            variable,
-            format!("{address:?} is not host:port (for example 127.0.0.1:8080)"),
-        ))
-    }
-}
-
-/// A whole number in `range`, or why not.
-fn parse_count(
-    variable: &'static str,
-    raw: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    match raw.trim().parse::<u64>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(
-            variable,
-            format!(
-                "{raw:?} is not a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        )),
-    }
-}
-
-/// A rate from 0 to `max`, where 0 means none.
-fn parse_rate(
-    variable: &'static str,
-    raw: &str,
-    max: u32,
-) -> Result<Option<NonZeroU32>, ConfigError> {
-    let n = parse_count(variable, raw, 0..=u64::from(max))?;
-    Ok(u32::try_from(n).ok().and_then(NonZeroU32::new))
-}
-
-/// A secret given either directly or as a file to read (`…_FILE`, as Docker and
-/// Kubernetes secrets are mounted), with the variable it came from. Both at once is an
-/// error naming both.
-fn secret_setting(
-    value: &Option<String>,
-    file: &Option<PathBuf>,
-    variable: &'static str,
-    file_variable: &'static str,
-) -> Result<Option<(SecretString, &'static str)>, ConfigError> {
-    let file = file.as_deref().filter(|p| !p.as_os_str().is_empty());
-    match (non_empty(value), file) {
-        (Some(_), Some(_)) => Err(ConfigError::new(
-            variable,
-            format!("is set together with {file_variable}; set only one of them"),
-        )),
-        (Some(raw), None) => Ok(Some((SecretString::from(raw.to_owned()), variable))),
-        (None, Some(path)) => read_secret_file(path)
-            .map(|secret| Some((secret, file_variable)))
-            .map_err(|message| ConfigError::new(file_variable, message)),
-        (None, None) => Ok(None),
-    }
-}
-
-/// The trimmed content of a secret file; the message names the path, never the content.
-fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let content = SecretString::from(
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-    );
-    let value = content.expose_secret().trim();
-    if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(SecretString::from(value.to_owned()))
-}
-
-impl SettingsArgs {
-    /// Refuses a key given as a flag: any user of the host can read a process's arguments
-    /// (`ps`, `/proc/<pid>/cmdline`). The message names the flag, never its value.
-    pub fn refuse_key_flags(&self) -> Result<(), ConfigError> {
-        let flags = [
-            (&self.master_key_flag, "--master-key", MASTER_KEY_VAR),
-            (&self.admin_key_flag, "--admin-key", ADMIN_KEY_VAR),
-            (
-                &self.old_master_keys_flag,
-                "--old-master-keys",
-                OLD_MASTER_KEYS_VAR,
-            ),
-        ];
-        let Some((_, flag, variable)) = flags.into_iter().find(|(given, ..)| given.is_some())
-        else {
-            return Ok(());
-        };
-        let instead = match variable {
-            MASTER_KEY_VAR => {
-                format!("{MASTER_KEY_FILE_VAR} (a file holding the key) or {variable}")
-            }
-            ADMIN_KEY_VAR => format!("{ADMIN_KEY_FILE_VAR} (a file holding the key) or {variable}"),
-            _ => variable.to_owned(),
-        };
-        Err(ConfigError::new(
-            variable,
-            format!(
-                "{flag} is refused: every user of the host can read command-line flags \
-                 (`ps`); set {instead} in the environment instead"
-            ),
-        ))
     }
 }
 
@@ -516,21 +282,6 @@ impl std::fmt::Debug for Settings {
             .field("audit", &self.audit)
             .finish()
     }
-}
-
-/// `TOKENVEND_OLD_MASTER_KEYS`: comma-separated keys, each validated as the master key
-/// is; a bad one is named by its position, never shown.
-fn parse_old_master_keys(raw: Option<&str>) -> Result<Vec<MasterKey>, ConfigError> {
-    raw.into_iter()
-        .flat_map(|raw| raw.split(','))
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .enumerate()
-        .map(|(i, entry)| {
-            MasterKey::from_base64(entry)
-                .map_err(|e| ConfigError::new(OLD_MASTER_KEYS_VAR, format!("key {} {e}", i + 1)))
-        })
-        .collect()
 }
 
 #[cfg(test)]

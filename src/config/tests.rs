@@ -1,5 +1,7 @@
 //! The settings' validation: every bad value names its variable, key files are read.
 
+use std::num::NonZeroU32;
+
 use super::*;
 use clap::Parser;
 
