@@ -1,8 +1,10 @@
 //! Claim matches, mapping and key-set refusals, CIDRs.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::provider::parse_public_jwks;
 use super::*;
+use crate::domain::{ScopeSet, TenantId};
 
 #[test]
 fn claim_matches_follow_pointers_and_prefixes() {
