@@ -140,11 +140,10 @@ where
     }
 }
 
-pub use crate::domain::Patch;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Patch;
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

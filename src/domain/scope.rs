@@ -1,4 +1,4 @@
-//! Caller-key scopes and the access rules of DESIGN.md (403 versus 404).
+//! Caller-key scopes and their access rules: `403` versus `404` (`TenantAccess`).
 
 use std::fmt;
 use std::str::FromStr;

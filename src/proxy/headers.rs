@@ -14,7 +14,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// The caller's headers that reach the API (DESIGN.md "The proxy"): content negotiation,
+/// The caller's headers that reach the API (openapi.yaml, "The proxy"): content negotiation,
 /// the body's framing and conditional requests. Everything else stays behind: the
 /// caller's credentials and cookies, the host, claims about the client's address or the
 /// request's origin (`X-Forwarded-*`, `True-Client-IP`, ...) that only a trusted proxy may

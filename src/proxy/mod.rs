@@ -1,4 +1,4 @@
-//! The proxy (DESIGN.md "The proxy"): a caller's request passed on to the tenant's edX
+//! The proxy (openapi.yaml, "The proxy"): a caller's request passed on to the tenant's edX
 //! API with the tenant's token, which the caller never sees; bodies streamed both ways; a
 //! `401` answered by one retry with a new token when the request body was kept (at most
 //! 1 MiB); tokenvend's own failures told apart from the API's answers.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tracing::Instrument;
 
-use super::events::Events;
+use super::raise::Events;
 use super::settings::WebhookSettings;
 use super::signing::sign;
 use crate::crypto::{MasterKey, Purpose};

@@ -1,4 +1,4 @@
-//! The proxy's request headers: only an allow-list reaches the edX API (DESIGN.md "The
+//! The proxy's request headers: only an allow-list reaches the edX API (openapi.yaml, "The
 //! proxy"), seen through the local issuer's echo of what it received.
 
 use reqwest::StatusCode;
