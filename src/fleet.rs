@@ -2,7 +2,10 @@
 //! token changes as the database announces them, and reloads periodically (reading only
 //! the rows that changed) so that a missed announcement heals by itself. Also the
 //! start-up load: tenants first, stored tokens adopted in the background. (Refreshes
-//! are coordinated by per-tenant locks: see `Vendor::obtain`.)
+//! are coordinated by per-tenant locks: see `Vendor::obtain`; the fleet-wide limits by
+//! the heartbeat, `heartbeat.rs`.)
+
+pub mod heartbeat;
 
 use std::future::Future;
 use std::time::Duration;

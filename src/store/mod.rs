@@ -5,6 +5,7 @@
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
 //! `keys.rs` (caller keys and the audit trail), `budget.rs` (the fleet's upstream budget),
+//! `fleet.rs` (the replicas' heartbeats and verify cool-downs for the fleet-wide limits),
 //! `webhooks.rs` and `outbox.rs` (webhook endpoints and the events waiting to reach them),
 //! and `rekey.rs` re-seals all of them under a new master key.
 
@@ -63,6 +64,7 @@ mod audit;
 mod backend;
 mod budget;
 mod database_url;
+mod fleet;
 mod identity;
 mod keys;
 mod limits;

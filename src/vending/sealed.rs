@@ -221,6 +221,31 @@ impl TokenStore for SealedTokenStore {
         }
         .boxed()
     }
+
+    fn verify_refused_until<'a>(
+        &'a self,
+        refusal: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreFault>> {
+        async move {
+            let until = self.store.verify_refused_until(refusal, now).await;
+            until.map_err(fault)
+        }
+        .boxed()
+    }
+
+    fn refuse_verify<'a>(
+        &'a self,
+        refusal: &'a str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreFault>> {
+        async move {
+            let stored = self.store.refuse_verify(refusal, until, now).await;
+            stored.map_err(fault)
+        }
+        .boxed()
+    }
 }
 
 struct SealedGuard {
