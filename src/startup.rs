@@ -102,13 +102,7 @@ impl Application {
         check_sealed_key_ids(&store, &master_key).await?;
 
         let metrics = Arc::new(Metrics::new());
-        let (heartbeat, sharing) = Heartbeat::join(
-            store.clone(),
-            clock.clone(),
-            settings.serving.heartbeat,
-            metrics.clone(),
-        )
-        .await;
+        let (heartbeat, sharing) = Heartbeat::join(&store, &clock, &settings, &metrics).await;
         let limits = settings.serving.rate_limits;
         let keys = match resolve_admin_key(&settings)? {
             Some(admin_key) => KeyRing::new(&admin_key, limits, sharing.clone()),

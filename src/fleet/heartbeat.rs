@@ -10,6 +10,7 @@ use rand::rngs::OsRng;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::share::{FleetSize, HeartbeatSettings, Sharing};
 use crate::store::Store;
@@ -28,20 +29,20 @@ impl Heartbeat {
     /// Joins the fleet: the first beat is done before this returns, so that a replica
     /// starts serving with its share. Also returns what its limiters are built on.
     pub async fn join(
-        store: Store,
-        clock: Arc<dyn Clock>,
-        settings: HeartbeatSettings,
-        metrics: Arc<Metrics>,
+        store: &Store,
+        clock: &Arc<dyn Clock>,
+        settings: &Settings,
+        metrics: &Arc<Metrics>,
     ) -> (Self, Sharing) {
         let fleet = Arc::new(FleetSize::default());
         let sharing = Sharing::new(clock.clone(), fleet.clone());
         let heartbeat = Self {
             id: Alphanumeric.sample_string(&mut OsRng, 16),
-            store,
-            clock,
-            settings,
+            store: store.clone(),
+            clock: clock.clone(),
+            settings: settings.serving.heartbeat,
             fleet,
-            metrics,
+            metrics: metrics.clone(),
         };
         heartbeat.beat().await;
         (heartbeat, sharing)
