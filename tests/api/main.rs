@@ -58,6 +58,7 @@ mod full {
     mod dashboard;
     mod demo;
     mod fleet;
+    mod fleet_invalidation;
     mod interop;
     mod kubernetes;
     mod outage;
