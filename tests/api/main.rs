@@ -59,6 +59,7 @@ mod full {
     mod demo;
     mod fleet;
     mod fleet_invalidation;
+    mod fleet_tracing;
     mod interop;
     mod kubernetes;
     mod outage;

@@ -45,6 +45,16 @@ impl Fleet {
             app,
             client,
         };
+        for replica in &fleet.replicas {
+            // Each replica knows the tenant (announced) before anything is asked of it.
+            let url = format!("{replica}/tenants/acme/token/status");
+            let known = poll_until(Duration::from_secs(5), async || {
+                let resp = fleet.app.client.get(&url).bearer_auth(&fleet.app.admin_key);
+                resp.send().await.unwrap().status() == StatusCode::OK
+            })
+            .await;
+            assert!(known.is_some(), "{replica} does not know the tenant");
+        }
         let first = fleet.token(0).await;
         assert_eq!(fleet.edx_calls(), 1);
         fleet.until_all_hold(&first["fingerprint"]).await;
