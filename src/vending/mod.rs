@@ -278,6 +278,13 @@ impl Vendor {
         invalidate::invalidate(&self.core, &slot, fingerprint, caller)
     }
 
+    /// Another replica invalidated that token: dropped here too if held (`invalidate.rs`).
+    pub fn fleet_invalidated(&self, id: &TenantId, uid: TenantUid, fingerprint: &str) -> bool {
+        self.core
+            .slot(id)
+            .is_some_and(|slot| invalidate::fleet_invalidated(&slot, uid, fingerprint))
+    }
+
     /// The token to use after edX refused `refused`: the held token when it is newer,
     /// else a new one (the refused one invalidated, single-flight). `None` when no other
     /// token may be had now (the interval rule, a cool-down, or a fetch that brought back

@@ -78,7 +78,8 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, StoreFault>>;
 
     /// Deletes the tenant's stored token if it is still `token` (it was invalidated), so
-    /// that a restart does not bring it back. Returns whether it was deleted.
+    /// that a restart does not bring it back, and tells the fleet (every replica drops
+    /// `token`). Returns whether the stored copy was deleted.
     fn forget<'a>(
         &'a self,
         tenant: &'a TenantKey,

@@ -139,7 +139,7 @@ impl TokenStore for SealedTokenStore {
     ) -> BoxFuture<'a, Result<bool, StoreFault>> {
         async move {
             self.store
-                .delete_token_if(&tenant.id, tenant.uid, token.fetched_at)
+                .invalidate_token(&tenant.id, tenant.uid, token.fetched_at, &token.fingerprint)
                 .await
                 .map_err(fault)
         }
