@@ -1,7 +1,8 @@
 //! Caller keys: generation, hashing, the in-memory key ring and the `Caller` extractor.
 //! The extractors take the key ring from any state through `FromRef`. The ring also
 //! applies the rate limits (`limits`): each key's own, checked once the key is
-//! recognised, and the budget of failed authentications per client address.
+//! recognised, and the budget of failed authentications per client address; on
+//! PostgreSQL each replica keeps its share of them.
 //!
 //! A key looks like `tv_<id>_<secret>`: the `tv_` prefix lets secret scanners spot a
 //! leaked key, the id finds the key's entry without a scan, and the secret carries about
@@ -31,9 +32,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::clock::Clock;
 use crate::domain::{Scope, ScopeSet, TenantAccess, TenantUid};
 use crate::error::ApiError;
+use crate::share::Sharing;
 use crate::store::ApiKeyRecord;
 use limits::{FailureBudget, KeyLimiter, RateLimitSettings};
 
@@ -113,22 +114,26 @@ impl KeyEntry {
         }
     }
 
-    /// The key limited to `rate` requests per second (`None`: unlimited).
-    pub fn with_rate(self, rate: Option<NonZeroU32>) -> Self {
+    /// The key limited to `rate` requests per second for the fleet (`None`: unlimited).
+    pub fn with_rate(self, rate: Option<NonZeroU32>, sharing: &Sharing) -> Self {
         Self {
-            limiter: rate.map(|rate| Arc::new(KeyLimiter::new(rate))),
+            limiter: rate.map(|rate| Arc::new(KeyLimiter::new(rate, sharing))),
             ..self
         }
     }
 
-    fn from_record(record: &ApiKeyRecord, rate: Option<NonZeroU32>) -> Result<Self, String> {
+    fn from_record(
+        record: &ApiKeyRecord,
+        rate: Option<NonZeroU32>,
+        sharing: &Sharing,
+    ) -> Result<Self, String> {
         let hash: KeyHash = record
             .key_hash
             .as_slice()
             .try_into()
             .map_err(|_| "stored key hash is not 32 bytes".to_owned())?;
         let scopes = ScopeSet::parse_stored(&record.scopes)?;
-        Ok(Self::new(record.id.clone(), scopes, hash).with_rate(rate))
+        Ok(Self::new(record.id.clone(), scopes, hash).with_rate(rate, sharing))
     }
 
     /// Requests per second allowed, `None` when unlimited.
@@ -164,15 +169,13 @@ pub struct KeyRing {
     /// The rate of keys without their own `rate_limit`.
     default_rate: Option<NonZeroU32>,
     failures: Option<FailureBudget>,
+    /// What the keys' buckets are built on: the clock and the fleet's size.
+    sharing: Sharing,
 }
 
 impl KeyRing {
-    /// `clock` is the one the failure budget is read on (the service's injectable clock).
-    pub fn new(
-        bootstrap_key: &SecretString,
-        limits: RateLimitSettings,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    /// `sharing`: the injectable clock the limits are read on, and the fleet's size.
+    pub fn new(bootstrap_key: &SecretString, limits: RateLimitSettings, sharing: Sharing) -> Self {
         Self {
             bootstrap: Some(Arc::new(
                 KeyEntry::new(
@@ -180,22 +183,28 @@ impl KeyRing {
                     ScopeSet::new([Scope::Admin]),
                     hash_key(bootstrap_key.expose_secret()),
                 )
-                .with_rate(limits.key_rate),
+                .with_rate(limits.key_rate, &sharing),
             )),
-            ..Self::without_bootstrap(limits, clock)
+            ..Self::without_bootstrap(limits, sharing)
         }
     }
 
     /// A ring of stored keys only (`TOKENVEND_BOOTSTRAP_ADMIN=disabled`).
-    pub fn without_bootstrap(limits: RateLimitSettings, clock: Arc<dyn Clock>) -> Self {
+    pub fn without_bootstrap(limits: RateLimitSettings, sharing: Sharing) -> Self {
         Self {
             keys: ArcSwap::default(),
             bootstrap: None,
             default_rate: limits.key_rate,
             failures: limits
                 .auth_failures
-                .map(|n| FailureBudget::per_minute(n, clock)),
+                .map(|n| FailureBudget::per_minute(n, &sharing)),
+            sharing,
         }
+    }
+
+    /// What the keys' buckets are built on (for keys added one by one).
+    pub fn sharing(&self) -> &Sharing {
+        &self.sharing
     }
 
     /// The rate of a key whose own `rate_limit` is `own`: that, else the default.
@@ -212,7 +221,7 @@ impl KeyRing {
         let mut map = HashMap::with_capacity(records.len());
         for record in records {
             let rate = self.rate_for(record.rate_limit);
-            match KeyEntry::from_record(record, rate) {
+            match KeyEntry::from_record(record, rate, &self.sharing) {
                 Ok(mut entry) => {
                     if let Some(held) = old.get(&entry.id) {
                         if held.hash == entry.hash && held.rate() == rate {

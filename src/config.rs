@@ -24,6 +24,7 @@ pub use vars::*;
 
 use crate::auth::limits::{RateLimitSettings, MAX_KEY_RATE};
 use crate::crypto::MasterKey;
+use crate::share::HeartbeatSettings;
 use crate::store::{AuditRetention, DatabaseUrl};
 use crate::telemetry::LogFormat;
 use crate::vending::VendingSettings;
@@ -72,6 +73,8 @@ pub struct ServingSettings {
     pub rate_limits: RateLimitSettings,
     /// `TOKENVEND_PROXY_TIMEOUT`: how long one proxied edX API call may take to answer.
     pub proxy_timeout: Duration,
+    /// The fleet's heartbeat (PostgreSQL): not a setting users make; tests shorten it.
+    pub heartbeat: HeartbeatSettings,
 }
 
 impl Default for ServingSettings {
@@ -82,6 +85,7 @@ impl Default for ServingSettings {
             metrics_listen: None,
             rate_limits: RateLimitSettings::default(),
             proxy_timeout: Duration::from_secs(30),
+            heartbeat: HeartbeatSettings::default(),
         }
     }
 }
@@ -182,6 +186,7 @@ impl Settings {
                 &args.proxy_timeout,
                 1..=3600,
             )?),
+            heartbeat: HeartbeatSettings::default(),
         };
 
         let allow_insecure_token_urls = match non_empty(&args.allow_insecure_token_urls) {

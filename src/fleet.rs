@@ -1,17 +1,23 @@
 //! Replicas on one PostgreSQL database: each applies the others' tenant, caller-key and
 //! token changes as the database announces them, and reloads periodically (reading only
 //! the rows that changed) so that a missed announcement heals by itself. Also the
-//! start-up load: tenants first, stored tokens adopted in the background. (Refreshes
-//! are coordinated by per-tenant locks: see `Vendor::obtain`.)
+//! start-up load: tenants first, stored tokens adopted in the background. Invalidated
+//! tokens are dropped fleet-wide: on their announcement, and from the recent
+//! invalidations read every second, so that a lost announcement delays it that long at
+//! most. (Refreshes are coordinated by per-tenant locks: see `Vendor::obtain`; the
+//! fleet-wide limits by the heartbeat, `heartbeat.rs`.)
+
+pub mod heartbeat;
 
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::domain::TenantId;
+use crate::domain::{TenantId, TenantUid};
 use crate::state::AppState;
-use crate::store::{Store, TenantVersion};
+use crate::store::{InvalidationRecord, Store, TenantVersion};
 use crate::vending::Vendor;
 
 /// How often everything is reloaded, announcements or not.
@@ -47,13 +53,18 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
     reload.tick().await;
     let mut heal = tokio::time::interval(RETRY_INTERVAL);
     heal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut invalidations = Invalidations::default();
+    let mut read_invalidations = tokio::time::interval(INVALIDATION_READ_INTERVAL);
+    read_invalidations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set when announcements may have been missed (a lost connection, a failed reload):
     // everything is then reloaded every second until a reload succeeds.
     let mut stale = false;
     loop {
         tokio::select! {
             received = listener.try_recv() => match received {
-                Ok(Some(notification)) => apply(&state, notification.payload()).await,
+                Ok(Some(notification)) => {
+                    apply(&state, notification.payload(), &mut invalidations).await
+                }
                 Ok(None) => {
                     // The connection dropped (and is re-made on the next call).
                     tracing::warn!("lost the change listener connection; reloading");
@@ -69,6 +80,7 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
                 }
             },
             _ = heal.tick(), if stale => stale = !reload_all(&state).await,
+            _ = read_invalidations.tick() => invalidations.catch_up(&state).await,
             _ = reload.tick() => stale = !reload_all(&state).await,
             () = &mut stop => return,
         }
@@ -78,7 +90,7 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
 /// How long the follower waits before trying a failed connection or reload again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-async fn apply(state: &AppState, payload: &str) {
+async fn apply(state: &AppState, payload: &str, invalidations: &mut Invalidations) {
     let Ok(change) = serde_json::from_str::<Change>(payload) else {
         tracing::warn!("ignoring an unreadable change announcement");
         return;
@@ -102,6 +114,10 @@ async fn apply(state: &AppState, payload: &str) {
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
+        ("token_invalidations", _) => {
+            invalidations.catch_up(state).await;
+            Ok(())
+        }
         ("api_keys", _) => reload_keys(state).await.map_err(|e| e.to_string()),
         ("identity_providers" | "identity_mappings", _) => {
             reload_identities(state).await.map_err(|e| e.to_string())
@@ -111,6 +127,57 @@ async fn apply(state: &AppState, payload: &str) {
     if let Err(error) = result {
         tracing::warn!(%error, table = %change.table, "could not apply a change; the next reload will");
     }
+}
+
+/// How often the recent invalidations are read, announced or not: the most a lost
+/// announcement delays dropping an invalidated token (the contract allows 5 s).
+const INVALIDATION_READ_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far back each read of the invalidations reaches before the previous one: a
+/// transaction that recorded one may commit that much later than it began.
+const LATE_COMMIT_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The fleet's invalidations this replica has applied: those recorded since `since` are
+/// read again (applying one twice changes nothing).
+#[derive(Default)]
+struct Invalidations {
+    /// `None` until the first read, which takes every invalidation kept.
+    since: Option<DateTime<Utc>>,
+    failing: bool,
+}
+
+impl Invalidations {
+    /// Drops every token invalidated on another replica since the last read.
+    async fn catch_up(&mut self, state: &AppState) {
+        match state.store.invalidations_since(self.since).await {
+            Ok((records, read_at)) => {
+                for record in &records {
+                    apply_invalidation(state, record);
+                }
+                self.since = Some(read_at - LATE_COMMIT_MARGIN);
+                self.failing = false;
+            }
+            Err(error) => {
+                // Said once per outage, not every second.
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(%error, "cannot read the fleet's invalidations; retrying");
+                }
+            }
+        }
+    }
+}
+
+fn apply_invalidation(state: &AppState, record: &InvalidationRecord) {
+    // A row whose id does not parse names no tenant served here.
+    let (Ok(id), Ok(uid)) = (
+        TenantId::parse(&record.tenant_id),
+        TenantUid::parse(&record.tenant_uid),
+    ) else {
+        return;
+    };
+    state
+        .vendor
+        .fleet_invalidated(&id, uid, &record.fingerprint);
 }
 
 async fn reload_keys(state: &AppState) -> Result<(), sqlx::Error> {

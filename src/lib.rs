@@ -38,6 +38,8 @@ pub mod proxy;
 pub mod rekey;
 /// HTTP routes, one module per resource.
 pub mod routes;
+/// Fleet-wide rates kept by each replica as its share of the live replicas.
+pub mod share;
 /// Application start-up: storage, keys, listener, graceful shutdown.
 pub mod startup;
 /// Shared handler state.

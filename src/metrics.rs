@@ -118,6 +118,7 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     webhook_pending: Gauge,
     ready: Gauge,
+    fleet_replicas: Gauge,
     identity_auths: Family<IdentityLabels, Counter>,
 }
 
@@ -242,6 +243,13 @@ impl Metrics {
             "1 if the store answered the last readiness check (or start-up), else 0",
             ready.clone(),
         );
+        let fleet_replicas = Gauge::default();
+        fleet_replicas.set(1);
+        registry.register(
+            "fleet_replicas",
+            "Live replicas this one counts (itself included); each keeps 1/n of the fleet-wide limits",
+            fleet_replicas.clone(),
+        );
         let counter = |result| {
             token_requests
                 .get_or_create(&ResultLabels { result })
@@ -276,6 +284,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_pending,
             ready,
+            fleet_replicas,
             identity_auths,
         }
     }
@@ -304,6 +313,11 @@ impl Metrics {
     /// Whether the store answered the last readiness check.
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// The live replicas the heartbeat counted.
+    pub fn set_fleet_replicas(&self, live: u32) {
+        self.fleet_replicas.set(i64::from(live));
     }
 
     /// Counts an ask to the upstream budget of `host` (`granted`, `waited`, `deferred`

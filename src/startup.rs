@@ -23,6 +23,7 @@ use crate::config::{
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::fleet::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routes;
@@ -76,6 +77,8 @@ pub struct Application {
     deliverer: Option<Deliverer>,
     /// Prunes the audit trail while the app runs.
     audit_pruner: AuditPruner,
+    /// Keeps the fleet's size (PostgreSQL) while the app runs.
+    heartbeat: Heartbeat,
 }
 
 impl Application {
@@ -98,11 +101,12 @@ impl Application {
         let master_key = master_key_ring(&settings)?;
         check_sealed_key_ids(&store, &master_key).await?;
 
+        let metrics = Arc::new(Metrics::new());
+        let (heartbeat, sharing) = Heartbeat::join(&store, &clock, &settings, &metrics).await;
+        let limits = settings.serving.rate_limits;
         let keys = match resolve_admin_key(&settings)? {
-            Some(admin_key) => {
-                KeyRing::new(&admin_key, settings.serving.rate_limits, clock.clone())
-            }
-            None => KeyRing::without_bootstrap(settings.serving.rate_limits, clock.clone()),
+            Some(admin_key) => KeyRing::new(&admin_key, limits, sharing.clone()),
+            None => KeyRing::without_bootstrap(limits, sharing.clone()),
         };
         store
             .bind_legacy_token_scopes()
@@ -129,8 +133,7 @@ impl Application {
         let events = Events::new(store.clone(), clock.clone());
         let tokens =
             SealedTokenStore::new(store.clone(), master_key.clone(), settings.vending.skew);
-        let metrics = Arc::new(Metrics::new());
-        let identities = identities::registry(&settings, url_policy, &clock, &metrics)
+        let identities = identities::registry(&settings, url_policy, &clock, &metrics, &sharing)
             .map_err(|e| StartupError::HttpClient(e.into()))?;
         identities::load(&identities, &store)
             .await
@@ -142,6 +145,7 @@ impl Application {
             policy: url_policy,
             metrics: metrics.clone(),
             events: events.clone(),
+            fleet: sharing.fleet.clone(),
         };
         let vendor =
             Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
@@ -189,6 +193,7 @@ impl Application {
             state,
             deliverer,
             audit_pruner,
+            heartbeat,
         })
     }
 
@@ -250,6 +255,7 @@ impl Application {
             }))
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let heartbeat = tokio::spawn(self.heartbeat.run(stopped.clone()));
         let metrics = self.metrics_listener.map(|listener| {
             (
                 listener,
@@ -277,6 +283,7 @@ impl Application {
         let _ = stop_deliverer.send(());
         let _ = scheduler.await;
         let _ = follower.await;
+        let _ = heartbeat.await;
         if let Some(deliverer) = deliverer {
             let _ = deliverer.await;
         }

@@ -27,6 +27,7 @@ use crate::clock::Clock;
 use crate::domain::{IdentityMapping, IdentityProvider, ProviderKeys, TenantId};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::share::Sharing;
 use crate::store::{StoredMapping, StoredProvider};
 use crate::vending::jwks::{verifies_with_set, JwksCache, IDENTITY_ALLOWED};
 pub use verified::RecentIdentity;
@@ -60,8 +61,9 @@ pub struct IdentityRegistry {
     generation: AtomicU64,
     jwks: JwksCache,
     clock: Arc<dyn Clock>,
-    /// `TOKENVEND_KEY_RATE`, applied to each identity as to a key.
+    /// `TOKENVEND_KEY_RATE`, applied to each identity as to a key (this replica's share).
     default_rate: Option<NonZeroU32>,
+    sharing: Sharing,
     limiters: Mutex<HashMap<String, Arc<KeyLimiter>>>,
     verified: VerifiedCache,
     metrics: Arc<Metrics>,
@@ -72,6 +74,7 @@ impl IdentityRegistry {
         jwks: JwksCache,
         clock: Arc<dyn Clock>,
         default_rate: Option<NonZeroU32>,
+        sharing: Sharing,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -81,6 +84,7 @@ impl IdentityRegistry {
             jwks,
             clock,
             default_rate,
+            sharing,
             limiters: Mutex::new(HashMap::new()),
             verified: VerifiedCache::default(),
             metrics,
@@ -291,7 +295,7 @@ impl IdentityRegistry {
         Some(
             limiters
                 .entry(caller_id.to_owned())
-                .or_insert_with(|| Arc::new(KeyLimiter::new(rate)))
+                .or_insert_with(|| Arc::new(KeyLimiter::new(rate, &self.sharing)))
                 .clone(),
         )
     }

@@ -1,22 +1,22 @@
 //! Request rates: each caller key's token bucket, and the budget of failed
-//! authentications per client address. Both are per process (governor's GCRA, one
-//! atomic word per bucket), so a fleet of `n` replicas lets through up to `n` times as
-//! much; they protect the service and edX from one careless or hostile caller, not
-//! from a fleet-wide total.
+//! authentications per client address (governor's GCRA, one atomic word per bucket, on
+//! the service's injectable clock). On PostgreSQL both hold for the whole fleet: each
+//! replica keeps its share of them, `1/n` with `n` the live replicas it sees through the
+//! heartbeat (`crate::share`), so deciding never waits on the database.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-use crate::clock::{Clock, RateClock};
+use crate::clock::RateClock;
+use crate::share::{FleetRate, Share, Sharing};
 
 /// The highest `rate_limit` a key may have, and the highest `TOKENVEND_KEY_RATE`.
 pub const MAX_KEY_RATE: u32 = 100_000;
@@ -44,29 +44,34 @@ impl Default for RateLimitSettings {
     }
 }
 
-/// One key's token bucket: `rate` requests per second, in bursts of up to `rate`.
+/// One bucket, on the injectable clock.
+type Bucket = RateLimiter<NotKeyed, InMemoryState, RateClock, NoOpMiddleware<Duration>>;
+
+/// One key's token bucket: `rate` requests per second for the fleet, in bursts of up to
+/// `rate`; this replica keeps its share.
 pub struct KeyLimiter {
-    rate: NonZeroU32,
-    bucket: DefaultDirectRateLimiter,
+    bucket: Share<Bucket>,
 }
 
 impl KeyLimiter {
-    pub fn new(rate: NonZeroU32) -> Self {
+    pub fn new(rate: NonZeroU32, sharing: &Sharing) -> Self {
         Self {
-            rate,
-            bucket: DefaultDirectRateLimiter::direct(Quota::per_second(rate)),
+            bucket: sharing.share(FleetRate::per_second(rate), Bucket::direct_with_clock),
         }
     }
 
+    /// The fleet's rate (requests per second).
     pub fn rate(&self) -> NonZeroU32 {
-        self.rate
+        self.bucket.rate().burst
     }
 
     /// Takes one request from the bucket, or says how long until one is there.
     pub fn check(&self) -> Result<(), Duration> {
-        self.bucket
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(self.bucket.clock().now()))
+        self.bucket.with(|bucket, clock| {
+            bucket
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(clock.now()))
+        })
     }
 }
 
@@ -79,19 +84,18 @@ type AddressBuckets =
     RateLimiter<IpAddr, DashMapStateStore<IpAddr>, RateClock, NoOpMiddleware<Duration>>;
 
 pub struct FailureBudget {
-    /// On the service's injectable clock, so that tests move time instead of racing it.
-    buckets: AddressBuckets,
+    buckets: Share<AddressBuckets>,
     counted: AtomicU32,
 }
 
 impl FailureBudget {
-    pub fn per_minute(failures: NonZeroU32, clock: Arc<dyn Clock>) -> Self {
+    /// `failures` a minute per address for the fleet; this replica keeps its share.
+    pub fn per_minute(failures: NonZeroU32, sharing: &Sharing) -> Self {
+        fn build(quota: Quota, clock: RateClock) -> AddressBuckets {
+            RateLimiter::new(quota, DashMapStateStore::default(), clock)
+        }
         Self {
-            buckets: RateLimiter::new(
-                Quota::per_minute(failures),
-                DashMapStateStore::default(),
-                RateClock(clock),
-            ),
+            buckets: sharing.share(FleetRate::per_minute(failures), build),
             counted: AtomicU32::new(0),
         }
     }
@@ -99,18 +103,21 @@ impl FailureBudget {
     /// Counts one failed authentication from `client`: `Ok` while its address is within
     /// the budget, else how long until another failure is allowed.
     pub fn fail(&self, client: IpAddr) -> Result<(), Duration> {
-        if self.counted.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            self.buckets.retain_recent();
-            self.buckets.shrink_to_fit();
-        }
-        self.buckets
-            .check_key(&bucket_of(client))
-            .map_err(|not_until| not_until.wait_time_from(self.buckets.clock().now()))
+        let prune = self.counted.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1;
+        self.buckets.with(|buckets, clock| {
+            if prune {
+                buckets.retain_recent();
+                buckets.shrink_to_fit();
+            }
+            buckets
+                .check_key(&bucket_of(client))
+                .map_err(|not_until| not_until.wait_time_from(clock.now()))
+        })
     }
 
     /// How many addresses have a bucket now (for tests).
     pub fn tracked(&self) -> usize {
-        self.buckets.len()
+        self.buckets.with(|buckets, _| buckets.len())
     }
 }
 
@@ -134,9 +141,13 @@ mod tests {
         NonZeroU32::new(n).expect("non-zero")
     }
 
+    fn alone() -> Sharing {
+        Sharing::alone(std::sync::Arc::new(crate::clock::SystemClock))
+    }
+
     #[test]
     fn a_key_gets_its_burst_then_waits_about_one_interval() {
-        let limiter = KeyLimiter::new(rate(2));
+        let limiter = KeyLimiter::new(rate(2), &alone());
         assert!(limiter.check().is_ok());
         assert!(limiter.check().is_ok());
         let wait = limiter.check().expect_err("the third is over the rate");
@@ -148,7 +159,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_per_address_and_per_ipv6_prefix() {
-        let budget = FailureBudget::per_minute(rate(2), Arc::new(crate::clock::SystemClock));
+        let budget = FailureBudget::per_minute(rate(2), &alone());
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
@@ -171,7 +182,7 @@ mod tests {
 
     #[test]
     fn buckets_are_pruned_as_failures_are_counted() {
-        let budget = FailureBudget::per_minute(rate(60), Arc::new(crate::clock::SystemClock));
+        let budget = FailureBudget::per_minute(rate(60), &alone());
         for i in 0..PRUNE_EVERY - 1 {
             let ip = IpAddr::V4((0x0A00_0000 + i).into());
             let _ = budget.fail(ip);

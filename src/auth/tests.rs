@@ -8,7 +8,7 @@ fn ring() -> (KeyRing, SecretString) {
         KeyRing::new(
             &bootstrap,
             RateLimitSettings::default(),
-            Arc::new(crate::clock::SystemClock),
+            crate::share::Sharing::alone(Arc::new(crate::clock::SystemClock)),
         ),
         bootstrap,
     )
@@ -89,7 +89,11 @@ fn failures_count_per_address_only_when_the_address_is_known() {
         auth_failures: NonZeroU32::new(2),
     };
     let bootstrap = generate_bootstrap_key();
-    let ring = KeyRing::new(&bootstrap, limits, Arc::new(crate::clock::SystemClock));
+    let ring = KeyRing::new(
+        &bootstrap,
+        limits,
+        crate::share::Sharing::alone(Arc::new(crate::clock::SystemClock)),
+    );
     let client: IpAddr = "192.0.2.7".parse().expect("ip");
     assert_eq!(
         ring.admit("wrong", Some(client)).err(),
@@ -116,7 +120,7 @@ fn the_bootstrap_key_is_admin_whatever_its_form() {
     let ring = KeyRing::new(
         &custom,
         RateLimitSettings::default(),
-        Arc::new(crate::clock::SystemClock),
+        crate::share::Sharing::alone(Arc::new(crate::clock::SystemClock)),
     );
     let entry = ring
         .authenticate(custom.expose_secret())

@@ -15,7 +15,10 @@ use parse::{used_paths, UsedPath};
 /// The layers, lowest first. A module may import from its own layer and the ones below.
 /// A new top-level module needs a place here.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("foundations", &["domain", "clock", "crypto", "metrics"]),
+    (
+        "foundations",
+        &["domain", "clock", "crypto", "metrics", "share"],
+    ),
     ("store", &["store"]),
     ("upstream", &["outbound", "upstream", "webhooks"]),
     ("vending", &["vending", "proxy"]),

@@ -169,9 +169,9 @@ async fn create_api_key(
         .await
         .on_conflict(|| "key id collision; retry".to_owned())?;
     let rate = state.keys.rate_for(rate_limit);
-    state
-        .keys
-        .insert(KeyEntry::new(record.id.clone(), scopes, generated.hash).with_rate(rate));
+    let entry = KeyEntry::new(record.id.clone(), scopes, generated.hash);
+    let entry = entry.with_rate(rate, state.keys.sharing());
+    state.keys.insert(entry);
     tracing::info!(key_id = %record.id, scopes = %record.scopes, "caller key created");
     Ok((
         StatusCode::CREATED,

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::UrlPolicy;
 use crate::metrics::Metrics;
+use crate::share::Sharing;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use crate::vending::jwks::JwksCache;
@@ -17,12 +18,14 @@ pub(super) fn registry(
     policy: UrlPolicy,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    sharing: &Sharing,
 ) -> anyhow::Result<IdentityRegistry> {
     let client = UpstreamClient::new(settings.vending.upstream.clone(), policy, metrics.clone())?;
     Ok(IdentityRegistry::new(
         JwksCache::with_clock(client, clock.clone()),
         clock.clone(),
         settings.serving.rate_limits.key_rate,
+        sharing.clone(),
         metrics.clone(),
     ))
 }

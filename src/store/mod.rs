@@ -5,6 +5,7 @@
 //! (connection options, migrations, fleet coordination) lives in `postgres.rs` and
 //! `sqlite.rs`; the queries live with what they store: `tenants.rs`, `tokens.rs`,
 //! `keys.rs` (caller keys and the audit trail), `budget.rs` (the fleet's upstream budget),
+//! `fleet.rs` (the replicas' heartbeats and verify cool-downs for the fleet-wide limits),
 //! `webhooks.rs` and `outbox.rs` (webhook endpoints and the events waiting to reach them),
 //! and `rekey.rs` re-seals all of them under a new master key.
 
@@ -63,7 +64,9 @@ mod audit;
 mod backend;
 mod budget;
 mod database_url;
+mod fleet;
 mod identity;
+mod invalidations;
 mod keys;
 mod limits;
 mod outbox;
@@ -79,6 +82,7 @@ pub use backend::Store;
 pub use budget::BudgetAnswer;
 pub use database_url::DatabaseUrl;
 pub use identity::{StoredMapping, StoredProvider};
+pub use invalidations::InvalidationRecord;
 pub use keys::{ApiKeyRecord, AuditEntry, AuditEvent};
 pub use limits::ACQUIRE_TIMEOUT;
 pub use outbox::{ClaimedDelivery, DeliveryRecord, DeliveryStatus, NewEvent};

@@ -115,25 +115,6 @@ impl Store {
             .map(|r| r.rows_affected() > 0))
     }
 
-    /// Deletes a tenant's stored token if it is still the one fetched at `fetched_at` for
-    /// that tenant identity (an invalidated token); returns whether it was.
-    pub async fn delete_token_if(
-        &self,
-        tenant_id: &TenantId,
-        uid: TenantUid,
-        fetched_at: DateTime<Utc>,
-    ) -> Result<bool, sqlx::Error> {
-        on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM tokens WHERE tenant_id = $1 AND tenant_uid = $2 AND fetched_at = $3"
-        )
-        .bind(tenant_id.as_str())
-        .bind(uid.to_string())
-        .bind(fetched_at)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() > 0))
-    }
-
     /// Takes the fleet-wide lock on refreshing a tenant's token, waiting at most `wait` for
     /// another replica to release it (`None` on SQLite, where one process owns the store).
     ///

@@ -2,7 +2,9 @@
 //! dropped only while it is still the one the caller used (a late report about an older
 //! token never throws away a fresh one), no more often than caller-triggered fetches may
 //! happen, and it is never served again: its fingerprint is kept and the slot's generation
-//! bumped, so that neither a fetch under way nor a stored copy brings it back.
+//! bumped, so that neither a fetch under way nor a stored copy brings it back. The
+//! store tells the other replicas (`fleet.rs`), which drop the same token (and only
+//! that one) through `fleet_invalidated`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use super::error::VendError;
 use super::flight::too_soon;
 use super::slot::Slot;
 use super::token::HeldToken;
+use crate::domain::TenantUid;
 
 /// What an invalidation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,4 +82,31 @@ pub fn invalidate(
     tracing::info!(tenant = %slot.id, fingerprint = %held.fingerprint, "token invalidated");
     forget_stored(core, slot, held);
     Ok(Invalidation::Dropped)
+}
+
+/// Another replica accepted an invalidation of the token `fingerprint` of the tenant with
+/// identity `uid`: it is never served here either, and dropped if it is the held one (a
+/// newer token is kept). The fetch that replaces it is on the caller's word, as on the
+/// replica that accepted it. Returns whether the held token was dropped.
+pub fn fleet_invalidated(slot: &Slot, uid: TenantUid, fingerprint: &str) -> bool {
+    if slot.config.load().key.uid != uid {
+        return false;
+    }
+    // Under the flight lock, where fetch results and stored tokens are installed.
+    let _inflight = slot.inflight.lock();
+    // Recorded even when another token is held: a stored copy read before the
+    // invalidation was (an adoption, a fetch under the fleet lock) is not installed later.
+    slot.seldom(|seldom| seldom.invalidated = Some(fingerprint.to_owned()));
+    let held = slot.token.load_full();
+    if held.is_none_or(|held| held.fingerprint != fingerprint) {
+        return false;
+    }
+    slot.seldom(|seldom| {
+        seldom.next_trigger = Some("invalidated");
+        seldom.caller_dropped = true;
+    });
+    slot.generation.fetch_add(1, Ordering::SeqCst);
+    slot.token.store(None);
+    tracing::info!(tenant = %slot.id, %fingerprint, "token invalidated by another replica");
+    true
 }

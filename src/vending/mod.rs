@@ -82,6 +82,8 @@ pub struct VendorParts {
     pub metrics: Arc<Metrics>,
     /// Where the engine raises `token.*` webhook events on a tenant's transitions.
     pub events: Events,
+    /// The live replicas (the caller fetch rate is shared among them).
+    pub fleet: Arc<crate::share::FleetSize>,
 }
 
 impl Vendor {
@@ -109,10 +111,9 @@ impl Vendor {
         jwks_client: UpstreamClient,
     ) -> Self {
         let budget = UpstreamBudget::new(parts.settings.upstream_rate, parts.metrics.clone());
-        let caller_rate = caller_rate::CallerFetchRate::new(
-            parts.settings.caller_fetch_rate,
-            parts.clock.clone(),
-        );
+        let sharing = crate::share::Sharing::new(parts.clock.clone(), parts.fleet);
+        let caller_rate =
+            caller_rate::CallerFetchRate::new(parts.settings.caller_fetch_rate, &sharing);
         Self {
             core: Arc::new(Core {
                 slots: SlotMap::default(),
@@ -275,6 +276,13 @@ impl Vendor {
     ) -> Result<Invalidation, VendError> {
         let slot = self.core.slot(id).ok_or(VendError::UnknownTenant)?;
         invalidate::invalidate(&self.core, &slot, fingerprint, caller)
+    }
+
+    /// Another replica invalidated that token: dropped here too if held (`invalidate.rs`).
+    pub fn fleet_invalidated(&self, id: &TenantId, uid: TenantUid, fingerprint: &str) -> bool {
+        self.core
+            .slot(id)
+            .is_some_and(|slot| invalidate::fleet_invalidated(&slot, uid, fingerprint))
     }
 
     /// The token to use after edX refused `refused`: the held token when it is newer,

@@ -78,7 +78,8 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, StoreFault>>;
 
     /// Deletes the tenant's stored token if it is still `token` (it was invalidated), so
-    /// that a restart does not bring it back. Returns whether it was deleted.
+    /// that a restart does not bring it back, and tells the fleet (every replica drops
+    /// `token`). Returns whether the stored copy was deleted.
     fn forget<'a>(
         &'a self,
         tenant: &'a TenantKey,
@@ -112,6 +113,27 @@ pub trait TokenStore: Send + Sync + 'static {
         floor: f64,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Option<Take>, StoreFault>>;
+
+    /// Until when the fleet refuses to verify `refusal` (a client id at its token URL),
+    /// if its cool-down runs at `now`; where one process owns the store the engine's own
+    /// memory is all there is (`None`).
+    fn verify_refused_until<'a>(
+        &'a self,
+        _refusal: &'a str,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreFault>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Tells the fleet that `refusal` is not to be verified again before `until`.
+    fn refuse_verify<'a>(
+        &'a self,
+        _refusal: &'a str,
+        _until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreFault>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A held refresh lock: released when saved or dropped (and by the store itself when the

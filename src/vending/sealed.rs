@@ -139,7 +139,7 @@ impl TokenStore for SealedTokenStore {
     ) -> BoxFuture<'a, Result<bool, StoreFault>> {
         async move {
             self.store
-                .delete_token_if(&tenant.id, tenant.uid, token.fetched_at)
+                .invalidate_token(&tenant.id, tenant.uid, token.fetched_at, &token.fingerprint)
                 .await
                 .map_err(fault)
         }
@@ -218,6 +218,31 @@ impl TokenStore for SealedTokenStore {
                 BudgetAnswer::Taken(level) => Take::Granted { level },
                 BudgetAnswer::Short(level) => Take::Short { level },
             }))
+        }
+        .boxed()
+    }
+
+    fn verify_refused_until<'a>(
+        &'a self,
+        refusal: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreFault>> {
+        async move {
+            let until = self.store.verify_refused_until(refusal, now).await;
+            until.map_err(fault)
+        }
+        .boxed()
+    }
+
+    fn refuse_verify<'a>(
+        &'a self,
+        refusal: &'a str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreFault>> {
+        async move {
+            let stored = self.store.refuse_verify(refusal, until, now).await;
+            stored.map_err(fault)
         }
         .boxed()
     }

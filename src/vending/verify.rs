@@ -33,14 +33,33 @@ fn refusal_key(token_url: &url::Url, client_id: &str) -> String {
     format!("{client_id} {token_url}")
 }
 
-/// How long edX's refusal of this client id still stands, if it does.
-fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
+/// How long edX's refusal of this client id still stands, if it does: as this replica
+/// remembers it, else as the fleet does (another replica's verify may have been refused;
+/// verifies are rare, so asking the store here costs nothing that matters). When the
+/// store cannot say, this replica's memory decides.
+async fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
     let now = core.now();
-    let mut refusals = core.verify_refusals.lock();
-    refusals.retain(|_, until| *until > now);
-    let until = refusals.get(key)?;
+    let local = {
+        let mut refusals = core.verify_refusals.lock();
+        refusals.retain(|_, until| *until > now);
+        refusals.get(key).copied()
+    };
+    let until = match local {
+        Some(until) => until,
+        None => match core.tokens.verify_refused_until(key, now).await {
+            Ok(fleet) => {
+                let until = fleet?;
+                core.verify_refusals.lock().insert(key.to_owned(), until);
+                until
+            }
+            Err(fault) => {
+                tracing::warn!(%fault, "cannot read the fleet's verify cool-downs");
+                return None;
+            }
+        },
+    };
     Some(
-        (*until - now)
+        (until - now)
             .to_std()
             .unwrap_or_default()
             .max(std::time::Duration::from_secs(1)),
@@ -63,7 +82,7 @@ pub async fn verify(
         .map_err(|problem| VendError::Unusable(problem.clone()))?;
     let request = params.request();
     let refusal = refusal_key(request.token_url, request.client_id);
-    if let Some(retry_after) = cooling_down(core, &refusal) {
+    if let Some(retry_after) = cooling_down(core, &refusal).await {
         return Err(VendError::VerifyCoolingDown { retry_after });
     }
     core.caller_rate
@@ -107,9 +126,13 @@ pub async fn verify(
         if matches!(cause, UpstreamError::Rejected { .. }) {
             let interval =
                 chrono::Duration::from_std(core.settings.min_refresh_interval).unwrap_or_default();
-            core.verify_refusals
-                .lock()
-                .insert(refusal, core.now() + interval);
+            let (now, until) = (core.now(), core.now() + interval);
+            core.verify_refusals.lock().insert(refusal.clone(), until);
+            // Before answering: a verify on another replica right after this one's
+            // answer is refused too.
+            if let Err(fault) = core.tokens.refuse_verify(&refusal, until, now).await {
+                tracing::warn!(%fault, "cannot share the verify cool-down with the fleet");
+            }
         }
     }
     let token = HeldToken::from_fetch(

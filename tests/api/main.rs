@@ -58,6 +58,9 @@ mod full {
     mod dashboard;
     mod demo;
     mod fleet;
+    mod fleet_invalidation;
+    mod fleet_limits;
+    mod fleet_tracing;
     mod interop;
     mod kubernetes;
     mod outage;

@@ -18,7 +18,7 @@ use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
 /// The address the service logged it listens on (it binds port 0 itself: a port picked
 /// beforehand could be taken meanwhile by a test running beside this one); the rest of
 /// its log is drained in the background.
-fn listening_address(stderr: std::process::ChildStderr) -> String {
+pub fn listening_address(stderr: std::process::ChildStderr) -> String {
     use std::io::BufRead;
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -76,7 +76,7 @@ pub fn spans(received: &Received) -> Vec<Value> {
         .collect()
 }
 
-fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
     span["attributes"]
         .as_array()?
         .iter()

@@ -120,3 +120,53 @@ async fn concurrent_callers_refused_with_one_token_share_one_replacement() {
     assert_ne!(fingerprints[0], refused.fingerprint);
     assert_eq!(e.edx.calls(), 2, "one fetch");
 }
+
+#[tokio::test]
+async fn another_replicas_invalidation_drops_only_that_token_and_it_never_comes_back() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let acme = e.tenant("acme", "client-a");
+    e.add(&acme);
+    let first = e.token(&acme.id).await.unwrap();
+    settle().await;
+    let (_, stored_copy) = e.store.saved(&acme.id).expect("stored");
+
+    let other = crate::domain::TenantUid::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+    assert!(
+        !e.vendor
+            .fleet_invalidated(&acme.id, other, &first.fingerprint),
+        "another tenant identity's invalidation drops nothing"
+    );
+    assert!(
+        !e.vendor
+            .fleet_invalidated(&acme.id, acme.uid, "0123456789abcdef"),
+        "another token's invalidation drops nothing"
+    );
+    assert_eq!(e.vendor.status(&acme.id).unwrap().state, TokenState::Valid);
+    // No interval rule here: the replica that accepted the report applied it.
+    assert!(e
+        .vendor
+        .fleet_invalidated(&acme.id, acme.uid, &first.fingerprint));
+    assert_eq!(
+        e.vendor.status(&acme.id).unwrap().state,
+        TokenState::Missing
+    );
+    assert!(
+        !e.vendor.adopt(StoredToken {
+            tenant_id: acme.id.clone(),
+            tenant_uid: acme.uid,
+            token: Some(stored_copy),
+        }),
+        "a stored copy of it is not served again"
+    );
+
+    let second = e.token(&acme.id).await.unwrap();
+    assert_ne!(second.fingerprint, first.fingerprint);
+    assert!(
+        !e.vendor
+            .fleet_invalidated(&acme.id, acme.uid, &first.fingerprint),
+        "the same invalidation read again keeps the newer token"
+    );
+    let held = e.token(&acme.id).await.unwrap();
+    assert_eq!(held.fingerprint, second.fingerprint);
+    assert_eq!(e.edx.calls(), 2);
+}

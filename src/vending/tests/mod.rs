@@ -48,6 +48,7 @@ fn engine(edx: FakeEdx) -> Engine {
         policy: UrlPolicy::PublicHttpsOnly,
         metrics,
         events: events.clone(),
+        fleet: Arc::default(),
     };
     let vendor = Vendor::with_ports(parts, edx.clone(), store.clone(), jwks_client);
     Engine {
