@@ -3,6 +3,7 @@
 //! at the worst moments. Each case's name states what holds (README, "Faults and what
 //! holds").
 
+mod commits;
 mod edx;
 mod fleet;
 mod kills;
