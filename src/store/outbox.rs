@@ -95,20 +95,20 @@ impl Store {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(INSERT_EVENT)
-            .bind(&event.id)
-            .bind(&event.kind)
-            .bind(&event.payload)
-            .bind(event.created_ms)
-            .execute(&mut *tx)
-            .await?;
-            for webhook in to {
-                sqlx::query(INSERT_DELIVERY)
-                .bind(uuid::Uuid::new_v4().simple().to_string())
                 .bind(&event.id)
-                .bind(&webhook.id)
+                .bind(&event.kind)
+                .bind(&event.payload)
                 .bind(event.created_ms)
                 .execute(&mut *tx)
                 .await?;
+            for webhook in to {
+                sqlx::query(INSERT_DELIVERY)
+                    .bind(uuid::Uuid::new_v4().simple().to_string())
+                    .bind(&event.id)
+                    .bind(&webhook.id)
+                    .bind(event.created_ms)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await
         })

@@ -72,7 +72,10 @@ async fn a_tenant_change_that_commits_is_announced_even_when_its_event_cannot_be
         .admin(Method::PATCH, "/tenants/kept", Some(&renamed))
         .await
         .status();
-    let deleted = app.admin(Method::DELETE, "/tenants/gone", None).await.status();
+    let deleted = app
+        .admin(Method::DELETE, "/tenants/gone", None)
+        .await
+        .status();
     accept_events(&app).await;
 
     let count = |id: &'static str| {
@@ -92,16 +95,18 @@ async fn a_tenant_change_that_commits_is_announced_even_when_its_event_cannot_be
     ];
     for (kind, tenant, is_committed, status) in committed {
         if is_committed {
-            eventually(&format!("{kind} of {tenant} (answered {status})"), async || {
-                announced(&receiver, kind, tenant)
-            })
+            eventually(
+                &format!("{kind} of {tenant} (answered {status})"),
+                async || announced(&receiver, kind, tenant),
+            )
             .await;
         } else {
-            assert!(status.is_server_error(), "{kind}: {status} for a change not made");
+            assert!(
+                status.is_server_error(),
+                "{kind}: {status} for a change not made"
+            );
         }
     }
 }
 
-on_both_backends!(
-    a_tenant_change_that_commits_is_announced_even_when_its_event_cannot_be_written
-);
+on_both_backends!(a_tenant_change_that_commits_is_announced_even_when_its_event_cannot_be_written);

@@ -80,16 +80,20 @@ async fn during(
 async fn converges(world: &World, replicas: [&Replica; 2]) -> String {
     let url = replicas[0].url("/tenants/acme/token/refresh");
     let mut fingerprint = String::new();
-    eventually_within(CONVERGES_WITHIN, "a forced refresh to succeed", async || {
-        let (status, body) = world.admin(Method::POST, &url, None).await;
-        if status == StatusCode::OK {
-            fingerprint = body["fingerprint"].as_str().unwrap_or_default().to_owned();
-            return true;
-        }
-        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        false
-    })
+    eventually_within(
+        CONVERGES_WITHIN,
+        "a forced refresh to succeed",
+        async || {
+            let (status, body) = world.admin(Method::POST, &url, None).await;
+            if status == StatusCode::OK {
+                fingerprint = body["fingerprint"].as_str().unwrap_or_default().to_owned();
+                return true;
+            }
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            false
+        },
+    )
     .await;
     world
         .until_all_hold(&replicas, "acme", &fingerprint, CONVERGES_WITHIN)
@@ -103,7 +107,8 @@ async fn edx_answering_in_5_s_or_resetting_keeps_serving_the_held_token_within_t
     let replicas = [&first, &second];
 
     // Slow: each answer 5 s late, as long as an attempt may take.
-    let (answers, burst, calls, _) = during(&world, replicas, Mode::Latency(Duration::from_secs(5))).await;
+    let (answers, burst, calls, _) =
+        during(&world, replicas, Mode::Latency(Duration::from_secs(5))).await;
     // The burst's one fetch may have got its token in time or not.
     let now = world.held(&first, "acme").await.expect("a token held");
     assert_only_held_tokens(&answers, &[&held, &now]);
@@ -111,7 +116,10 @@ async fn edx_answering_in_5_s_or_resetting_keeps_serving_the_held_token_within_t
         (1..=max_attempts()).contains(&calls),
         "{calls} edX calls for one burst of refreshes (burst answered {burst:?})"
     );
-    assert!(burst.iter().all(|s| [200, 429, 502, 503, 504].contains(s)), "{burst:?}");
+    assert!(
+        burst.iter().all(|s| [200, 429, 502, 503, 504].contains(s)),
+        "{burst:?}"
+    );
     let after_slow = converges(&world, replicas).await;
 
     // Resetting: no request reaches edX; each attempt is at most a fresh connection
@@ -123,7 +131,10 @@ async fn edx_answering_in_5_s_or_resetting_keeps_serving_the_held_token_within_t
         (1..=2 * max_attempts()).contains(&connections),
         "{connections} connections to edX for one burst (burst answered {burst:?})"
     );
-    assert!(burst.iter().all(|s| [429, 502, 503, 504].contains(s)), "{burst:?}");
+    assert!(
+        burst.iter().all(|s| [429, 502, 503, 504].contains(s)),
+        "{burst:?}"
+    );
     converges(&world, replicas).await;
 }
 
@@ -138,6 +149,9 @@ async fn a_half_open_edx_connection_keeps_serving_the_held_token_and_costs_one_f
         (1..=max_attempts()).contains(&calls),
         "{calls} edX calls for one burst of refreshes (burst answered {burst:?})"
     );
-    assert!(burst.iter().all(|s| [429, 502, 503, 504].contains(s)), "{burst:?}");
+    assert!(
+        burst.iter().all(|s| [429, 502, 503, 504].contains(s)),
+        "{burst:?}"
+    );
     converges(&world, replicas).await;
 }

@@ -116,11 +116,10 @@ impl Replica {
                 }
             }
         });
-        let address = tokio::task::spawn_blocking(move || {
-            address_rx.recv_timeout(Duration::from_secs(60))
-        })
-        .await
-        .expect("join");
+        let address =
+            tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .expect("join");
         let Ok(address) = address else {
             let _ = child.kill();
             let _ = child.wait();
@@ -185,7 +184,9 @@ impl World {
                 .expect("client"),
             issuer,
             edx,
-            db: PgPool::connect(direct_url).await.expect("direct connection"),
+            db: PgPool::connect(direct_url)
+                .await
+                .expect("direct connection"),
             _issuer_server: issuer_server,
         }
     }
@@ -231,10 +232,17 @@ impl World {
     /// The token `replica` serves for `id` (asserting a 200); its fingerprint.
     pub async fn token(&self, replica: &Replica, id: &str) -> String {
         let (status, body) = self
-            .admin(Method::GET, &replica.url(&format!("/tenants/{id}/token")), None)
+            .admin(
+                Method::GET,
+                &replica.url(&format!("/tenants/{id}/token")),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{id}: {body}");
-        body["fingerprint"].as_str().expect("fingerprint").to_owned()
+        body["fingerprint"]
+            .as_str()
+            .expect("fingerprint")
+            .to_owned()
     }
 
     /// The fingerprint of the token `replica` holds for `id` (none when it holds none or

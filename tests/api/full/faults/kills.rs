@@ -46,10 +46,17 @@ async fn kill_9_of_the_replica_holding_the_refresh_lock_lets_another_fetch_once_
             .send();
         async move { request.await.map(|r| r.status()) }
     });
-    eventually_within(Duration::from_secs(10), "the holder to ask edX", async || {
-        assert!(!refresh.is_finished(), "the refresh answered without asking edX");
-        world.issuer.calls(&client) == 2
-    })
+    eventually_within(
+        Duration::from_secs(10),
+        "the holder to ask edX",
+        async || {
+            assert!(
+                !refresh.is_finished(),
+                "the refresh answered without asking edX"
+            );
+            world.issuer.calls(&client) == 2
+        },
+    )
     .await;
     let callers = Callers::start(&world, &[other.url("/tenants/acme/token")], 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -73,14 +80,21 @@ async fn kill_9_of_the_replica_holding_the_refresh_lock_lets_another_fetch_once_
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let refreshed = body["fingerprint"].as_str().expect("fingerprint").to_owned();
+    let refreshed = body["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
     let took = killed.elapsed();
     assert!(
         took < LOCK_RELEASED_WITHIN,
         "the refresh after the holder's death took {took:?}: the lock outlived its holder"
     );
     assert_ne!(refreshed, held);
-    assert_eq!(world.issuer.calls(&client), 3, "one call for the other replica");
+    assert_eq!(
+        world.issuer.calls(&client),
+        3,
+        "one call for the other replica"
+    );
     assert!(
         !other.logs().contains("holds the refresh lock too long"),
         "the other replica waited out the lock instead of getting it"
@@ -91,7 +105,12 @@ async fn kill_9_of_the_replica_holding_the_refresh_lock_lets_another_fetch_once_
     // A replacement of the killed replica converges on the stored token, no edX call.
     let replacement = Replica::start(&world.config).await;
     world
-        .until_all_hold(&[&replacement, &other], "acme", &refreshed, Duration::from_secs(5))
+        .until_all_hold(
+            &[&replacement, &other],
+            "acme",
+            &refreshed,
+            Duration::from_secs(5),
+        )
         .await;
     assert_eq!(world.token(&replacement, "acme").await, refreshed);
     assert_eq!(world.issuer.calls(&client), 3);
@@ -161,10 +180,14 @@ async fn kill_9_during_rekey_then_rerun_leaves_every_secret_and_token_readable()
         .spawn()
         .expect("rekey starts");
     let new_id = world.config.master_key_id.clone();
-    eventually_within(Duration::from_secs(30), "the rekey to be part-way", async || {
-        let left = sealed_under_other_keys(&world, &new_id).await;
-        left <= total * 2 / 3
-    })
+    eventually_within(
+        Duration::from_secs(30),
+        "the rekey to be part-way",
+        async || {
+            let left = sealed_under_other_keys(&world, &new_id).await;
+            left <= total * 2 / 3
+        },
+    )
     .await;
     rekey.kill().expect("kill -9 the rekey");
     let _ = rekey.wait();
@@ -204,7 +227,11 @@ async fn kill_9_during_rekey_then_rerun_leaves_every_secret_and_token_readable()
     let fresh = Replica::start(&world.config).await;
     for ((id, token), client) in ids.iter().zip(&tokens).zip(&clients) {
         assert_eq!(&world.token(&fresh, id).await, token, "{id}");
-        assert_eq!(world.issuer.calls(client), 1, "{id}: the stored token served");
+        assert_eq!(
+            world.issuer.calls(client),
+            1,
+            "{id}: the stored token served"
+        );
     }
     for (id, client) in ids.iter().zip(&clients) {
         let url = fresh.url(&format!("/tenants/{id}/token/refresh"));
@@ -272,9 +299,11 @@ async fn kill_9_with_a_webhook_delivery_claimed_still_delivers_the_event_at_leas
         .webhook(&claimer, &hook_url, &["tenant.created"])
         .await;
     world.tenant(&claimer, "acme").await;
-    eventually_within(Duration::from_secs(10), "the delivery to be claimed and sent", async || {
-        hole.accepted() >= 1
-    })
+    eventually_within(
+        Duration::from_secs(10),
+        "the delivery to be claimed and sent",
+        async || hole.accepted() >= 1,
+    )
     .await;
     claimer.kill();
     let killed = Instant::now();
@@ -290,12 +319,19 @@ async fn kill_9_with_a_webhook_delivery_claimed_still_delivers_the_event_at_leas
         .admin(Method::GET, &other.url("/webhooks"), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let id = list["items"][0]["id"].as_str().expect("webhook id").to_owned();
-    eventually_within(REDELIVERED_WITHIN, "the delivery recorded as delivered", async || {
-        let url = other.url(&format!("/webhooks/{id}/deliveries"));
-        let (_, body) = world.admin(Method::GET, &url, None).await;
-        body["items"][0]["status"] == "delivered"
-    })
+    let id = list["items"][0]["id"]
+        .as_str()
+        .expect("webhook id")
+        .to_owned();
+    eventually_within(
+        REDELIVERED_WITHIN,
+        "the delivery recorded as delivered",
+        async || {
+            let url = other.url(&format!("/webhooks/{id}/deliveries"));
+            let (_, body) = world.admin(Method::GET, &url, None).await;
+            body["items"][0]["status"] == "delivered"
+        },
+    )
     .await;
     eprintln!("delivered {:?} after the claimer's death", killed.elapsed());
     assert!(receiver.count() >= 1);

@@ -38,7 +38,10 @@ async fn under_load(world: &World, replicas: [&Replica; 2], fault: impl AsyncFnO
     world
         .until_all_hold(&replicas, "acme", &held, Duration::from_secs(5))
         .await;
-    let token_urls = [first.url("/tenants/acme/token"), second.url("/tenants/acme/token")];
+    let token_urls = [
+        first.url("/tenants/acme/token"),
+        second.url("/tenants/acme/token"),
+    ];
     let callers = Callers::start(world, &token_urls, 2);
     let writer = Writer::start(world, &replicas);
 
@@ -53,17 +56,28 @@ async fn under_load(world: &World, replicas: [&Replica; 2], fault: impl AsyncFnO
     world.until_ready(&replicas, CONVERGES_WITHIN).await;
     // A change made on one replica now reaches the other.
     world.tenant(first, "after").await;
-    crate::helpers::eventually_within(CONVERGES_WITHIN, "the other replica to see it", async || {
-        let url = second.url("/tenants/after");
-        world.admin(Method::GET, &url, None).await.0 == StatusCode::OK
-    })
+    crate::helpers::eventually_within(
+        CONVERGES_WITHIN,
+        "the other replica to see it",
+        async || {
+            let url = second.url("/tenants/after");
+            world.admin(Method::GET, &url, None).await.0 == StatusCode::OK
+        },
+    )
     .await;
     // A token refreshed on one replica is held by the other.
     let (status, body) = world
-        .admin(Method::POST, &first.url("/tenants/acme/token/refresh"), None)
+        .admin(
+            Method::POST,
+            &first.url("/tenants/acme/token/refresh"),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let refreshed = body["fingerprint"].as_str().expect("fingerprint").to_owned();
+    let refreshed = body["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_owned();
     world
         .until_all_hold(&replicas, "acme", &refreshed, CONVERGES_WITHIN)
         .await;
@@ -74,10 +88,12 @@ async fn under_load(world: &World, replicas: [&Replica; 2], fault: impl AsyncFnO
     eprintln!(
         "converged {:?} after the fault ended; writes: {:?}",
         ended.elapsed(),
-        outcomes.values().fold(std::collections::BTreeMap::<u16, u32>::new(), |mut m, s| {
-            *m.entry(*s).or_default() += 1;
-            m
-        })
+        outcomes
+            .values()
+            .fold(std::collections::BTreeMap::<u16, u32>::new(), |mut m, s| {
+                *m.entry(*s).or_default() += 1;
+                m
+            })
     );
 }
 
@@ -85,7 +101,9 @@ async fn under_load(world: &World, replicas: [&Replica; 2], fault: impl AsyncFnO
 async fn postgres_restart_under_load_serves_held_tokens_without_5xx_and_converges_within_15_s() {
     let cluster = Cluster::start_new().await;
     // The fleet's own database on the cluster.
-    let admin = sqlx::PgPool::connect(&cluster.url()).await.expect("cluster");
+    let admin = sqlx::PgPool::connect(&cluster.url())
+        .await
+        .expect("cluster");
     sqlx::query("CREATE DATABASE fleet")
         .execute(&admin)
         .await

@@ -314,7 +314,9 @@ mod tests {
 
         // Reset: open connections and new ones alike.
         proxy.set(Mode::Reset);
-        let read = tokio::time::timeout(LONG, fresh.read(&mut buf)).await.unwrap();
+        let read = tokio::time::timeout(LONG, fresh.read(&mut buf))
+            .await
+            .unwrap();
         assert!(
             matches!(read, Ok(0) | Err(_)),
             "an open connection is cut: {read:?}"
