@@ -57,8 +57,10 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
     let mut read_invalidations = tokio::time::interval(INVALIDATION_READ_INTERVAL);
     read_invalidations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set when announcements may have been missed (a lost connection, a failed reload):
-    // everything is then reloaded every second until a reload succeeds.
-    let mut stale = false;
+    // everything is then reloaded every second until a reload succeeds. Changes made
+    // between the start-up load and this LISTEN were announced before it: one reload
+    // now catches them (reading only what changed), not the 30 s one.
+    let mut stale = !reload_all(&state).await;
     loop {
         tokio::select! {
             received = listener.try_recv() => match received {

@@ -200,9 +200,10 @@ async fn create_tenant(
         id.as_str(),
         json!({ "uid": record.uid.to_string() }),
     );
+    let event = state.events.for_change(&Event::tenant_created(id.as_str()));
     state
         .store
-        .insert_tenant(&record, &entry)
+        .insert_tenant(&record, &entry, &event)
         .await
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
     state.vendor.upsert_tenant(&record);
@@ -210,7 +211,7 @@ async fn create_tenant(
         state.vendor.keep_verified(verified).await;
     }
     tracing::info!(tenant = %id, verified = params.verify, "tenant created");
-    state.events.raise(Event::tenant_created(id.as_str())).await;
+    state.events.wake();
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/tenants/{id}"))],
@@ -308,9 +309,12 @@ async fn update_tenant(
             id.as_str(),
             change_details(&current, &next, &changed),
         );
+        let event = state
+            .events
+            .for_change(&Event::tenant_updated(id.as_str(), &changed));
         if state
             .store
-            .update_tenant(&next, current.version, drop_token, &entry)
+            .update_tenant(&next, current.version, drop_token, &entry, &event)
             .await?
         {
             tracing::info!(tenant = %id, ?changed, drop_token, verified = verified.is_some(), "tenant updated");
@@ -318,10 +322,7 @@ async fn update_tenant(
             if let Some(verified) = verified {
                 state.vendor.keep_verified(verified).await;
             }
-            state
-                .events
-                .raise(Event::tenant_updated(id.as_str(), &changed))
-                .await;
+            state.events.wake();
             return Ok(axum::Json(TenantView::from(&next)));
         }
     }
@@ -405,10 +406,11 @@ async fn delete_tenant(
         // Which tenant under this id: a later one re-created under it is another.
         json!({ "uid": state.vendor.uid_of(&id).map(|uid| uid.to_string()) }),
     );
-    if state.store.delete_tenant(&id, &entry).await? {
+    let event = state.events.for_change(&Event::tenant_deleted(id.as_str()));
+    if state.store.delete_tenant(&id, &entry, &event).await? {
         state.vendor.remove_tenant(&id);
         tracing::info!(tenant = %id, "tenant deleted");
-        state.events.raise(Event::tenant_deleted(id.as_str())).await;
+        state.events.wake();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::TenantNotFound)

@@ -60,6 +60,47 @@ macro_rules! delete_audited {
     };
 }
 
+/// Writes `$event` (a `&NewEvent`) and one pending delivery, due at once, per webhook
+/// endpoint subscribed to its type, inside the open transaction of the change it
+/// announces: the change and its event commit together or not at all, so that a store
+/// failing (or a process dying) right after the change cannot lose its event. For a
+/// block returning `Result<_, sqlx::Error>`.
+macro_rules! write_event {
+    ($tx:expr, $event:expr) => {{
+        let event: &$crate::store::NewEvent = $event;
+        let sql = format!(
+            "SELECT {} FROM webhooks",
+            $crate::store::webhooks::WEBHOOK_COLUMNS
+        );
+        let endpoints: Vec<$crate::store::webhooks::WebhookRow> =
+            sqlx::query_as(&sql).fetch_all(&mut *$tx).await?;
+        let to: Vec<String> = endpoints
+            .into_iter()
+            .map($crate::store::WebhookRecord::from)
+            .filter(|w| w.subscribes_to(&event.kind))
+            .map(|w| w.id)
+            .collect();
+        if !to.is_empty() {
+            sqlx::query($crate::store::outbox::INSERT_EVENT)
+                .bind(&event.id)
+                .bind(&event.kind)
+                .bind(&event.payload)
+                .bind(event.created_ms)
+                .execute(&mut *$tx)
+                .await?;
+            for webhook_id in &to {
+                sqlx::query($crate::store::outbox::INSERT_DELIVERY)
+                    .bind(uuid::Uuid::new_v4().simple().to_string())
+                    .bind(&event.id)
+                    .bind(webhook_id)
+                    .bind(event.created_ms)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }
+    }};
+}
+
 mod audit;
 mod backend;
 mod budget;

@@ -8,6 +8,15 @@ use super::backend::{Backend, Store};
 use super::webhooks::WebhookRecord;
 use crate::crypto::Sealed;
 
+/// Writes an event: `$1` id, `$2` type, `$3` payload, `$4` creation time.
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO webhook_events (id, type, payload, created_ms) VALUES ($1, $2, $3, $4)";
+
+/// Writes a pending delivery, due at once: `$1` id, `$2` event, `$3` webhook, `$4` now.
+pub(super) const INSERT_DELIVERY: &str =
+    "INSERT INTO webhook_deliveries (id, event_id, webhook_id, status, attempts, \
+     next_attempt_ms, updated_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)";
+
 /// An event to write, with the endpoints it goes to.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -85,28 +94,21 @@ impl Store {
         }
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO webhook_events (id, type, payload, created_ms) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&event.id)
-            .bind(&event.kind)
-            .bind(&event.payload)
-            .bind(event.created_ms)
-            .execute(&mut *tx)
-            .await?;
-            for webhook in to {
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (id, event_id, webhook_id, status, \
-                     attempts, next_attempt_ms, updated_ms) \
-                     VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
-                )
-                .bind(uuid::Uuid::new_v4().simple().to_string())
+            sqlx::query(INSERT_EVENT)
                 .bind(&event.id)
-                .bind(&webhook.id)
+                .bind(&event.kind)
+                .bind(&event.payload)
                 .bind(event.created_ms)
                 .execute(&mut *tx)
                 .await?;
+            for webhook in to {
+                sqlx::query(INSERT_DELIVERY)
+                    .bind(uuid::Uuid::new_v4().simple().to_string())
+                    .bind(&event.id)
+                    .bind(&webhook.id)
+                    .bind(event.created_ms)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await
         })

@@ -6,6 +6,7 @@ use url::Url;
 
 use super::backend::{Backend, Store};
 use super::keys::AuditEntry;
+use super::outbox::NewEvent;
 use crate::crypto::Sealed;
 use crate::domain::{PreviousSecret, Tenant, TenantId, TenantUid};
 
@@ -121,7 +122,14 @@ impl TryFrom<TenantRow> for Tenant {
 }
 
 impl Store {
-    pub async fn insert_tenant(&self, t: &Tenant, audit: &AuditEntry) -> Result<(), sqlx::Error> {
+    /// Writes a new tenant with its audit entry and its `tenant.created` event, in one
+    /// transaction.
+    pub async fn insert_tenant(
+        &self,
+        t: &Tenant,
+        audit: &AuditEntry,
+        event: &NewEvent,
+    ) -> Result<(), sqlx::Error> {
         let previous = t.previous_secret.as_ref();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -155,6 +163,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             write_audit!(tx, audit)?;
+            write_event!(tx, event);
             tx.commit().await
         })
     }
@@ -204,13 +213,15 @@ impl Store {
         .await)
     }
 
-    /// Writes `t` if the row is still at `expected_version`; false if it changed or vanished.
+    /// Writes `t` if the row is still at `expected_version`, with its audit entry and its
+    /// event, in one transaction; false (nothing written) if it changed or vanished.
     pub async fn update_tenant(
         &self,
         t: &Tenant,
         expected_version: i64,
         drop_token: bool,
         audit: &AuditEntry,
+        event: &NewEvent,
     ) -> Result<bool, sqlx::Error> {
         let previous = t.previous_secret.as_ref();
         on_pool!(self, |pool| {
@@ -255,23 +266,39 @@ impl Store {
                     .await?;
             }
             write_audit!(tx, audit)?;
+            write_event!(tx, event);
             tx.commit().await?;
             Ok(true)
         })
     }
 
+    /// Deletes a tenant and its token, with its audit entry and its event, in one
+    /// transaction; false (nothing written) when there was no such tenant.
     pub async fn delete_tenant(
         &self,
         id: &TenantId,
         audit: &AuditEntry,
+        event: &NewEvent,
     ) -> Result<bool, sqlx::Error> {
         let id = id.as_str();
-        delete_audited!(
-            self,
-            ["DELETE FROM tokens WHERE tenant_id = $1"],
-            "DELETE FROM tenants WHERE id = $1",
-            id,
-            audit
-        )
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM tokens WHERE tenant_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Ok(false);
+            }
+            write_audit!(tx, audit)?;
+            write_event!(tx, event);
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 }

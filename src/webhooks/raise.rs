@@ -92,6 +92,18 @@ impl Events {
         Ok(Some(new.id))
     }
 
+    /// `event` ready to be written in the transaction of the change it announces (the
+    /// store's tenant writes take one), so that the change and its event commit together;
+    /// call [`Events::wake`] once that has committed.
+    pub fn for_change(&self, event: &Event) -> NewEvent {
+        self.new_event(event)
+    }
+
+    /// Wakes the delivery worker of this process: a change has committed with its event.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// The events raised so far, for an in-memory handle (empty otherwise).
     pub fn raised(&self) -> Vec<Event> {
         match &self.inner.sink {

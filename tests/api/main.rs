@@ -51,12 +51,13 @@ mod workload;
 /// Tests that need more than the repository and a PostgreSQL server: clusters of their
 /// own (`cluster`), pinned Python tools (`python`), Chromium (`dashboard`, `demo`),
 /// Prometheus and promtool (`prometheus`); and
-/// the fleet tests, which run on PostgreSQL only.
+/// the fleet tests and the fault matrix (`faults`), which run on PostgreSQL only.
 mod full {
     mod cluster;
     mod contract;
     mod dashboard;
     mod demo;
+    mod faults;
     mod fleet;
     mod fleet_invalidation;
     mod fleet_limits;
