@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, Uri};
+use axum::http::{header, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 use tokenvend::auth::Caller;
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
-use tokenvend::domain::TenantId;
 use tokenvend::error::ApiError;
 use tokenvend::extract::Path;
 use tokenvend::routes::{self, Stack};
@@ -51,10 +50,13 @@ const PATH: &str = "/tenants/bench/token";
 const ROUTE: &str = "/tenants/{id}/token";
 
 /// The answer's headers, the same on every rung (and in `bare.rs`).
-const HEADERS: [(header::HeaderName, &str); 3] = [
-    (header::CONTENT_TYPE, "application/json"),
-    (header::CACHE_CONTROL, "no-store"),
-    (header::PRAGMA, "no-cache"),
+const HEADERS: [(header::HeaderName, HeaderValue); 3] = [
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ),
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    (header::PRAGMA, HeaderValue::from_static("no-cache")),
 ];
 
 /// `min_ttl`, as the token route reads it.
@@ -80,14 +82,15 @@ async fn token_answer(
     raw_id: &str,
     timed: bool,
 ) -> Result<Response, ApiError> {
-    let current = TenantId::parse(raw_id)
-        .ok()
-        .and_then(|id| state.vendor.uid_of(&id));
-    caller.require_token_access(raw_id, current)?;
-    let id = TenantId::parse(raw_id).map_err(|_| ApiError::TenantNotFound)?;
+    let held = state.vendor.held_id(raw_id);
+    caller.require_token_access(raw_id, held.as_ref().map(|(_, uid)| *uid))?;
+    let (id, _) = held.ok_or(ApiError::TenantNotFound)?;
     tracing::Span::current().record("tenant", id.as_str());
     let started = timed.then(Instant::now);
-    let token = state.vendor.token_for(&id, Duration::ZERO, caller.id()).await;
+    let token = state
+        .vendor
+        .token_for(&id, Duration::ZERO, caller.id())
+        .await;
     if let Some(started) = started {
         state
             .metrics
@@ -107,7 +110,7 @@ fn rungs(state: &AppState, body: &Bytes) -> Vec<(&'static str, Router, &'static 
         }
     };
     let routed = || Router::new().route(ROUTE, get(fixed.clone()));
-    let with = |stack: Stack| stack.around(stack.timed(routed()));
+    let with = |stack: Stack| stack.around(routed());
     let id_only = Stack {
         request_id: true,
         ..Stack::NONE
@@ -132,12 +135,15 @@ fn rungs(state: &AppState, body: &Bytes) -> Vec<(&'static str, Router, &'static 
         }
     };
     let looked_up = |timed: bool| {
-        move |State(state): State<AppState>, caller: Caller, Path(raw_id): Path<String>, uri: Uri| async move {
+        move |State(state): State<AppState>,
+              caller: Caller,
+              Path(raw_id): Path<String>,
+              uri: Uri| async move {
             read_query(&uri)?;
             token_answer(&state, &caller, &raw_id, timed).await
         }
     };
-    let full = |routes: Router<AppState>| Stack::ALL.around(Stack::ALL.timed(routes)).with_state(state.clone());
+    let full = |routes: Router<AppState>| Stack::ALL.around(routes).with_state(state.clone());
     vec![
         ("bare handler on tokenvend's accept loop (header timeout, connection limit, peer address)",
          Router::new().route(PATH, get({ let body = body.clone(); move || { let body = body.clone(); async move { (HEADERS, body) } } })), "-"),
@@ -212,10 +218,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     anyhow::ensure!(created.status() == 201, "tenant: {}", created.status());
-    let key: Value = post("api-keys", json!({"name": "bench", "scopes": ["token:bench"]}))
-        .await?
-        .json()
-        .await?;
+    let key: Value = post(
+        "api-keys",
+        json!({"name": "bench", "scopes": ["token:bench"]}),
+    )
+    .await?
+    .json()
+    .await?;
     let key = key["key"].as_str().unwrap_or_default().to_owned();
     // A per-key rate limit it never reaches (the highest allowed).
     let limited: Value = post(
@@ -238,8 +247,10 @@ async fn main() -> anyhow::Result<()> {
     println!("KEY={key}");
     println!("LIMITED_KEY={limited}");
     println!("JWT={jwt}");
-    println!("RUNG\tbare axum handler (`axum::serve`, the same bytes and headers)\t{}\t-",
-        bare::serve(PATH, body.clone()).await?);
+    println!(
+        "RUNG\tbare axum handler (`axum::serve`, the same bytes and headers)\t{}\t-",
+        bare::serve(PATH, body.clone()).await?
+    );
     // Held for the life of the process: the accept loops stop when it is dropped.
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let serving = ServingSettings::default();
@@ -251,8 +262,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move { serve::serve(listener, router, &serving, stopped).await });
         println!("RUNG\t{label}\t{url}\t{caller}");
         if label.starts_with("the real router") {
-            top.push(("the product: the running `Application` (limited key)", "limited"));
-            top.push(("the product, with an unlimited key (as `bench/run.sh` measures)", "key"));
+            top.push((
+                "the product: the running `Application` (limited key)",
+                "limited",
+            ));
+            top.push((
+                "the product, with an unlimited key (as `bench/run.sh` measures)",
+                "key",
+            ));
         }
         if label == "JWT: the real router" {
             top.push(("JWT: the product", "jwt"));

@@ -23,8 +23,26 @@ use tokenvend::webhooks::WebhookSettings;
 
 const ADMIN_KEY: &str = "hot-path-admin-key-0123456789abcdef";
 
-/// The allocations a cache hit makes through the router, each one named (see the test).
-const EXPECTED_PER_HIT: u64 = 0;
+/// The allocations a cache hit makes through the router (45 before issue 25). Measured
+/// step by step, as the cost ladder builds the route up (`bench/ladder.rs`), with
+/// `oneshot` and no sockets:
+/// - 14: axum serving any route from a `Router` — the matched route's boxed service
+///   clone and boxed future, its handler's boxed future, the request's extensions map
+///   and the `MatchedPath` in it, the answer's body box and header map;
+/// - 4: the route's path parameter (`/tenants/{id}/token`): axum's `UrlParams` in the
+///   extensions (the parameter's name and decoded value, shared);
+/// - 5: the middleware as one route layer (`routes::Stack`): axum boxes a layered route
+///   again (a boxed clone and a boxed future per request); the layer itself, its
+///   timeout and its span allocate nothing;
+/// - 1 of the 3 of the request id: its 36 bytes, shared by the request's header and the
+///   answer's (a new UUID per request is documented; the other 2 are the header maps'
+///   growth for one more header);
+/// - the hit itself: the answer's bytes (its `expires_in` changes every second, so it
+///   is built per request into one buffer of its exact size) in place of the fixed
+///   answers of the steps above; the key's check, the scope check, the slot lookup, the
+///   token, the counters and the latency histogram allocate nothing.
+/// With hyper, each request also pays the connection's peer address in the extensions.
+const EXPECTED_PER_HIT: u64 = 24;
 
 async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let response = router.clone().oneshot(request).await.expect("infallible");
@@ -32,7 +50,10 @@ async fn call(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .expect("body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn admin(method: Method, uri: &str, body: Value) -> Request<Body> {
@@ -96,7 +117,7 @@ async fn service_with_a_held_token(
 /// Allocations per cache hit through the real router, after warm-up: exactly the named
 /// ones (`EXPECTED_PER_HIT`).
 #[test]
-fn a_cache_hit_allocates_nothing_but_what_is_named() {
+fn a_cache_hit_allocates_only_what_is_named() {
     telemetry::init(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -35,9 +35,7 @@ pub fn router(state: AppState) -> Router {
 /// The routes behind `stack`: the service runs with `Stack::ALL`; the cost ladder
 /// (`bench/ladder.rs`) measures the same routes with less.
 pub fn router_with(state: AppState, stack: Stack) -> Router {
-    // Proxied calls have a timeout of their own (TOKENVEND_PROXY_TIMEOUT) and stream
-    // their answers: the overall request timeout is for the other routes.
-    let timed = Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(tenants::router())
         .merge(tokens::router())
@@ -47,10 +45,7 @@ pub fn router_with(state: AppState, stack: Stack) -> Router {
         .merge(api_keys::router())
         .merge(audit::router())
         .merge(webhooks::router())
-        .merge(identity::router());
-    let timed = stack.timed(timed);
-    let routes = Router::new()
-        .merge(timed)
+        .merge(identity::router())
         .merge(proxy::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
