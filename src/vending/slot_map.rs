@@ -143,16 +143,6 @@ impl Batch<'_> {
     }
 }
 
-impl super::Vendor {
-    /// The id and identity of the tenant served under `raw`, if any: the slot's own id (a
-    /// reference count, no allocation: the hot path looks tenants up by the path's text).
-    pub fn held_id(&self, raw: &str) -> Option<(TenantId, crate::domain::TenantUid)> {
-        let slot = self.core.slots.get(raw)?;
-        let uid = slot.config.load().key.uid;
-        Some((slot.id.clone(), uid))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
