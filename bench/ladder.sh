@@ -6,7 +6,9 @@
 # request on the one server core (1e6 / requests/s), the step from the rung above, the
 # ratio to the bare handler, and p99 against the bare p99.
 # Usage: bash bench/ladder.sh [seconds] [connections]  (ROUNDS=5 by default; BIN=path
-# measures another build of bench_ladder without building; PIN=0 leaves both unpinned).
+# measures another build of bench_ladder without building; BEFORE=path also runs an
+# earlier build's ladder, both servers on core 0, every rung of both in the same
+# interleaved rounds, and prints its table first; PIN=0 leaves both unpinned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-5}
@@ -27,17 +29,25 @@ fi
 ulimit -n 65536 2>/dev/null || true
 
 OUT=$(mktemp -d)
-"${SERVER_CPU[@]}" "$BIN" >"$OUT/server" 2>/dev/null &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -rf "$OUT"' EXIT
-for _ in $(seq 1 300); do grep -q '^READY=1' "$OUT/server" && break; sleep 0.1; done
-grep -q '^READY=1' "$OUT/server" || { echo "bench_ladder did not start" >&2; exit 1; }
-KEY=$(sed -n 's/^KEY=//p' "$OUT/server")
-LIMITED_KEY=$(sed -n 's/^LIMITED_KEY=//p' "$OUT/server")
-JWT=$(sed -n 's/^JWT=//p' "$OUT/server")
-mapfile -t LABELS < <(awk -F'\t' '$1=="RUNG" {print $2}' "$OUT/server")
-mapfile -t URLS < <(awk -F'\t' '$1=="RUNG" {print $3}' "$OUT/server")
-mapfile -t CALLERS < <(awk -F'\t' '$1=="RUNG" {print $4}' "$OUT/server")
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+BUILDS=()
+[ -n "${BEFORE:-}" ] && BUILDS+=("$BEFORE")
+BUILDS+=("$BIN")
+LABELS=() URLS=() CALLERS=() BUILD_OF=() KEYS=() LIMITED_KEYS=() JWTS=()
+for b in "${!BUILDS[@]}"; do
+  "${SERVER_CPU[@]}" "${BUILDS[$b]}" >"$OUT/server.$b" 2>/dev/null &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do grep -q '^READY=1' "$OUT/server.$b" && break; sleep 0.1; done
+  grep -q '^READY=1' "$OUT/server.$b" || { echo "${BUILDS[$b]} did not start" >&2; exit 1; }
+  KEYS[$b]=$(sed -n 's/^KEY=//p' "$OUT/server.$b")
+  LIMITED_KEYS[$b]=$(sed -n 's/^LIMITED_KEY=//p' "$OUT/server.$b")
+  JWTS[$b]=$(sed -n 's/^JWT=//p' "$OUT/server.$b")
+  while IFS=$'\t' read -r tag label url caller; do
+    [ "$tag" = RUNG ] || continue
+    LABELS+=("$label") URLS+=("$url") CALLERS+=("$caller") BUILD_OF+=("$b")
+  done <"$OUT/server.$b"
+done
 
 # p99 in microseconds, whatever unit wrk chose.
 us() { awk '{ v = $1; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v);
@@ -45,10 +55,11 @@ us() { awk '{ v = $1; u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v);
 
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!URLS[@]}"; do
+    b=${BUILD_OF[$i]}
     case ${CALLERS[$i]} in
-      key) auth=(-H "Authorization: Bearer $KEY") ;;
-      limited) auth=(-H "Authorization: Bearer $LIMITED_KEY") ;;
-      jwt) auth=(-H "Authorization: Bearer $JWT") ;;
+      key) auth=(-H "Authorization: Bearer ${KEYS[$b]}") ;;
+      limited) auth=(-H "Authorization: Bearer ${LIMITED_KEYS[$b]}") ;;
+      jwt) auth=(-H "Authorization: Bearer ${JWTS[$b]}") ;;
       *) auth=() ;;
     esac
     "${WRK_CPU[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${auth[@]}" "${URLS[$i]}" >"$OUT/wrk"
@@ -65,10 +76,16 @@ median() { sort -g "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) 
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s per rung, $ROUNDS interleaved rounds, medians; $(nproc) cores," \
   "${SERVER_CPU[*]:-unpinned} server, ${WRK_CPU[*]:-unpinned} wrk; $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d)"
 echo
+for b in "${!BUILDS[@]}"; do
+echo
+echo "${BUILDS[$b]}:"
+echo
 echo "| # | rung | requests/s | µs/request | step µs | / bare | p99 µs | p99 / bare p99 |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-bare_rps=$(median "$OUT/rps.0") bare_p99=$(median "$OUT/p99.0") prev_us=""
+first="" prev_us=""
 for i in "${!URLS[@]}"; do
+  [ "${BUILD_OF[$i]}" = "$b" ] || continue
+  if [ -z "$first" ]; then first=$i; bare_rps=$(median "$OUT/rps.$i") bare_p99=$(median "$OUT/p99.$i"); fi
   rps=$(median "$OUT/rps.$i") p99=$(median "$OUT/p99.$i")
   us_req=$(awk -v r="$rps" 'BEGIN { printf "%.2f", 1e6 / r }')
   case ${LABELS[$i]} in
@@ -79,7 +96,7 @@ for i in "${!URLS[@]}"; do
   case ${LABELS[$i]} in
     "+ trace span"*) JWT_BASE=$us_req ;;
   esac
-  printf "| %d | %s | %.0f | %s | %s | %.2f | %.0f | %.2f |\n" "$i" "${LABELS[$i]}" "$rps" "$us_req" "$step" \
+  printf "| %d | %s | %.0f | %s | %s | %.2f | %.0f | %.2f |\n" "$((i - first))" "${LABELS[$i]}" "$rps" "$us_req" "$step" \
     "$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { print a / b }')" "$p99" \
     "$(awk -v a="$p99" -v b="$bare_p99" 'BEGIN { print a / b }')"
   case ${LABELS[$i]} in
@@ -87,4 +104,5 @@ for i in "${!URLS[@]}"; do
     "the product"*|"JWT: the product") ;;
     *) prev_us=$us_req ;;
   esac
+done
 done

@@ -41,6 +41,7 @@ const ADMIN_KEY: &str = "hot-path-admin-key-0123456789abcdef";
 ///   is built per request into one buffer of its exact size) in place of the fixed
 ///   answers of the steps above; the key's check, the scope check, the slot lookup, the
 ///   token, the counters and the latency histogram allocate nothing.
+///
 /// With hyper, each request also pays the connection's peer address in the extensions.
 const EXPECTED_PER_HIT: u64 = 24;
 
