@@ -4,7 +4,8 @@
 mod fd_limit;
 mod files;
 mod identities;
-mod serve;
+/// The accept loop (public for the hit-path cost ladder, `bench/ladder.rs`).
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;

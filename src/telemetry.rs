@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{field, Span};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -119,32 +119,29 @@ pub fn init(format: LogFormat) {
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Gives every request its id: the client's when it is short and plain (it is echoed and
-/// logged), else a new UUID in its place. Synchronous, so that it adds no allocation of
-/// its own to the hot path beyond the id.
-pub fn with_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
-    let usable = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .is_some_and(|value| {
-            let bytes = value.as_bytes();
-            !bytes.is_empty()
-                && bytes.len() <= 128
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
-        });
-    if !usable {
-        let mut text = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        if let Ok(value) = axum::http::HeaderValue::from_str(id) {
-            request.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
+/// Gives a request its id: the client's when it is short and plain (it is echoed and
+/// logged), else a new UUID in its place; returns it, for the answer. A new id is one
+/// allocation (its 36 bytes, shared by every clone: the request's header, the answer's).
+pub fn assign_request_id(headers: &mut axum::http::HeaderMap) -> Option<HeaderValue> {
+    let usable = |value: &&HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+    };
+    if let Some(value) = headers.get(REQUEST_ID_HEADER).filter(usable) {
+        return Some(value.clone());
     }
-    request
+    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let value = HeaderValue::from_maybe_shared(axum::body::Bytes::from_owner(text)).ok()?;
+    headers.insert(REQUEST_ID_HEADER, value.clone());
+    Some(value)
 }
 
-/// The request id given by `with_request_id` (the client's, or a new one).
+/// The request id given by `assign_request_id` (the client's, or a new one).
 #[derive(Debug, Clone, Default)]
 pub struct RequestId(pub Option<String>);
 

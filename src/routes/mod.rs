@@ -14,6 +14,7 @@ pub mod metrics_only;
 mod oauth;
 mod pagination;
 mod proxy;
+pub mod stack;
 mod tenant_path;
 mod tenants;
 mod tokens;
@@ -21,29 +22,20 @@ mod upstream;
 mod verify;
 mod webhooks;
 
-use std::time::Duration;
-
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode};
 use axum::Router;
-use tower::ServiceBuilder;
-use tower_http::request_id::PropagateRequestIdLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::extract::BODY_LIMIT;
 use crate::state::AppState;
-use crate::telemetry::{self, REQUEST_ID_HEADER};
-
-/// How long one request may take before it is answered 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub use stack::Stack;
 
 pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    // Proxied calls have a timeout of their own (TOKENVEND_PROXY_TIMEOUT) and stream
-    // their answers: the overall request timeout is for the other routes.
-    let timed = Router::new()
+    router_with(state, Stack::ALL)
+}
+
+/// The routes behind `stack`: the service runs with `Stack::ALL`; the cost ladder
+/// (`bench/ladder.rs`) measures the same routes with less.
+pub fn router_with(state: AppState, stack: Stack) -> Router {
+    let routes = Router::new()
         .merge(health::router())
         .merge(tenants::router())
         .merge(tokens::router())
@@ -54,27 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(webhooks::router())
         .merge(identity::router())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ));
-    Router::new()
-        .merge(timed)
         .merge(proxy::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(
-            ServiceBuilder::new()
-                .map_request(telemetry::with_request_id)
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(telemetry::request_span)
-                        .on_request(())
-                        .on_response(telemetry::log_response)
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::new(request_id)),
-        )
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    stack.around(routes).with_state(state)
 }

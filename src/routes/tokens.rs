@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, Uri};
+use axum::http::{header, HeaderValue, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,7 +18,7 @@ use crate::error::{ApiError, Result};
 use crate::extract::{parse_json, Path, Query};
 use crate::routes::audit_entry::audit;
 use crate::routes::pagination::{decode_tenant_cursor, encode_tenant_cursor, page_size_within};
-use crate::routes::tenant_path::path_tenant_id;
+use crate::routes::tenant_path::{path_tenant_id, raw_tenant_id};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
 use crate::vending::{Invalidation, TokenState, TokenStatus, VendError};
@@ -43,14 +43,20 @@ struct TokenParams {
 async fn get_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw_id): Path<String>,
     uri: Uri,
 ) -> Result<impl IntoResponse> {
-    let current = TenantId::parse(&raw_id)
-        .ok()
-        .and_then(|id| state.vendor.uid_of(&id));
-    caller.require_token_access(&raw_id, current)?;
-    let id = path_tenant_id(&raw_id)?;
+    // The id is read from the path as it is and the tenant found by it, so that a hit
+    // allocates nothing for either (the slot's own id is shared).
+    let raw_id = raw_tenant_id(uri.path())?;
+    let held = state.vendor.held_id(&raw_id);
+    caller.require_token_access(&raw_id, held.as_ref().map(|(_, uid)| *uid))?;
+    let id = match held {
+        Some((id, _)) => {
+            tracing::Span::current().record("tenant", id.as_str());
+            id
+        }
+        None => path_tenant_id(&raw_id)?,
+    };
     // The query is read only now, so that a key without scope gets 403 whatever it sends.
     let params: TokenParams = axum::extract::Query::try_from_uri(&uri)
         .map(|q| q.0)
@@ -70,11 +76,15 @@ async fn get_token(
         .observe_token_request(started.elapsed().as_secs_f64());
     let token = token?;
     let body = token.response_json(id.as_str(), state.vendor.now());
+    // Static header values: nothing copied per answer.
     Ok((
         [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
         ],
         body,
     ))

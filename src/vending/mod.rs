@@ -401,6 +401,14 @@ impl Vendor {
         Some(self.core.slot(id)?.config.load().key.uid)
     }
 
+    /// The id and identity of the tenant served under `raw`: the slot's own id (shared,
+    /// not copied: the hot path finds tenants by the path's text).
+    pub fn held_id(&self, raw: &str) -> Option<(TenantId, TenantUid)> {
+        let slot = self.core.slots.get(raw)?;
+        let uid = slot.config.load().key.uid;
+        Some((slot.id.clone(), uid))
+    }
+
     /// Records a proxied call's answer (`None`: tokenvend's own failure) for the status.
     pub fn record_proxy_call(&self, id: &TenantId, status: Option<u16>) {
         let Some(slot) = self.core.slot(id) else {
