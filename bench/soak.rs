@@ -74,8 +74,8 @@ async fn main() -> anyhow::Result<()> {
         ("TOKENVEND_MASTER_KEY", master_key),
         ("TOKENVEND_ADMIN_KEY", admin_key.clone()),
         ("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1".to_owned()),
-        // The fleet needs ~12 token calls a second (1,000 tenants, a refresh every ~86 s);
-        // the budget leaves room for the fill and the catch-up after faults.
+        // The fleet needs ~700 token calls a minute (1,000 tenants, a refresh every ~86 s);
+        // the budget (a minute's worth of burst) leaves room for the fill and the catch-up.
         ("TOKENVEND_UPSTREAM_RATE", setup::UPSTREAM_RATE.to_string()),
         ("RUST_LOG", "warn".to_owned()),
     ];

@@ -43,7 +43,8 @@ pub fn print(mut input: Input<'_>) -> anyhow::Result<()> {
     println!(
         "Traffic: {:.0} token hits/s and {:.0} proxied calls/s on random tenants, {:.0} tenant \
          PATCH/s (name only), a tenant created and one deleted every {} s, an invalidation \
-         every {} s; a fault every {} s; warm-up {} s; tally: {:?}",
+         every {} s; a fault every {} s; warm-up {} s; `TOKENVEND_UPSTREAM_RATE={}`; \
+         tally: {:?}",
         r.token_per_second,
         r.proxy_per_second,
         r.patch_per_second,
@@ -51,6 +52,7 @@ pub fn print(mut input: Input<'_>) -> anyhow::Result<()> {
         r.invalidate_every.as_secs(),
         input.fault_every.as_secs(),
         input.warm_up.as_secs(),
+        crate::setup::UPSTREAM_RATE,
         TallyView(&input.tally),
     );
     if let Some(error) = &input.fault_error {

@@ -17,7 +17,7 @@ use crate::stats::RssSample;
 use crate::traffic::{register, tenant_id, EdxMode, Traffic};
 
 /// `TOKENVEND_UPSTREAM_RATE` for the fleet: token calls per minute to the issuer.
-pub const UPSTREAM_RATE: u32 = 2400;
+pub const UPSTREAM_RATE: u32 = 1200;
 /// Requests at once while creating tenants and filling their tokens.
 const SETUP_CONCURRENCY: usize = 16;
 /// How long the outbox may take to drain after the traffic (a retry is due after 5 s,
