@@ -52,6 +52,21 @@ impl Store {
         }
     }
 
+    /// Whether every connection of the refresh-lock pool exists and is in use: a pool
+    /// timeout then means this replica is busy, not that the database is unreachable
+    /// (sqlx answers both with `PoolTimedOut`).
+    pub fn refresh_locks_all_in_use(&self) -> bool {
+        self.refresh_locks.as_ref().is_some_and(all_in_use)
+    }
+
+    /// The same for the pool of ordinary queries.
+    pub fn queries_all_in_use(&self) -> bool {
+        match &self.backend {
+            Backend::Postgres(pool) => all_in_use(pool),
+            Backend::Sqlite(_) => false,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Postgres(_) => "postgres",
@@ -84,4 +99,8 @@ impl Store {
         .fetch_all(pool)
         .await)
     }
+}
+
+fn all_in_use(pool: &sqlx::PgPool) -> bool {
+    pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections()
 }

@@ -30,6 +30,10 @@ pub struct MemoryTokenStore {
     pub tenants: Mutex<HashMap<TenantId, TenantKey>>,
     /// How many tokens were read one by one (`stored`).
     pub reads: AtomicUsize,
+    /// How many refresh locks were asked for.
+    pub lock_calls: AtomicUsize,
+    /// Faults the next lock requests answer with, in order.
+    pub lock_faults: Mutex<VecDeque<StoreFault>>,
 }
 
 impl MemoryTokenStore {
@@ -44,7 +48,9 @@ impl TokenStore for MemoryTokenStore {
         _tenant: &'a TenantKey,
         _wait: Duration,
     ) -> BoxFuture<'a, Result<Option<Box<dyn RefreshGuard>>, StoreFault>> {
-        futures::future::ready(Ok(None)).boxed()
+        self.lock_calls.fetch_add(1, Ordering::Relaxed);
+        let answer = self.lock_faults.lock().pop_front().map_or(Ok(None), Err);
+        futures::future::ready(answer).boxed()
     }
 
     fn save<'a>(

@@ -56,6 +56,11 @@ pub enum StoreFault {
     /// Another replica held the refresh lock for longer than the wait allowed.
     #[error("the refresh lock was held too long by another replica")]
     LockTimeout,
+    /// Every connection of the pool stayed in use for the whole acquire timeout: the
+    /// store answers, this replica is just using all of it (many fetches at once, each
+    /// holding its refresh lock). Not a reason to skip the store for a while.
+    #[error("every store connection is in use")]
+    Busy,
     #[error("{0}")]
     Other(String),
 }

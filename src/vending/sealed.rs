@@ -83,6 +83,15 @@ fn seal(master_key: &MasterKey, tenant: &TenantKey, token: &HeldToken) -> TokenR
     }
 }
 
+/// `fault`, knowing whether the pool the step used had all its connections in use: a pool
+/// timeout is then this replica's own load, not an unreachable database.
+fn fault_in(all_in_use: bool) -> impl FnOnce(sqlx::Error) -> StoreFault {
+    move |error| match error {
+        sqlx::Error::PoolTimedOut if all_in_use => StoreFault::Busy,
+        error => fault(error),
+    }
+}
+
 fn fault(error: sqlx::Error) -> StoreFault {
     if store::is_lock_timeout(&error) {
         StoreFault::LockTimeout
@@ -104,7 +113,7 @@ impl TokenStore for SealedTokenStore {
                 .store
                 .refresh_lock(&tenant.id, tenant.uid, wait)
                 .await
-                .map_err(fault)?;
+                .map_err(|e| fault_in(self.store.refresh_locks_all_in_use())(e))?;
             Ok(lock.map(|lock| {
                 Box::new(SealedGuard {
                     lock,
@@ -213,7 +222,7 @@ impl TokenStore for SealedTokenStore {
                 .store
                 .take_upstream_budget(host, rule.capacity, rule.per_second, floor, now)
                 .await
-                .map_err(fault)?;
+                .map_err(|e| fault_in(self.store.queries_all_in_use())(e))?;
             Ok(answer.map(|answer| match answer {
                 BudgetAnswer::Taken(level) => Take::Granted { level },
                 BudgetAnswer::Short(level) => Take::Short { level },
@@ -277,5 +286,29 @@ impl RefreshGuard for SealedGuard {
                 .map_err(fault)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_timeout_is_busy_only_when_every_connection_is_in_use() {
+        assert!(matches!(
+            fault_in(true)(sqlx::Error::PoolTimedOut),
+            StoreFault::Busy
+        ));
+        // With connections missing, the pool could not open one: the database is down
+        // (sqlx retries a refused connection until the acquire timeout).
+        assert!(matches!(
+            fault_in(false)(sqlx::Error::PoolTimedOut),
+            StoreFault::Unavailable(_)
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            fault(sqlx::Error::Io(refused)),
+            StoreFault::Unavailable(_)
+        ));
     }
 }

@@ -489,3 +489,4 @@ mod adoption;
 mod events;
 mod invalidation;
 mod status;
+mod store_faults;
