@@ -32,10 +32,19 @@ struct Change {
 }
 
 /// Follows the store's change announcements until `stop` resolves (returns at once on
-/// SQLite).
-pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
+/// SQLite). `early` is a listener made before the start-up load, if one could be.
+pub async fn follow_changes(
+    state: AppState,
+    early: Option<sqlx::postgres::PgListener>,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
+    let listened_before_the_load = early.is_some();
+    let mut early = early;
     let mut listener = loop {
+        if let Some(listener) = early.take() {
+            break listener;
+        }
         match state.store.change_listener().await {
             Ok(Some(listener)) => break listener,
             Ok(None) => return,
@@ -58,9 +67,11 @@ pub async fn follow_changes(state: AppState, stop: impl Future<Output = ()>) {
     read_invalidations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set when announcements may have been missed (a lost connection, a failed reload):
     // everything is then reloaded every second until a reload succeeds. Changes made
-    // between the start-up load and this LISTEN were announced before it: one reload
-    // now catches them (reading only what changed), not the 30 s one.
-    let mut stale = !reload_all(&state).await;
+    // between the start-up load and a LISTEN made after it were announced before it: one
+    // reload now catches them (reading only what changed), not the 30 s one. A listener
+    // made before the load has them queued instead, and a reload now would race the
+    // first requests (a snapshot read before a caller's change replacing it in memory).
+    let mut stale = !listened_before_the_load && !reload_all(&state).await;
     loop {
         tokio::select! {
             received = listener.try_recv() => match received {

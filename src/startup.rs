@@ -24,6 +24,7 @@ use crate::config::{
 };
 use crate::crypto::MasterKey;
 use crate::domain::UrlPolicy;
+use crate::fleet::follow_changes;
 use crate::fleet::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -80,6 +81,7 @@ pub struct Application {
     audit_pruner: AuditPruner,
     /// Keeps the fleet's size (PostgreSQL) while the app runs.
     heartbeat: Heartbeat,
+    changes: Option<sqlx::postgres::PgListener>,
 }
 
 impl Application {
@@ -99,6 +101,7 @@ impl Application {
             None => None,
         };
         let store = open_store(&settings).await?;
+        let changes = store.change_listener().await.ok().flatten(); // before the load
         let master_key = master_key_ring(&settings)?;
         check_sealed_key_ids(&store, &master_key).await?;
 
@@ -195,6 +198,7 @@ impl Application {
             deliverer,
             audit_pruner,
             heartbeat,
+            changes,
         })
     }
 
@@ -246,9 +250,10 @@ impl Application {
         let adoption = tokio::spawn(crate::fleet::adopt_stored_tokens(self.state.vendor.clone()));
         let pruning = tokio::spawn(self.audit_pruner.run());
         let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
-        let follower = tokio::spawn(crate::fleet::follow_changes(self.state.clone(), async {
+        let following = async {
             let _ = follower_stopped.await;
-        }));
+        };
+        let follower = tokio::spawn(follow_changes(self.state.clone(), self.changes, following));
         let (stop_deliverer, deliverer_stopped) = tokio::sync::oneshot::channel::<()>();
         let deliverer = self.deliverer.map(|deliverer| {
             tokio::spawn(deliverer.run(async {
