@@ -115,7 +115,7 @@ impl UpstreamFailure {
             UpstreamError::Throttled { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream-throttled")
             }
-            UpstreamError::Unavailable { .. } => {
+            UpstreamError::Unavailable { .. } | UpstreamError::HostFailing { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable")
             }
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),

@@ -4,49 +4,18 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
-}
+mod labels;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TenantLabels {
-    tenant: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HostLabels {
-    host: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BudgetLabels {
-    host: String,
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProxyLabels {
-    tenant: String,
-    class: &'static str,
-}
+use labels::{
+    BudgetLabels, HostLabels, IdentityLabels, OutcomeLabels, ProxyLabels, ResultLabels,
+    StateLabels, TenantLabels,
+};
 
 /// What a webhook delivery attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +82,7 @@ pub struct Metrics {
     token_latency: Histogram,
     proxy_retries: Family<TenantLabels, Counter>,
     clock_offset: Family<HostLabels, Gauge<f64, AtomicU64>>,
+    circuit_open: Family<HostLabels, Gauge>,
     tenants_by_state: Family<StateLabels, Gauge>,
     bearer_tenants: Gauge,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
@@ -207,6 +177,12 @@ impl Metrics {
             "edX's clock minus ours per token-endpoint host, from the last token fetched (JWT iat, else the Date header)",
             clock_offset.clone(),
         );
+        let circuit_open = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "upstream_circuit_open",
+            "1 while a token-endpoint host's circuit breaker is open (edX failing every token request; none sent but a probe)",
+            circuit_open.clone(),
+        );
         let tenants_by_state = Family::<StateLabels, Gauge>::default();
         registry.register(
             "tenants_by_state",
@@ -279,6 +255,7 @@ impl Metrics {
             token_latency,
             proxy_retries,
             clock_offset,
+            circuit_open,
             tenants_by_state,
             bearer_tenants,
             webhook_deliveries,
@@ -296,6 +273,15 @@ impl Metrics {
                 host: host.to_owned(),
             })
             .set(seconds);
+    }
+
+    /// Whether `host`'s circuit breaker is open (or probing).
+    pub fn set_circuit_open(&self, host: &str, open: bool) {
+        self.circuit_open
+            .get_or_create(&HostLabels {
+                host: host.to_owned(),
+            })
+            .set(i64::from(open));
     }
 
     pub fn count_webhook_delivery(&self, outcome: DeliveryOutcome) {
@@ -423,14 +409,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Workload identity authentications: by provider (never by subject, to keep the labels
-/// few) and outcome (`accepted`, `forbidden`, `invalid`).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IdentityLabels {
-    provider: String,
-    outcome: &'static str,
 }
 
 impl Metrics {

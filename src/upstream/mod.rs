@@ -106,6 +106,10 @@ pub enum UpstreamError {
     /// (`TOKENVEND_UPSTREAM_RATE`) is spent for now.
     #[error("the budget of token requests to this edX host is spent for now; try again in {}s", .retry_after.as_secs().max(1))]
     OverBudget { retry_after: Duration },
+    /// Not sent: edX failed this host's last token requests, and tokenvend leaves it
+    /// alone until its circuit breaker lets a probe through (`vending/breaker.rs`).
+    #[error("edX is failing every token request; not asked again for {}s", .retry_after.as_secs().max(1))]
+    HostFailing { retry_after: Duration },
 }
 
 impl UpstreamError {
@@ -127,7 +131,7 @@ impl UpstreamError {
             | Self::Throttled { status, .. }
             | Self::InvalidResponse { status, .. } => Some(*status),
             Self::Unavailable { status, .. } => *status,
-            Self::Timeout(_) | Self::OverBudget { .. } => None,
+            Self::Timeout(_) | Self::OverBudget { .. } | Self::HostFailing { .. } => None,
         }
     }
 
@@ -140,6 +144,7 @@ impl UpstreamError {
             Self::Timeout(_) => "timeout",
             Self::InvalidResponse { .. } => "invalid_response",
             Self::OverBudget { .. } => "over_budget",
+            Self::HostFailing { .. } => "host_failing",
         }
     }
 }

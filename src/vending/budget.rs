@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::breaker::{Breakers, Circuit};
 use crate::metrics::Metrics;
 
 /// The bucket of one host: a minute's worth of requests, refilled continuously.
@@ -132,6 +133,9 @@ pub struct HostBudget {
     /// edX's clock minus ours, from the last token fetched from this host (see
     /// `skew.rs`); `None` until measured.
     pub clock_offset_seconds: Option<f64>,
+    /// The host's circuit breaker (`breaker.rs`): `open` while edX is failing every
+    /// token request and none is sent, `probing` while one tests it.
+    pub circuit: Circuit,
 }
 
 /// The budget as `GET /upstream/budget` shows it.
@@ -148,6 +152,8 @@ pub struct UpstreamBudget {
     metrics: Arc<Metrics>,
     local: Mutex<HashMap<String, Bucket>>,
     hosts: Mutex<HashMap<String, HostBudget>>,
+    /// Whether each host is failing every token request (asked before the bucket).
+    pub breakers: Breakers,
 }
 
 /// Why a fetch could not be made now, and when to ask again.
@@ -163,6 +169,7 @@ impl UpstreamBudget {
             metrics,
             local: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
+            breakers: Breakers::default(),
         }
     }
 
@@ -265,9 +272,31 @@ impl UpstreamBudget {
         stats.clock_offset_seconds.replace(offset)
     }
 
+    /// Shows a change of `host`'s circuit breaker in the metrics and the report.
+    pub fn note_circuit(&self, host: &str, circuit: Circuit) {
+        self.metrics
+            .set_circuit_open(host, circuit != Circuit::Closed);
+        self.hosts
+            .lock()
+            .entry(host.to_owned())
+            .or_insert_with(|| HostBudget {
+                host: host.to_owned(),
+                ..HostBudget::default()
+            });
+    }
+
     /// Every host asked about or measured so far, by name.
     pub fn hosts(&self) -> Vec<HostBudget> {
-        let mut hosts: Vec<HostBudget> = self.hosts.lock().values().cloned().collect();
+        let mut hosts: Vec<HostBudget> = self
+            .hosts
+            .lock()
+            .values()
+            .cloned()
+            .map(|host| HostBudget {
+                circuit: self.breakers.circuit(&host.host),
+                ..host
+            })
+            .collect();
         hosts.sort_by(|a, b| a.host.cmp(&b.host));
         hosts
     }

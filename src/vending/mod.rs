@@ -9,6 +9,7 @@
 //! tenants in step with the store, `status.rs` answers dashboards, `scheduler.rs`
 //! refreshes ahead.
 
+mod breaker;
 mod budget;
 mod caller_rate;
 mod config;

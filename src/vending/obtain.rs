@@ -3,7 +3,7 @@
 //! need; otherwise asking edX and storing the answer before the lock is released. Without
 //! the lock (SQLite, store down, lock held too long) edX is asked directly.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use futures::future::{BoxFuture, FutureExt};
 use tracing::Instrument;
 use url::Url;
 
+use super::breaker::{Admission, Circuit};
 use super::budget::{Priority, UpstreamBudget};
 use super::config::TenantConfig;
 use super::core::Core;
@@ -184,10 +185,11 @@ async fn fetch_upstream(
         Need::Refresh { .. } => Priority::Background,
         Need::Serve(_) => Priority::Caller,
     };
+    let sent = AttemptsSent::default();
     let gate = || -> BoxFuture<'_, Result<(), UpstreamError>> {
-        let host = host.as_str();
+        let (host, sent) = (host.as_str(), &sent);
         async move {
-            take_budget(core, host, priority, deadline).await?;
+            before_attempt(core, host, priority, deadline, sent).await?;
             slot.upstream_calls.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
@@ -201,16 +203,17 @@ async fn fetch_upstream(
         cause,
     };
     let mut notice = None;
-    let fetched = match core.source.fetch(&request, deadline, &gate).await {
+    let first = core.source.fetch(&request, deadline, &gate).await;
+    sent.finish(core, &host, &first);
+    let fetched = match first {
         Err(UpstreamError::Rejected { status, code }) if code == "invalid_client" => {
-            let (fetched, until) = previous_secret_fallback(core, slot, config, deadline, &gate)
-                .await
-                .ok_or_else(|| {
-                    upstream_error(UpstreamError::Rejected {
-                        status,
-                        code: code.clone(),
-                    })
-                })?;
+            let fallback = previous_secret_fallback(core, slot, config, deadline, (&gate, &sent));
+            let (fetched, until) = fallback.await.ok_or_else(|| {
+                upstream_error(UpstreamError::Rejected {
+                    status,
+                    code: code.clone(),
+                })
+            })?;
             notice = Some(LastError {
                 at: rfc3339(core.now()),
                 status: Some(status),
@@ -256,11 +259,13 @@ async fn previous_secret_fallback(
     slot: &Slot,
     config: &TenantConfig,
     deadline: Instant,
-    gate: &AttemptGate<'_>,
+    (gate, sent): (&AttemptGate<'_>, &AttemptsSent),
 ) -> Option<(FetchedToken, DateTime<Utc>)> {
     let params = config.upstream.as_ref().ok()?;
     let (request, until) = params.previous_request(core.now())?;
-    match core.source.fetch(&request, deadline, gate).await {
+    let fetched = core.source.fetch(&request, deadline, gate).await;
+    sent.finish(core, &budget_host(request.token_url), &fetched);
+    match fetched {
         Ok(fetched) => {
             tracing::warn!(tenant = %slot.id, until = %rfc3339(until), "edX refused the new client secret; serving with the previous one");
             Some((fetched, until))
@@ -269,6 +274,77 @@ async fn previous_secret_fallback(
             tracing::debug!(tenant = %slot.id, %error, "the previous client secret does not work either");
             None
         }
+    }
+}
+
+/// The attempts of one fetch that went to edX: each one after the first means the one
+/// before failed in a way worth retrying (a timeout or a 5xx), which the host's circuit
+/// breaker counts; the fetch's result tells of the last.
+#[derive(Default)]
+pub struct AttemptsSent(AtomicU32);
+
+impl AttemptsSent {
+    /// Records what the fetch's last attempt came to (if one was sent), and starts over.
+    pub fn finish<T>(&self, core: &Core, host: &str, result: &Result<T, UpstreamError>) {
+        if self.0.swap(0, Ordering::Relaxed) == 0 {
+            return;
+        }
+        let outcome = result.as_ref().map(|_| ());
+        note_circuit(
+            core,
+            host,
+            core.budget.breakers.record(host, &outcome, core.now()),
+        );
+    }
+}
+
+/// Asked before each attempt of a fetch: the host's circuit breaker, then its budget.
+pub async fn before_attempt(
+    core: &Core,
+    host: &str,
+    priority: Priority,
+    deadline: Instant,
+    sent: &AttemptsSent,
+) -> Result<(), UpstreamError> {
+    let breakers = &core.budget.breakers;
+    if sent.0.load(Ordering::Relaxed) > 0 {
+        // The attempt before this one timed out or failed (only those are retried).
+        let failed = Err(&UpstreamError::Timeout(Duration::ZERO));
+        note_circuit(core, host, breakers.record(host, &failed, core.now()));
+    }
+    let probe = match breakers.admit(host, core.now()) {
+        Admission::Go { probe } => probe,
+        Admission::Refused { retry_after } => {
+            return Err(UpstreamError::HostFailing { retry_after });
+        }
+    };
+    if let Err(refused) = take_budget(core, host, priority, deadline).await {
+        if probe {
+            breakers.release(host, core.now());
+        }
+        return Err(refused);
+    }
+    if probe {
+        tracing::info!(
+            host,
+            "edX has been failing; sending one token request to see whether it answers again"
+        );
+    }
+    sent.0.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Says when a host's circuit breaker opened or closed.
+fn note_circuit(core: &Core, host: &str, change: Option<Circuit>) {
+    let Some(circuit) = change else { return };
+    core.budget.note_circuit(host, circuit);
+    match circuit {
+        Circuit::Open => tracing::warn!(
+            host,
+            "edX is failing every token request; sending none until a probe gets an answer"
+        ),
+        Circuit::Closed => tracing::info!(host, "edX answers token requests again"),
+        Circuit::Probing => {}
     }
 }
 

@@ -269,6 +269,8 @@ pub fn cooldown(cause: &UpstreamError, n: u32) -> Duration {
         UpstreamError::InvalidResponse { .. } => doubling(5, 300),
         // Not an answer of edX's: tokenvend's own budget (never recorded as a failure).
         UpstreamError::OverBudget { retry_after } => bounded(*retry_after),
+        // Not sent: the host's circuit breaker is open; asked again when it probes.
+        UpstreamError::HostFailing { retry_after } => bounded(*retry_after),
     }
 }
 

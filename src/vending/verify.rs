@@ -14,7 +14,7 @@ use super::budget::Priority;
 use super::config::TenantConfig;
 use super::core::Core;
 use super::error::VendError;
-use super::obtain::{budget_host, take_budget};
+use super::obtain::{before_attempt, budget_host, AttemptsSent};
 use super::port::TenantKey;
 use super::token::HeldToken;
 use crate::domain::Tenant;
@@ -93,11 +93,11 @@ pub async fn verify(
     let host = budget_host(request.token_url);
     // Taken from the host's budget like every token request, but outside the reserve
     // kept for tenants whose callers have no token.
+    let sent = AttemptsSent::default();
     let count = || -> BoxFuture<'_, Result<(), UpstreamError>> {
-        let host = host.as_str();
-        let attempts = &attempts;
+        let (host, attempts, sent) = (host.as_str(), &attempts, &sent);
         async move {
-            take_budget(core, host, Priority::Caller, deadline).await?;
+            before_attempt(core, host, Priority::Caller, deadline, sent).await?;
             attempts.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
@@ -110,13 +110,15 @@ pub async fn verify(
         .fetch(&request, deadline, &count)
         .instrument(span)
         .await;
+    sent.finish(core, &host, &fetched);
     // No cool-down is started for a tenant not yet stored: edX's own word on when to
     // come back is all a caller gets.
     let upstream_error = |cause: UpstreamError| {
         let retry_after = match &cause {
             UpstreamError::Throttled { retry_after, .. }
             | UpstreamError::Unavailable { retry_after, .. } => *retry_after,
-            UpstreamError::OverBudget { retry_after } => Some(*retry_after),
+            UpstreamError::OverBudget { retry_after }
+            | UpstreamError::HostFailing { retry_after } => Some(*retry_after),
             _ => None,
         };
         VendError::Upstream { cause, retry_after }

@@ -14,6 +14,7 @@ mod auth;
 mod binary;
 mod binary_custody;
 mod binary_flags;
+mod breaker;
 mod budget;
 mod caller_spend;
 mod clock_skew;
