@@ -5,13 +5,15 @@
 //! together, may ask; neither notices that the host itself is down, so during an outage
 //! a thousand tenants each spent their attempts and the fleet spent its whole budget on
 //! failures (the soak in BENCHMARKS.md: ~2,700 calls in a 40-second outage). After
-//! [`TRIP_AFTER`] failed attempts in a row (a timeout, a connection error, a 5xx, an
-//! invalid answer, a 429) the host is *open*: no token request is sent to it until the
+//! [`TRIP_AFTER`] failed attempts in a row (a timeout, a connection error, a 5xx) the
+//! host is *open*: no token request is sent to it until the
 //! open period ends; then exactly one request (the probe) goes, and the others wait for
 //! its answer. A probe that succeeds closes the breaker; one that fails opens it again
-//! for twice as long ([`FIRST_OPEN`] doubling up to [`LONGEST_OPEN`]; a 429's
+//! for twice as long ([`FIRST_OPEN`] doubling up to [`LONGEST_OPEN`]; a 503's
 //! `Retry-After` when longer). edX refusing a tenant's credentials is an answer, not an
-//! outage: it counts as a success here (and as that tenant's own failure elsewhere).
+//! outage: it counts as a success here (and as that tenant's own failure elsewhere); a
+//! 429 or an answer that is not a token counts neither way (usually one client's or one
+//! URL's trouble, which that tenant's cool-down handles).
 //!
 //! Hand-written rather than a crate's: the one circuit-breaker crate in wide use
 //! (`failsafe`) lets every call through while half-open (a burst of failures when edX is
@@ -186,7 +188,7 @@ impl HostBreaker {
 enum Heard {
     /// It answered: refusing a credential or a request's form is an answer.
     Answer,
-    /// It is failing, and asks to be left alone at least this long (a 429's
+    /// It is failing, and asks to be left alone at least this long (a 503's
     /// `Retry-After`; zero when it said nothing).
     Failure(Duration),
     /// Nothing was sent (tokenvend's own budget or breaker).
@@ -195,15 +197,18 @@ enum Heard {
 
 fn heard(error: &UpstreamError) -> Heard {
     match error {
-        UpstreamError::Throttled { retry_after, .. }
-        | UpstreamError::Unavailable { retry_after, .. } => {
+        UpstreamError::Unavailable { retry_after, .. } => {
             Heard::Failure(retry_after.unwrap_or_default())
         }
-        UpstreamError::Timeout(_) | UpstreamError::InvalidResponse { .. } => {
-            Heard::Failure(Duration::ZERO)
-        }
+        UpstreamError::Timeout(_) => Heard::Failure(Duration::ZERO),
         UpstreamError::Rejected { .. } => Heard::Answer,
-        UpstreamError::OverBudget { .. } | UpstreamError::HostFailing { .. } => Heard::Nothing,
+        // A throttle or a non-token answer is most often about one client or one token
+        // URL (edX limits each client; a wrong path answers HTML): that tenant's own
+        // cool-down deals with it, and it neither opens the host nor vouches for it.
+        UpstreamError::Throttled { .. }
+        | UpstreamError::InvalidResponse { .. }
+        | UpstreamError::OverBudget { .. }
+        | UpstreamError::HostFailing { .. } => Heard::Nothing,
     }
 }
 
@@ -285,6 +290,33 @@ mod tests {
     }
 
     #[test]
+    fn throttles_and_garbage_answers_neither_open_the_host_nor_vouch_for_it() {
+        let breakers = Breakers::default();
+        let throttled = UpstreamError::Throttled {
+            status: 429,
+            retry_after: None,
+        };
+        let garbage = UpstreamError::InvalidResponse {
+            status: 200,
+            detail: "not JSON".into(),
+        };
+        for _ in 0..10 {
+            breakers.record(HOST, &Err(&throttled), at(0));
+            breakers.record(HOST, &Err(&garbage), at(0));
+        }
+        assert_eq!(breakers.circuit(HOST), Circuit::Closed);
+        for _ in 1..TRIP_AFTER {
+            fail(&breakers, at(0));
+            breakers.record(HOST, &Err(&throttled), at(0));
+        }
+        assert_eq!(
+            fail(&breakers, at(0)),
+            Some(Circuit::Open),
+            "failures still in a row"
+        );
+    }
+
+    #[test]
     fn one_probe_at_a_time_and_a_failed_probe_doubles_the_open_period() {
         let breakers = Breakers::default();
         for _ in 0..TRIP_AFTER {
@@ -349,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_probe_lets_another_go_and_a_429_is_honoured() {
+    fn a_lost_probe_lets_another_go_and_a_retry_after_is_honoured() {
         let breakers = Breakers::default();
         for _ in 0..TRIP_AFTER {
             fail(&breakers, at(0));
@@ -363,11 +395,12 @@ mod tests {
             Admission::Go { probe: true },
             "nobody heard of the first probe in 30 s"
         );
-        let throttled = UpstreamError::Throttled {
-            status: 429,
+        let unavailable = UpstreamError::Unavailable {
+            status: Some(503),
+            detail: "HTTP 503".into(),
             retry_after: Some(Duration::from_secs(45)),
         };
-        breakers.record(HOST, &Err(&throttled), at(32_000));
+        breakers.record(HOST, &Err(&unavailable), at(32_000));
         assert_eq!(
             breakers.admit(HOST, at(32_000)),
             Admission::Refused {
