@@ -347,6 +347,22 @@ impl Metrics {
         self.token_latency.observe(seconds);
     }
 
+    /// Drops a deleted tenant's series, so that tenants coming and going do not grow the
+    /// registry (and `/metrics`) for ever.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        self.proxy_retries.remove(&labels);
+        self.seconds_left.remove(&labels);
+        for class in ["2xx", "3xx", "4xx", "5xx", "other", "error"] {
+            self.proxy_calls.remove(&ProxyLabels {
+                tenant: labels.tenant.clone(),
+                class,
+            });
+        }
+    }
+
     pub fn count_proxy_retry(&self, tenant: &str) {
         self.proxy_retries
             .get_or_create(&TenantLabels {

@@ -93,6 +93,7 @@ pub fn remove_tenant(core: &Core, id: &TenantId) {
         forget(&slot);
     }
     batch.publish();
+    core.metrics.forget_tenant(id.as_str());
 }
 
 /// Adds or updates the tenants of `rows` (a page of the store) in one batch. Their
@@ -132,6 +133,9 @@ pub fn retain_tenants(core: &Core, present: &HashSet<&str>) {
         }
     }
     batch.publish();
+    for id in &gone {
+        core.metrics.forget_tenant(id.as_str());
+    }
 }
 
 /// Whether the tenant held under `id` has identity `uid` and was built from the row at

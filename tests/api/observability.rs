@@ -206,6 +206,32 @@ async fn token_requests_are_timed_and_hits_are_fast(app: TestApp) {
     );
 }
 
+async fn a_deleted_tenants_series_leave_the_metrics(app: TestApp) {
+    app.issuer_tenant("gone").await;
+    let proxied = app
+        .admin(
+            Method::GET,
+            "/tenants/gone/proxy/api/enterprise/v1/enterprise-customer/",
+            None,
+        )
+        .await;
+    assert_eq!(proxied.status(), StatusCode::OK);
+    let tenant_series = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.contains("tenant=\"gone\""))
+            .count()
+    };
+    assert!(
+        tenant_series(&app.metrics().await) >= 2,
+        "proxy and seconds left"
+    );
+    let deleted = app.admin(Method::DELETE, "/tenants/gone", None).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let metrics = app.metrics().await;
+    assert_eq!(tenant_series(&metrics), 0, "{metrics}");
+}
+
 crate::on_sqlite_only!(token_requests_are_timed_and_hits_are_fast);
 
 crate::on_both_backends!(
@@ -213,4 +239,5 @@ crate::on_both_backends!(
     a_bearer_tenant_is_flagged_in_both_status_endpoints_and_counted,
     webhook_delivery_counters_move_on_delivered_retried_and_failed,
     the_ready_gauge_follows_the_readiness_check,
+    a_deleted_tenants_series_leave_the_metrics,
 );
