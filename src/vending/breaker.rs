@@ -35,7 +35,7 @@ pub const TRIP_AFTER: u32 = 5;
 /// How long a breaker first stays open.
 pub const FIRST_OPEN: Duration = Duration::from_secs(2);
 /// The longest a breaker stays open before probing again.
-pub const LONGEST_OPEN: Duration = Duration::from_secs(60);
+pub const LONGEST_OPEN: Duration = Duration::from_secs(30);
 /// A probe not heard of within this long (its fetch was dropped) lets another one go.
 const PROBE_LOST_AFTER: Duration = Duration::from_secs(30);
 
@@ -148,7 +148,8 @@ impl Breakers {
             // Already open (an attempt sent before it opened), or not yet enough failures.
             State::Open { .. } | State::Closed => return None,
         };
-        let open_for = open_for.max(failure.min(LONGEST_OPEN));
+        // edX's own `Retry-After` is honoured, within reason.
+        let open_for = open_for.max(failure.min(Duration::from_secs(600)));
         breaker.open_for = open_for;
         breaker.state = State::Open {
             until: now + chrono_of(open_for),
