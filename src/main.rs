@@ -1,3 +1,6 @@
+//! The `tokenvend` binary: jemalloc as the global allocator, then the command line
+//! (`tokenvend::cli`); everything else lives in the library.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -258,3 +258,6 @@ fn no_module_imports_from_a_higher_layer() {
 
 /// The checks themselves, on made-up crates: each must be able to fail.
 mod checks;
+
+/// Every module documented in one line (`//!`, and `///` in lib.rs).
+mod module_docs;

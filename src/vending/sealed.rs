@@ -181,8 +181,9 @@ impl TokenStore for SealedTokenStore {
             let full = records.len() >= limit;
             let last = records.last().map(|r| r.tenant_id.clone());
             // Opened here, on the task that adopts them: a page is a few milliseconds of
-            // work, and tokens opened on other threads left mimalloc's per-thread pages
-            // of each of those threads partly used (more memory after a restart).
+            // work, and opening tokens on other threads would leave the allocator's
+            // per-thread caches of each of those threads partly used (more memory after
+            // a restart).
             let tokens = records
                 .into_iter()
                 .filter_map(|r| Self::open(&self.master_key, self.skew, r))

@@ -1,6 +1,7 @@
-//! The engine's lifecycle signals, raised where they happen. Each is a `tracing` event
-//! with target `tokenvend::signals` and an `event` field naming the webhook event type, so
-//! that the webhooks outbox has one place to hook into.
+//! Log lines for lifecycle moments an operator watches for: each is a `tracing` warning
+//! with target `tokenvend::signals` and an `event` field naming the matching webhook event
+//! type. They are logs only; the webhook events themselves are raised through
+//! `webhooks::Events` where the moment happens.
 
 use chrono::{DateTime, Utc};
 

@@ -2,8 +2,8 @@
 //! that imitate edX's LMS closely enough for tokenvend's tests, benchmarks and demo, so that
 //! nothing but production ever talks to the real edX.
 //!
-//! What it imitates (edX's OAuth2 client-credentials grant, as tokenvend's design describes
-//! the upstream):
+//! What it imitates (edX's OAuth2 client-credentials grant, as tokenvend's README and
+//! openapi.yaml describe the upstream):
 //!
 //! - `POST /oauth2/access_token` (Open edX) and `POST /oauth2/v1/access_token` (api.edx.org),
 //!   same handler: an `application/x-www-form-urlencoded` body with `grant_type`,
