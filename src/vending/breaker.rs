@@ -5,8 +5,8 @@
 //! together, may ask; neither notices that the host itself is down, so during an outage
 //! a thousand tenants each spent their attempts and the fleet spent its whole budget on
 //! failures (the soak in BENCHMARKS.md: ~2,700 calls in a 40-second outage). After
-//! [`TRIP_AFTER`] failed attempts in a row (a timeout, a connection error, a 5xx) the
-//! host is *open*: no token request is sent to it until the
+//! [`TRIP_AFTER`] fetches in a row failed (each after its own retries: a timeout, a
+//! connection error, a 5xx) the host is *open*: no token request is sent to it until the
 //! open period ends; then exactly one request (the probe) goes, and the others wait for
 //! its answer. A probe that succeeds closes the breaker; one that fails opens it again
 //! for twice as long ([`FIRST_OPEN`] doubling up to [`LONGEST_OPEN`]; a 503's
@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::upstream::UpstreamError;
 
-/// Failed attempts in a row that open a host's breaker.
+/// Failed fetches in a row (each after its retries) that open a host's breaker.
 pub const TRIP_AFTER: u32 = 5;
 /// How long a breaker first stays open.
 pub const FIRST_OPEN: Duration = Duration::from_secs(2);

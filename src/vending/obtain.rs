@@ -3,7 +3,7 @@
 //! need; otherwise asking edX and storing the answer before the lock is released. Without
 //! the lock (SQLite, store down, lock held too long) edX is asked directly.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -277,24 +277,26 @@ async fn previous_secret_fallback(
     }
 }
 
-/// The attempts of one fetch that went to edX: each one after the first means the one
-/// before failed in a way worth retrying (a timeout or a 5xx), which the host's circuit
-/// breaker counts; the fetch's result tells of the last.
+/// What one fetch sent to edX, for the host's circuit breaker: a fetch counts once, by
+/// its result after its own retries; only the probe (one attempt that tests an open host)
+/// counts by its attempt.
 #[derive(Default)]
-pub struct AttemptsSent(AtomicU32);
+pub struct AttemptsSent {
+    sent: AtomicU32,
+    /// This fetch's last attempt was the probe.
+    probing: AtomicBool,
+}
 
 impl AttemptsSent {
-    /// Records what the fetch's last attempt came to (if one was sent), and starts over.
+    /// Records what the fetch came to (if it sent anything), and starts over.
     pub fn finish<T>(&self, core: &Core, host: &str, result: &Result<T, UpstreamError>) {
-        if self.0.swap(0, Ordering::Relaxed) == 0 {
+        self.probing.store(false, Ordering::Relaxed);
+        if self.sent.swap(0, Ordering::Relaxed) == 0 {
             return;
         }
         let outcome = result.as_ref().map(|_| ());
-        note_circuit(
-            core,
-            host,
-            core.budget.breakers.record(host, &outcome, core.now()),
-        );
+        let change = core.budget.breakers.record(host, &outcome, core.now());
+        note_circuit(core, host, change);
     }
 }
 
@@ -307,8 +309,9 @@ pub async fn before_attempt(
     sent: &AttemptsSent,
 ) -> Result<(), UpstreamError> {
     let breakers = &core.budget.breakers;
-    if sent.0.load(Ordering::Relaxed) > 0 {
-        // The attempt before this one timed out or failed (only those are retried).
+    if sent.probing.swap(false, Ordering::Relaxed) {
+        // The probe timed out or failed (only those are retried): the host stays open,
+        // for twice as long, and this fetch's retry is refused with the rest.
         let failed = Err(&UpstreamError::Timeout(Duration::ZERO));
         note_circuit(core, host, breakers.record(host, &failed, core.now()));
     }
@@ -330,7 +333,8 @@ pub async fn before_attempt(
             "edX has been failing; sending one token request to see whether it answers again"
         );
     }
-    sent.0.fetch_add(1, Ordering::Relaxed);
+    sent.probing.store(probe, Ordering::Relaxed);
+    sent.sent.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
