@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 
 /// Environment variables of one start.
 type Env<'a> = &'a [(&'a str, &'a str)];

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::binary::{free_port, tokenvend};
+use crate::helpers::{free_port, tokenvend};
 
 /// Runs `cmd` until it exits (or 10 s, then kills it); its exit code and stderr.
 fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 
 /// The limits the service starts under: soft 128 (below the flood), hard 512.
 const SOFT_LIMIT: u32 = 128;

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 use crate::helpers::{json_body, spawn_app, Backend, TestApp};
 
 struct Ran {

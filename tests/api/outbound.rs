@@ -9,8 +9,8 @@ use edx_issuer::{Issuer, KeyPublishing};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
 use crate::helpers::{assert_problem, eventually, json_body, spawn_app_with, tenant_body, TestApp};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 
 async fn urls_that_embed_private_ipv4_or_name_a_port_are_refused(app: TestApp) {
     let backend = app.backend;

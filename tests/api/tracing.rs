@@ -13,7 +13,7 @@ use axum::Router;
 use edx_issuer::Issuer;
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 
 /// The address the service logged it listens on (it binds port 0 itself: a port picked
 /// beforehand could be taken meanwhile by a test running beside this one); the rest of

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{free_port, terminate, tokenvend, wait_healthy};
 use crate::tracing::{collector, spans};
 
 #[tokio::test]

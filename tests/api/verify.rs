@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::binary::free_port;
+use crate::helpers::free_port;
 use crate::helpers::{assert_problem, captured_logs, contains, json_body, tenant_body, TestApp};
 
 /// A tenant body pointed at the local issuer, whose client is registered with `accepted`

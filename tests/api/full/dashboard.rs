@@ -10,7 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::binary::free_port;
+use crate::helpers::free_port;
 use crate::helpers::{eventually, poll_until, spawn_app, spawn_app_with, Backend};
 use crate::webhooks::{register, Receiver};
 

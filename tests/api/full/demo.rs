@@ -7,7 +7,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::binary::{free_port, tokenvend};
+use crate::helpers::{free_port, tokenvend};
 
 /// The commands `tokenvend demo` prints, run as printed.
 #[cfg(feature = "demo")]

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokenvend::store::REFRESH_LOCK_KEY;
 
-use crate::binary::{terminate, tokenvend, wait_healthy};
 use crate::helpers::{eventually_within, PgTestDb};
+use crate::helpers::{terminate, tokenvend, wait_healthy};
 use crate::tracing::{attribute, collector, listening_address, spans};
 
 /// A replica of the binary exporting its spans to `endpoint`; returns it and its base URL.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, tokenvend, wait_healthy};
 use crate::helpers::poll_until;
+use crate::helpers::{free_port, tokenvend, wait_healthy};
 
 /// How long Prometheus may take to start, scrape twice and evaluate the rules.
 const LIVE_LIMIT: Duration = Duration::from_secs(30);

@@ -17,8 +17,8 @@ use sqlx::{Connection, Executor, PgConnection};
 use tempfile::TempDir;
 
 use super::{at, env, rendered, repo};
-use crate::binary::{free_port, terminate, tokenvend};
 use crate::helpers::{eventually_within, postgres_admin_url};
+use crate::helpers::{free_port, terminate, tokenvend};
 
 /// Runs `tokenvend serve` with `variable` naming a file that holds `value`, and returns
 /// what it said when it refused to start.
