@@ -52,12 +52,12 @@ async fn token_status_shows_the_window_and_claims_but_never_the_token(app: TestA
     .await;
     assert_eq!(list["items"][0]["tenant_id"], "acme");
     let metrics = app.metrics().await;
-    for text in [
-        status.to_string(),
-        list.to_string(),
-        metrics.clone(),
-        captured_logs(),
-    ] {
+    let logs = captured_logs();
+    assert!(
+        logs.contains("request finished"),
+        "sanity: this test's requests were logged"
+    );
+    for text in [status.to_string(), list.to_string(), metrics.clone(), logs] {
         assert!(!text.contains(&access_token), "the token leaked");
     }
     assert!(
