@@ -18,7 +18,7 @@ pub use app::{
     spawn_app, spawn_app_on_postgres, spawn_app_on_postgres_with, spawn_app_with, TestApp,
 };
 pub use backends::Backend;
-pub use binary::{free_port, terminate, tokenvend, wait_healthy, BIN};
+pub use binary::{start_on_port_0, terminate, tokenvend, unused_port, wait_healthy, Started, BIN};
 pub use checks::{assert_problem, contains, json_body, tenant_body};
 pub use logs::captured_logs;
 pub use poll::{eventually, eventually_within, poll_until};
