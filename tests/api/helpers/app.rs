@@ -15,6 +15,7 @@ use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
 use tokenvend::startup::Application;
+use tokenvend::state::AppState;
 use tokenvend::store::{AuditPruner, AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::LogFormat;
 use tokenvend::upstream::UpstreamSettings;
@@ -73,6 +74,7 @@ pub struct TestApp {
     pub raw: RawDb,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    state: Option<AppState>,
     audit_pruner: Option<AuditPruner>,
     _pg: Option<PgTestDb>,
     _dir: TempDir,
@@ -168,6 +170,7 @@ async fn spawn(
         raw,
         shutdown: None,
         server: None,
+        state: None,
         audit_pruner: None,
         _pg: pg,
         _dir: dir,
@@ -184,6 +187,7 @@ impl TestApp {
         self.address = format!("http://{}", app.local_addr());
         self.metrics_address = app.metrics_addr().map(|addr| format!("http://{addr}"));
         self.audit_pruner = Some(app.audit_pruner());
+        self.state = Some(app.state().clone());
         let (tx, rx) = oneshot::channel();
         self.shutdown = Some(tx);
         self.server = Some(tokio::spawn(async move {
@@ -324,6 +328,13 @@ impl TestApp {
     pub async fn prune_audit(&self) -> u64 {
         let pruner = self.audit_pruner.as_ref().expect("the app has started");
         pruner.prune_once().await.expect("audit pruning")
+    }
+
+    /// The running app's state, for driving its engine by hand: one scheduler pass
+    /// (`app.state().vendor.run_due_refreshes()`) says what is due, where waiting would
+    /// only show what happened to happen.
+    pub fn state(&self) -> &AppState {
+        self.state.as_ref().expect("the app has started")
     }
 
     pub fn advance(&self, secs: u64) {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use tokenvend::clock::Clock;
 use tokio::net::TcpListener;
 
-use super::{deliveries, expected_signature, register, Receiver};
+use super::{deliveries, expected_signature, leases, register, worker_pass, Receiver};
 use crate::helpers::{eventually, json_body, TestApp};
 
 async fn a_test_event_arrives_signed_per_the_specification(app: TestApp) {
@@ -71,9 +71,16 @@ async fn a_receiver_answering_500_gets_the_event_again_after_five_seconds(app: T
     assert_eq!(pending[0]["last_status_code"], 500);
     assert!(pending[0]["next_attempt_at"].is_string(), "{pending:?}");
 
-    // Not before its time: the retry waits about five seconds.
+    // Not before its time: the retry waits about five seconds. A pass of the worker
+    // three seconds on leaves it alone.
+    let leased = leases(&app, &id).await;
     app.advance(3);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    worker_pass(&app).await;
+    assert_eq!(
+        leases(&app, &id).await,
+        leased,
+        "not claimed before the 5 s wait"
+    );
     assert_eq!(receiver.count(), 1, "no retry before the 5 s wait");
     app.advance(3);
     eventually("the second attempt", async || receiver.count() == 2).await;
@@ -125,8 +132,10 @@ async fn a_delivery_is_marked_failed_after_the_last_retry(app: TestApp) {
     )
     .await;
     assert_eq!(shown["failed_deliveries"], 1, "{shown}");
+    let leased = leases(&app, &id).await;
     app.advance(7200);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    worker_pass(&app).await;
+    assert_eq!(leases(&app, &id).await, leased, "not claimed after failing");
     assert_eq!(receiver.count(), 6, "no attempt after failing");
 }
 
@@ -185,14 +194,20 @@ async fn finished_deliveries_are_pruned_after_seven_days(mut app: TestApp) {
     })
     .await;
     assert_eq!(receiver.count(), 1);
-    let stored = "SELECT COUNT(*) FROM webhook_events";
-    assert_eq!(app.raw_count(stored, &[]).await, 1);
+    let event_id = deliveries(&app, &id).await[0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = "SELECT COUNT(*) FROM webhook_events WHERE id = $1";
+    assert_eq!(app.raw_count(stored, &[&event_id]).await, 1);
 
-    // Six days on, a restart (the worker prunes when it starts, then hourly) keeps it.
+    // Six days on, a restart (the worker prunes when it starts, before its first pass,
+    // then hourly) keeps it.
     app.advance(6 * 24 * 3600);
     app.restart().await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    worker_pass(&app).await;
     assert_eq!(deliveries(&app, &id).await.len(), 1, "kept for 7 days");
+    assert_eq!(app.raw_count(stored, &[&event_id]).await, 1);
     // Past seven days it is gone, with its event.
     app.advance(2 * 24 * 3600);
     app.restart().await;
@@ -201,7 +216,7 @@ async fn finished_deliveries_are_pruned_after_seven_days(mut app: TestApp) {
     })
     .await;
     eventually("the event pruned", async || {
-        app.raw_count(stored, &[]).await == 0
+        app.raw_count(stored, &[&event_id]).await == 0
     })
     .await;
     assert_eq!(receiver.count(), 1, "nothing was sent again");
