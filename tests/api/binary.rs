@@ -2,63 +2,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::helpers::eventually_within;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokenvend");
-
-/// A command with no tokenvend setting from the environment of the test run.
-pub fn tokenvend(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_LOG");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TOKENVEND_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub async fn wait_healthy(client: &reqwest::Client, base: &str, child: &mut Child) {
-    eventually_within(
-        Duration::from_secs(10),
-        "tokenvend to become healthy",
-        async || {
-            if let Ok(resp) = client.get(format!("{base}/healthz")).send().await {
-                if resp.status().is_success() {
-                    return true;
-                }
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("tokenvend exited early: {status}");
-            }
-            false
-        },
-    )
-    .await;
-}
-
-pub fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started, BIN};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -67,15 +15,16 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn with_no_settings_it_serves_on_embedded_sqlite_and_generates_its_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = tokenvend(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child,
+        base,
+        logs,
+    } = start_on_port_0(
+        tokenvend(dir.path())
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null()),
+    )
+    .await;
     let client = reqwest::Client::new();
     wait_healthy(&client, &base, &mut child).await;
 
@@ -108,16 +57,12 @@ async fn with_no_settings_it_serves_on_embedded_sqlite_and_generates_its_keys() 
     assert_eq!(resp.status(), 200);
 
     terminate(&child);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "graceful shutdown exits 0: {:?}",
-        output.status
-    );
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let logs = logs.wait_for_end();
     assert!(
         logs.contains("admin.key"),
         "the key file's path is logged: {logs}"
@@ -130,13 +75,9 @@ async fn with_no_settings_it_serves_on_embedded_sqlite_and_generates_its_keys() 
     assert!(!logs.contains(master.trim()));
 
     // A second start reuses the generated keys.
-    let port = free_port();
-    let mut child = tokenvend(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child, base, ..
+    } = start_on_port_0(&mut tokenvend(dir.path())).await;
     wait_healthy(&client, &base, &mut child).await;
     let resp = client
         .get(format!("{base}/tenants/acme"))
@@ -222,7 +163,7 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     for (env, variable) in cases {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = tokenvend(dir.path());
-        cmd.env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()));
+        cmd.env("TOKENVEND_LISTEN", "127.0.0.1:0");
         for (k, v) in *env {
             cmd.env(k, v);
         }

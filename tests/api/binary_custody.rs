@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
 
 /// Environment variables of one start.
 type Env<'a> = &'a [(&'a str, &'a str)];
@@ -37,14 +37,9 @@ fn tokenvend_with_open_umask(dir: &Path) -> Command {
 }
 
 async fn start(mut cmd: Command) -> (Child, String) {
-    let port = free_port();
-    let mut child = cmd
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child, base, ..
+    } = start_on_port_0(cmd.stdout(Stdio::null())).await;
     wait_healthy(&reqwest::Client::new(), &base, &mut child).await;
     (child, base)
 }
@@ -238,7 +233,7 @@ fn weak_or_doubly_given_keys_and_bad_limits_stop_start_up_with_one_line_naming_t
     for (env, variables) in cases {
         let run = tempfile::tempdir().unwrap();
         let mut cmd = tokenvend(run.path());
-        cmd.env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()));
+        cmd.env("TOKENVEND_LISTEN", "127.0.0.1:0");
         for (k, v) in *env {
             cmd.env(k, v);
         }

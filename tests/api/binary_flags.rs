@@ -4,14 +4,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::binary::{free_port, tokenvend};
+use crate::helpers::tokenvend;
 
 /// Runs `cmd` until it exits (or 10 s, then kills it); its exit code and stderr.
 fn run_to_exit(mut cmd: Command) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr");
     let mut child = cmd
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

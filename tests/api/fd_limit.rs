@@ -2,10 +2,8 @@
 //! and keeps `TOKENVEND_MAX_CONNECTIONS` below it, so that a flood of idle connections
 //! cannot take the descriptors an edX call needs.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edx_issuer::Issuer;
@@ -13,7 +11,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
 
 /// The limits the service starts under: soft 128 (below the flood), hard 512.
 const SOFT_LIMIT: u32 = 128;
@@ -66,30 +64,19 @@ async fn idle_connections_beyond_the_open_file_limit_leave_room_for_edx_calls() 
 
     let dir = tempfile::tempdir().unwrap();
     let admin_key = hex::encode(rand::random::<[u8; 32]>());
-    let port = free_port();
-    let mut child = tokenvend_under_limits(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOKENVEND_ADMIN_KEY", &admin_key)
-        .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
-        // Longer than the test: the idle connections stay open throughout.
-        .env("TOKENVEND_HEADER_TIMEOUT", "120")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let logs = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut logs = logs.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        })
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child,
+        base,
+        logs,
+    } = start_on_port_0(
+        tokenvend_under_limits(dir.path())
+            .env("TOKENVEND_ADMIN_KEY", &admin_key)
+            .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+            // Longer than the test: the idle connections stay open throughout.
+            .env("TOKENVEND_HEADER_TIMEOUT", "120")
+            .stdout(Stdio::null()),
+    )
+    .await;
     let client = reqwest::Client::new();
     wait_healthy(&client, &base, &mut child).await;
     let resp = client
@@ -107,7 +94,7 @@ async fn idle_connections_beyond_the_open_file_limit_leave_room_for_edx_calls() 
     drop(client);
 
     // A client connected before the flood...
-    let address = format!("127.0.0.1:{port}");
+    let address = base.trim_start_matches("http://").to_owned();
     let mut early = TcpStream::connect(&address).await.unwrap();
     // ...then idle connections that send nothing (those past the cap wait in the queue).
     let mut flood = Vec::with_capacity(FLOOD);
@@ -129,8 +116,7 @@ async fn idle_connections_beyond_the_open_file_limit_leave_room_for_edx_calls() 
         .await
         .unwrap()
         .unwrap();
-    reader.join().unwrap();
-    let logs = logs.lock().unwrap().clone();
+    let logs = logs.wait_for_end();
     assert!(status.contains(" 200 "), "{status}; log:\n{logs}");
     assert!(exited.success(), "{exited:?}");
     assert!(!logs.contains("Too many open files"), "{logs}");

@@ -1,10 +1,21 @@
 //! The API test suite: the real app over real HTTP. Storage cases run on PostgreSQL and
 //! SQLite (`postgres::` and `sqlite::`), HTTP-only cases on SQLite (`sqlite_only::`).
+//! A feature is a module (a folder once it outgrows one file); `helpers/` is the harness.
 //!
-//! Two tiers, told apart by test name: every test that needs something outside the
-//! repository is named `…postgres::…` (the PostgreSQL server on 127.0.0.1:5432) or
-//! `full::…` (throwaway PostgreSQL clusters, Python tools from PyPI, Chromium). `cargo
-//! fast` skips both; `scripts/test` prepares for and runs everything.
+//! Two tiers. The fast one (`cargo fast`) needs nothing outside the repository; the
+//! full suite (`scripts/test`) needs the PostgreSQL server on 127.0.0.1:5432 and, for
+//! `full::`, more. Where a test goes is decided by the module it is in, and the `fast`
+//! profile in .config/nextest.toml is the one place that names the modules it leaves
+//! out:
+//! - `…::postgres::…`, the PostgreSQL case that `on_both_backends!` (or a hand-written
+//!   `mod postgres`) makes of a storage test;
+//! - `full::…`, below: throwaway PostgreSQL clusters, Python tools from PyPI, Chromium,
+//!   Prometheus.
+//!
+//! A new test that needs PostgreSQL goes in a `postgres` module, one that needs more goes
+//! under `full`; anything else is in the fast tier. `cargo fast` run with PostgreSQL out
+//! of reach (`TEST_DATABASE_URL=postgres://postgres@127.0.0.1:1/postgres`) shows a
+//! mistake at once.
 
 #![allow(clippy::unwrap_used)]
 

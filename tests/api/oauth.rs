@@ -187,6 +187,10 @@ async fn a_key_without_token_scope_for_the_tenant_is_an_invalid_client(app: Test
     );
     assert_eq!(app.issuer.calls(&client), 0);
     let logs = captured_logs();
+    assert!(
+        logs.contains("request finished"),
+        "sanity: this test's requests were logged"
+    );
     for key in [&other_tenant, &no_token_scope, &bogus] {
         assert!(!logs.contains(key.as_str()), "a client_secret was logged");
     }
@@ -265,6 +269,10 @@ async fn a_query_string_is_refused_before_anything_is_read(app: TestApp) {
     }
     assert_eq!(app.issuer.calls(&client), 0, "no token was fetched");
     let logs = captured_logs();
+    assert!(
+        logs.contains("request finished"),
+        "sanity: this test's requests were logged"
+    );
     assert!(!logs.contains(&key), "a client_secret was logged");
     assert!(!logs.contains(&bogus), "a client_secret was logged");
 }

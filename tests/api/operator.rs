@@ -6,8 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
 use crate::helpers::{json_body, spawn_app, Backend, TestApp};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, unused_port, wait_healthy, Started};
 
 struct Ran {
     ok: bool,
@@ -305,7 +305,7 @@ async fn every_operator_command_works_against_a_running_service() {
         "{}",
         ran.stderr
     );
-    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = format!("http://127.0.0.1:{}", unused_port());
     let ran = cli(
         &app,
         &admin,
@@ -335,19 +335,20 @@ async fn json_logs_carry_the_request_and_never_a_secret() {
     app.issuer
         .register("logs-client", "logs-client-secret-7f3a9");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let admin_key = hex::encode(rand::random::<[u8; 32]>());
-    let mut child = tokenvend(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOKENVEND_ADMIN_KEY", &admin_key)
-        .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
-        .env("TOKENVEND_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child,
+        base,
+        logs,
+    } = start_on_port_0(
+        tokenvend(dir.path())
+            .env("TOKENVEND_ADMIN_KEY", &admin_key)
+            .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+            .env("TOKENVEND_LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null()),
+    )
+    .await;
     let client = reqwest::Client::new();
     wait_healthy(&client, &base, &mut child).await;
 
@@ -398,12 +399,12 @@ async fn json_logs_carry_the_request_and_never_a_secret() {
     assert_eq!(resp.status(), 401);
 
     terminate(&child);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(output.status.success());
-    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success());
+    let logs = logs.wait_for_end();
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -1,7 +1,7 @@
 //! The outbound policy: which URLs a tenant may name, environment proxies ignored, the
 //! warning for insecure URLs, and JWKS signature checks during a key rotation.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -9,8 +9,8 @@ use edx_issuer::{Issuer, KeyPublishing};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
 use crate::helpers::{assert_problem, eventually, json_body, spawn_app_with, tenant_body, TestApp};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
 
 async fn urls_that_embed_private_ipv4_or_name_a_port_are_refused(app: TestApp) {
     let backend = app.backend;
@@ -141,43 +141,44 @@ async fn counting_listener() -> (String, Arc<AtomicUsize>) {
 }
 
 /// The real binary in `dir` with every proxy variable pointing at `proxy`; `extra`
-/// settings on top. Returns the child, its base URL and its admin key.
+/// settings on top. Returns it started, with its base URL, and its admin key.
 async fn start_with_proxy(
     dir: &std::path::Path,
     proxy: &str,
     extra: &[(&str, &str)],
-) -> (Child, String, String) {
-    let port = free_port();
+) -> (Started, String, String) {
     let mut cmd = tokenvend(dir);
-    cmd.env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .env_remove("NO_PROXY")
+    cmd.env_remove("NO_PROXY")
         .env_remove("no_proxy")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     for name in PROXY_VARIABLES {
         cmd.env(name, proxy);
     }
     for (name, value) in extra {
         cmd.env(name, value);
     }
-    let mut child = cmd.spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&reqwest::Client::new(), &base, &mut child).await;
+    let mut started = start_on_port_0(&mut cmd).await;
+    let base = started.base.clone();
+    wait_healthy(&reqwest::Client::new(), &base, &mut started.child).await;
     let admin_key = std::fs::read_to_string(dir.join("data/admin.key"))
         .unwrap()
         .trim()
         .to_owned();
-    (child, base, admin_key)
+    (started, base, admin_key)
 }
 
-async fn stop(child: Child) -> String {
+/// Stops it gracefully; returns everything it logged.
+async fn stop(started: Started) -> String {
+    let Started {
+        mut child, logs, ..
+    } = started;
     terminate(&child);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    assert!(status.success(), "{status:?}");
+    logs.wait_for_end()
 }
 
 async fn create_and_fetch(base: &str, admin_key: &str, token_url: &str) -> reqwest::Response {

@@ -10,7 +10,7 @@ use tokenvend::crypto::{MasterKey, Purpose};
 use tokenvend::startup::StartupError;
 use tokenvend::store::{DatabaseUrl, SealedKind};
 
-use crate::binary::tokenvend;
+use crate::helpers::tokenvend;
 use crate::helpers::{eventually, json_body, tenant_body, TestApp};
 use crate::webhooks::{expected_signature, register, Receiver};
 

@@ -13,29 +13,8 @@ use axum::Router;
 use edx_issuer::Issuer;
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
-
-/// The address the service logged it listens on (it binds port 0 itself: a port picked
-/// beforehand could be taken meanwhile by a test running beside this one); the rest of
-/// its log is drained in the background.
-pub fn listening_address(stderr: std::process::ChildStderr) -> String {
-    use std::io::BufRead;
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(rest) = line.split("tokenvend listening addr=").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    address
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the service logs the address it listens on")
-}
 use crate::helpers::eventually_within;
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
 
 /// Every OTLP export request body received.
 pub type Received = Arc<Mutex<Vec<Value>>>;
@@ -116,25 +95,24 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx(database_url: Opt
             tokenvend::crypto::MasterKey::generate().1,
         );
     }
-    let mut child = command
-        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
-        .env("TOKENVEND_ADMIN_KEY", &admin_key)
-        .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
-        // Invalidations and proxy retries a second apart (the test sleeps that long).
-        .env("TOKENVEND_MIN_REFRESH_INTERVAL", "1")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .env("OTEL_SERVICE_NAME", "tokenvend-under-test")
-        // Longer than the test: the spans arrive with the flush at shutdown.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_SDK_DISABLED")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let address = listening_address(child.stderr.take().unwrap());
-    let base = format!("http://{address}");
+    let Started {
+        mut child, base, ..
+    } = start_on_port_0(
+        command
+            .env("TOKENVEND_ADMIN_KEY", &admin_key)
+            .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+            // Invalidations and proxy retries a second apart (the test sleeps that long).
+            .env("TOKENVEND_MIN_REFRESH_INTERVAL", "1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_SERVICE_NAME", "tokenvend-under-test")
+            // Longer than the test: the spans arrive with the flush at shutdown.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SDK_DISABLED")
+            .stdout(Stdio::null()),
+    )
+    .await;
     let client = reqwest::Client::new();
     wait_healthy(&client, &base, &mut child).await;
 
@@ -314,7 +292,7 @@ async fn a_cold_token_request_is_traced_from_the_caller_to_edx(database_url: Opt
 async fn an_unknown_otlp_protocol_stops_start_up_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let output = tokenvend(dir.path())
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc/json")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::binary::{free_port, terminate, tokenvend, wait_healthy};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
 use crate::tracing::{collector, spans};
 
 #[tokio::test]
@@ -23,10 +23,8 @@ async fn spans_go_to_the_collector_past_the_proxy_variables() {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut cmd = tokenvend(dir.path());
-    cmd.env("TOKENVEND_LISTEN", format!("127.0.0.1:{port}"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_SDK_DISABLED")
@@ -41,12 +39,9 @@ async fn spans_go_to_the_collector_past_the_proxy_variables() {
     ] {
         cmd.env(variable, &proxy_url);
     }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let Started {
+        mut child, base, ..
+    } = start_on_port_0(cmd.stdout(Stdio::null())).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     wait_healthy(&client, &base, &mut child).await;
     let resp = client.get(format!("{base}/readyz")).send().await.unwrap();

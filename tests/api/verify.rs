@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::binary::free_port;
+use crate::helpers::unused_port;
 use crate::helpers::{assert_problem, captured_logs, contains, json_body, tenant_body, TestApp};
 
 /// A tenant body pointed at the local issuer, whose client is registered with `accepted`
@@ -101,7 +101,7 @@ async fn good_credentials_are_stored_and_their_token_served_without_a_second_cal
 async fn edx_unreachable_is_503_and_nothing_is_stored(app: TestApp) {
     let mut body = tenant_body("acme");
     // A loopback port nothing listens on.
-    let dead = format!("http://127.0.0.1:{}/oauth2/access_token", free_port());
+    let dead = format!("http://127.0.0.1:{}/oauth2/access_token", unused_port());
     body["token_url"] = json!(dead);
     let resp = app
         .admin(Method::POST, "/tenants?verify=true", Some(&body))
@@ -219,7 +219,7 @@ async fn a_verified_patch_keeps_its_token(app: TestApp) {
 async fn a_patch_to_an_unreachable_endpoint_changes_nothing(app: TestApp) {
     let client = app.issuer_tenant("acme").await;
     let secret = "the-secret-for-the-new-endpoint";
-    let dead = format!("http://127.0.0.1:{}/oauth2/access_token", free_port());
+    let dead = format!("http://127.0.0.1:{}/oauth2/access_token", unused_port());
     let resp = app
         .admin(
             Method::PATCH,

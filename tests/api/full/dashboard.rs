@@ -10,7 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::binary::free_port;
+use crate::helpers::unused_port;
 use crate::helpers::{eventually, poll_until, spawn_app, spawn_app_with, Backend};
 use crate::webhooks::{register, Receiver};
 
@@ -32,7 +32,7 @@ pub async fn browser() -> (tokio::process::Child, Client) {
     );
     // hyper-rustls under fantoccini: pick the crypto the rest of the build uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let port = free_port();
+    let port = unused_port();
     let driver = tokio::process::Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 use tokenvend::store::REFRESH_LOCK_KEY;
 
-use crate::binary::{terminate, tokenvend, wait_healthy};
 use crate::helpers::{eventually_within, PgTestDb};
-use crate::tracing::{attribute, collector, listening_address, spans};
+use crate::helpers::{start_on_port_0, terminate, tokenvend, wait_healthy, Started};
+use crate::tracing::{attribute, collector, spans};
 
 /// A replica of the binary exporting its spans to `endpoint`; returns it and its base URL.
 async fn replica(
@@ -23,24 +23,24 @@ async fn replica(
     endpoint: &str,
     name: &str,
 ) -> (Child, String) {
-    let mut child = tokenvend(dir)
-        .env("TOKENVEND_DATABASE_URL", database_url)
-        .env("TOKENVEND_MASTER_KEY", master_key)
-        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
-        .env("TOKENVEND_ADMIN_KEY", admin_key)
-        .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .env("OTEL_SERVICE_NAME", name)
-        // Longer than the test: the spans arrive with the flush at shutdown.
-        .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_SDK_DISABLED")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{}", listening_address(child.stderr.take().unwrap()));
+    let Started {
+        mut child, base, ..
+    } = start_on_port_0(
+        tokenvend(dir)
+            .env("TOKENVEND_DATABASE_URL", database_url)
+            .env("TOKENVEND_MASTER_KEY", master_key)
+            .env("TOKENVEND_ADMIN_KEY", admin_key)
+            .env("TOKENVEND_ALLOW_INSECURE_TOKEN_URLS", "1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_SERVICE_NAME", name)
+            // Longer than the test: the spans arrive with the flush at shutdown.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SDK_DISABLED")
+            .stdout(Stdio::null()),
+    )
+    .await;
     wait_healthy(&reqwest::Client::new(), &base, &mut child).await;
     (child, base)
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::binary::{free_port, tokenvend, wait_healthy};
 use crate::helpers::poll_until;
+use crate::helpers::{tokenvend, unused_port, wait_healthy};
 
 /// How long Prometheus may take to start, scrape twice and evaluate the rules.
 const LIVE_LIMIT: Duration = Duration::from_secs(30);
@@ -213,7 +213,7 @@ async fn a_real_prometheus_scrapes_both_listeners_with_the_readme_config_and_run
     let config_file = dir.path().join("prometheus.yml");
     std::fs::write(&config_file, &config).unwrap();
     let log_file = dir.path().join("prometheus.log");
-    let port = free_port();
+    let port = unused_port();
     let _prometheus = Killed(
         Command::new(prometheus)
             .arg(format!("--config.file={}", config_file.display()))

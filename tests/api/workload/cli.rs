@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::{jwk, jwks, keys, list_with, token, ISSUER, WORKER};
-use crate::binary::tokenvend;
+use crate::helpers::tokenvend;
 use crate::helpers::{spawn_app, Backend, TestApp};
 
 /// Runs `tokenvend identity <args> --json` as the admin, feeding `stdin`; its JSON answer.

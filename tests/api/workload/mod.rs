@@ -28,7 +28,9 @@ pub const AUDIENCE: &str = "tokenvend";
 /// The subject of a projected service-account token of `worker` in namespace `jobs`.
 pub const WORKER: &str = "system:serviceaccount:jobs:worker";
 
-/// Signing keys made once per test process: RSA (two), P-256 and Ed25519.
+/// Signing keys made once and kept under `target/tmp` for every later test process
+/// (cargo-nextest runs each test in a process of its own, and two RSA keys take
+/// seconds to make on a loaded machine): RSA (two), P-256 and Ed25519.
 pub struct Keys {
     pub rsa: [EncodingKey; 2],
     pub p256: EncodingKey,
@@ -42,23 +44,46 @@ pub fn keys() -> &'static Keys {
     KEYS.get_or_init(|| {
         use ed25519_dalek::pkcs8::EncodePrivateKey as _;
         use rsa::pkcs1::EncodeRsaPrivateKey;
-        let rsa = || {
-            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-            EncodingKey::from_rsa_der(key.to_pkcs1_der().unwrap().as_bytes())
+        let rsa = |name| {
+            let der = kept(name, || {
+                let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+                key.to_pkcs1_der().unwrap().as_bytes().to_vec()
+            });
+            EncodingKey::from_rsa_der(&der)
         };
-        let p256 = p256::SecretKey::random(&mut rand::thread_rng())
-            .to_pkcs8_der()
-            .unwrap();
-        let seed: [u8; 32] = rand::random();
+        let p256 = kept("p256.der", || {
+            let key = p256::SecretKey::random(&mut rand::thread_rng());
+            key.to_pkcs8_der().unwrap().as_bytes().to_vec()
+        });
+        let seed: [u8; 32] = kept("ed25519.seed", || rand::random::<[u8; 32]>().to_vec())
+            .try_into()
+            .expect("a 32-byte seed");
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
         let ed = signing.to_pkcs8_der().unwrap();
         Keys {
-            rsa: [rsa(), rsa()],
-            p256: EncodingKey::from_ec_der(p256.as_bytes()),
+            rsa: [rsa("rsa-1.der"), rsa("rsa-2.der")],
+            p256: EncodingKey::from_ec_der(&p256),
             ed25519: EncodingKey::from_ed_der(ed.as_bytes()),
             ed25519_public: signing.verifying_key().to_bytes(),
         }
     })
+}
+
+/// The bytes kept in `target/tmp/workload-keys/{name}`, made by `make` the first time.
+/// A new file is written aside and renamed into place, so a reader never sees half
+/// of one; two processes making one at once each use their own, and one is kept.
+fn kept(name: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workload-keys");
+    let path = dir.join(name);
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes;
+    }
+    let bytes = make();
+    std::fs::create_dir_all(&dir).unwrap();
+    let aside = dir.join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&aside, &bytes).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    bytes
 }
 
 /// The public JWK of `key` for `alg`, named `kid`.

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokenvend::crypto::MasterKey;
 
 use super::proxy::FaultProxy;
-use crate::binary::tokenvend;
+use crate::helpers::tokenvend;
 use crate::helpers::{eventually_within, tenant_body};
 use crate::webhooks::Receiver;
 

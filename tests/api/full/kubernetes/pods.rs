@@ -17,8 +17,8 @@ use sqlx::{Connection, Executor, PgConnection};
 use tempfile::TempDir;
 
 use super::{at, env, rendered, repo};
-use crate::binary::{free_port, terminate, tokenvend};
 use crate::helpers::{eventually_within, postgres_admin_url};
+use crate::helpers::{terminate, tokenvend, unused_port};
 
 /// Runs `tokenvend serve` with `variable` naming a file that holds `value`, and returns
 /// what it said when it refused to start.
@@ -28,7 +28,7 @@ pub fn refused_setting(variable: &str, value: &str) -> String {
     std::fs::write(&file, value).unwrap();
     let output = tokenvend(dir.path())
         .arg("serve")
-        .env("TOKENVEND_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("TOKENVEND_LISTEN", "127.0.0.1:0")
         .env(variable, &file)
         .output()
         .unwrap();
@@ -132,7 +132,7 @@ impl Sandbox {
     fn value(&mut self, value: &str) -> String {
         if let Some(port) = value.strip_prefix("0.0.0.0:") {
             let port: i64 = port.parse().unwrap();
-            let here = *self.ports.entry(port).or_insert_with(free_port);
+            let here = *self.ports.entry(port).or_insert_with(unused_port);
             return format!("127.0.0.1:{here}");
         }
         if value.starts_with('/') {
