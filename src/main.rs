@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// jemalloc rather than the system allocator: a process holding 100,000 tenants' tokens
 /// fetched one by one (each beside the short-lived buffers of its fetch) keeps far less
 /// memory to fragmentation with its size classes and its return of unused pages to the
@@ -17,5 +15,8 @@ async fn main() -> ExitCode {
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("tokenvend: jemalloc's background thread is off: {error}");
     }
-    tokenvend::cli::run(tokenvend::cli::Cli::parse()).await
+    match tokenvend::cli::parse() {
+        Ok(cli) => tokenvend::cli::run(cli).await,
+        Err(code) => code,
+    }
 }
