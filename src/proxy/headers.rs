@@ -1,6 +1,7 @@
-//! Which headers a proxied call passes on, each way, and the ones it adds.
+//! Which headers a proxied call passes on, each way, and the fingerprint it adds (the trace
+//! context comes from `crate::telemetry::propagation`).
 
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on either way.
 const HOP_BY_HOP: &[&str] = &[
@@ -84,6 +85,7 @@ pub fn response_headers(incoming: &HeaderMap) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
