@@ -67,7 +67,7 @@ pub fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
 
 /// The exporter's HTTP client: the one the exporter would build (blocking, with the
 /// standard timeout variables), but like every outbound client of tokenvend it ignores
-/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (see `outbound.rs`). It is built on a
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (see `crate::outbound`). It is built on a
 /// thread of its own, as the exporter does: a blocking client may not be built (or
 /// dropped) on the async runtime's threads.
 fn exporter_client() -> Result<reqwest::blocking::Client, String> {
