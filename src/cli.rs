@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::config::otel::OtelSettings;
-use crate::config::{ConfigError, Settings, SettingsArgs, MASTER_KEY_VAR};
+use crate::config::{self, ConfigError, Settings, SettingsArgs, MASTER_KEY_VAR};
 #[cfg(feature = "demo")]
 use crate::demo::DemoArgs;
 use crate::operator::identity::IdentityCommand;
@@ -84,6 +83,18 @@ enum ServiceCommand {
     Demo(DemoArgs),
 }
 
+/// The command line of this process; a setting's value that clap refuses stops here with
+/// one line naming its variable (exit 2, as a bad setting does at start-up); clap reports
+/// its other errors (and `--help`, `--version`) itself.
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(
+        |error| match config::config_error(&error, &Cli::command()) {
+            Some(setting) => fail(&setting),
+            None => error.exit(),
+        },
+    )
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
     // Before any command: a key given as a flag is already in `ps` for the operator
     // commands too.
@@ -133,7 +144,7 @@ async fn run_service(command: ServiceCommand, args: &SettingsArgs) -> ExitCode {
     // Traces are for the running service; `migrate` only logs.
     let traces = match &command {
         ServiceCommand::Migrate => None,
-        _ => match OtelSettings::from_env() {
+        _ => match config::otel::from_env() {
             Ok(traces) => traces,
             Err(err) => return fail(&err),
         },

@@ -1,8 +1,11 @@
 //! Typed settings from the environment (or flags of the same name), validated once at
 //! start-up. A bad value stops start-up with one line naming the variable.
 //!
-//! `vars.rs` names the variables; `args.rs` is what clap reads (`SettingsArgs`);
-//! `parse.rs` reads one raw value; `Settings::from_args` here puts them together.
+//! `vars.rs` names the variables and holds the one `ConfigError`; `args.rs` is what clap
+//! reads (`SettingsArgs`), each value through its value parser (a `ValueEnum`, a count in
+//! its range) and a refused one reported as a `ConfigError`; `parse.rs` holds the parsers
+//! and reads secrets; `otel.rs` reads the standard OpenTelemetry variables;
+//! `Settings::from_args` here puts them together.
 
 mod args;
 mod key_strength;
@@ -16,13 +19,12 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use args::SettingsArgs;
+pub use args::{config_error, BootstrapAdmin, Switch};
 pub use key_strength::check_admin_key;
-use parse::{
-    check_address, non_empty, parse_count, parse_old_master_keys, parse_rate, secret_setting,
-};
+use parse::{check_address, non_empty, parse_old_master_keys, rate, secret_setting};
 pub use vars::*;
 
-use crate::auth::limits::{RateLimitSettings, MAX_KEY_RATE};
+use crate::auth::limits::RateLimitSettings;
 use crate::crypto::MasterKey;
 use crate::share::HeartbeatSettings;
 use crate::store::{AuditRetention, DatabaseUrl};
@@ -151,59 +153,25 @@ impl Settings {
                 .map_err(|m| ConfigError::new(variable, m))
         })
         .transpose()?;
-        let bootstrap_admin = match args.bootstrap_admin.trim() {
-            "enabled" => true,
-            "disabled" => false,
-            other => {
-                return Err(ConfigError::new(
-                    BOOTSTRAP_ADMIN_VAR,
-                    format!("{other:?} is not enabled or disabled"),
-                ))
-            }
-        };
+        let bootstrap_admin = args.bootstrap_admin == BootstrapAdmin::Enabled;
 
         let serving = ServingSettings {
-            header_timeout: Duration::from_secs(parse_count(
-                HEADER_TIMEOUT_VAR,
-                &args.header_timeout,
-                1..=3600,
-            )?),
-            max_connections: usize::try_from(parse_count(
-                MAX_CONNECTIONS_VAR,
-                &args.max_connections,
-                1..=1_000_000,
-            )?)
-            .map_err(|_| ConfigError::new(MAX_CONNECTIONS_VAR, "is too large"))?,
+            header_timeout: Duration::from_secs(args.header_timeout),
+            max_connections: usize::try_from(args.max_connections)
+                .map_err(|_| ConfigError::new(MAX_CONNECTIONS_VAR, "is too large"))?,
             metrics_listen: non_empty(&args.metrics_listen)
                 .map(|raw| check_address(METRICS_LISTEN_VAR, raw))
                 .transpose()?,
             rate_limits: RateLimitSettings {
-                key_rate: parse_rate(KEY_RATE_VAR, &args.key_rate, MAX_KEY_RATE)?,
-                auth_failures: parse_rate(AUTH_FAILURES_VAR, &args.auth_failures, 1_000_000)?,
+                key_rate: rate(args.key_rate),
+                auth_failures: rate(args.auth_failures),
             },
-            proxy_timeout: Duration::from_secs(parse_count(
-                PROXY_TIMEOUT_VAR,
-                &args.proxy_timeout,
-                1..=3600,
-            )?),
+            proxy_timeout: Duration::from_secs(args.proxy_timeout),
             heartbeat: HeartbeatSettings::default(),
         };
 
-        let allow_insecure_token_urls = match non_empty(&args.allow_insecure_token_urls) {
-            None | Some("0") | Some("false") => false,
-            Some("1") | Some("true") => true,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    INSECURE_URLS_VAR,
-                    format!("{other:?} is not 1 or 0"),
-                ))
-            }
-        };
-
-        let log_format = args
-            .log_format
-            .parse()
-            .map_err(|m: String| ConfigError::new(LOG_FORMAT_VAR, m))?;
+        let allow_insecure_token_urls = args.allow_insecure_token_urls == Some(Switch::On);
+        let log_format = args.log_format;
 
         if args.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new(DATA_DIR_VAR, "must not be empty"));
@@ -221,26 +189,15 @@ impl Settings {
             allow_insecure_token_urls,
             log_format,
             vending: VendingSettings {
-                min_refresh_interval: Duration::from_secs(parse_count(
-                    MIN_REFRESH_INTERVAL_VAR,
-                    &args.min_refresh_interval,
-                    1..=86_400,
-                )?),
-                upstream_rate: parse_rate(UPSTREAM_RATE_VAR, &args.upstream_rate, 1_000_000)?,
-                caller_fetch_rate: parse_rate(
-                    CALLER_FETCH_RATE_VAR,
-                    &args.caller_fetch_rate,
-                    1_000_000,
-                )?,
+                min_refresh_interval: Duration::from_secs(args.min_refresh_interval),
+                upstream_rate: rate(args.upstream_rate),
+                caller_fetch_rate: rate(args.caller_fetch_rate),
                 ..VendingSettings::default()
             },
             webhooks: WebhookSettings::default(),
             audit: AuditRetention {
-                retention_days: parse_count(
-                    AUDIT_RETENTION_DAYS_VAR,
-                    &args.audit_retention_days,
-                    0..=36_500,
-                )? as u32,
+                retention_days: u32::try_from(args.audit_retention_days)
+                    .map_err(|_| ConfigError::new(AUDIT_RETENTION_DAYS_VAR, "is too large"))?,
                 ..AuditRetention::default()
             },
         })

@@ -10,8 +10,8 @@ use serde::Serialize;
 use std::time::Duration;
 
 use crate::domain::FieldError;
+use crate::outbound::upstream::UpstreamError;
 use crate::store;
-use crate::upstream::UpstreamError;
 use crate::vending::VendError;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;

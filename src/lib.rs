@@ -14,7 +14,7 @@ pub mod crypto;
 /// tenants; only with the `demo` feature (on by default).
 #[cfg(feature = "demo")]
 pub mod demo;
-/// Parse-don't-validate types: tenant ids, scopes, token URLs, tenant fields.
+/// Parse-don't-validate types: tenant ids, scopes, tenant fields and their URLs.
 pub mod domain;
 /// `ApiError` and its application/problem+json rendering.
 pub mod error;
@@ -29,8 +29,8 @@ mod layering;
 pub mod metrics;
 /// The operator CLI (`tenants`, `keys`, `token`) over the HTTP API.
 pub mod operator;
-/// The one outbound HTTP policy: no environment proxies, no redirects, timeouts, public
-/// addresses only.
+/// The one outbound policy: URL and address rules, the HTTP clients (no environment
+/// proxies, no redirects, timeouts, public addresses only), the edX token client.
 pub mod outbound;
 /// The proxy: a tenant's edX API called with its token, which callers never see.
 pub mod proxy;
@@ -48,8 +48,6 @@ pub mod state;
 pub mod store;
 /// Tracing subscriber setup (text or JSON), request spans and request ids.
 pub mod telemetry;
-/// The edX token client.
-pub mod upstream;
 /// The token cache: single-flight fetches, refresh-ahead, the scheduler, token status.
 pub mod vending;
 /// Webhooks: lifecycle events, Standard Webhooks signatures, at-least-once delivery.

@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// jemalloc rather than the system allocator: a process holding 100,000 tenants' tokens
 /// fetched one by one (each beside the short-lived buffers of its fetch) keeps far less
 /// memory to fragmentation with its size classes and its return of unused pages to the
@@ -20,5 +18,8 @@ async fn main() -> ExitCode {
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("tokenvend: jemalloc's background thread is off: {error}");
     }
-    tokenvend::cli::run(tokenvend::cli::Cli::parse()).await
+    match tokenvend::cli::parse() {
+        Ok(cli) => tokenvend::cli::run(cli).await,
+        Err(code) => code,
+    }
 }

@@ -1,18 +1,24 @@
-//! The one outbound HTTP policy: every call tokenvend makes to another service (token and
-//! JWKS requests, proxied API calls; webhooks later) goes through a client built here.
+//! The one outbound policy: every call tokenvend makes to another service (token and JWKS
+//! requests, proxied API calls, webhook deliveries) goes to a URL the rules of
+//! `url_rules.rs` allow, through a client built here; the edX token client (`upstream/`)
+//! is one of those calls.
 //!
-//! The policy: environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored,
+//! The clients: environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored,
 //! since a proxy would resolve and connect in our place, past the address check; redirects
 //! are not followed; every call has a connect and a total timeout; and unless insecure URLs
 //! are allowed, only `https` is spoken and a host name is only ever connected to at the
 //! public addresses it resolves to ([`is_public_ip`], the predicate that also checks URLs
 //! when they are stored and loaded).
 
+/// The edX token client.
+pub mod upstream;
+mod url_rules;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{is_public_ip, UrlPolicy};
+pub use url_rules::{is_public_ip, parse_outbound_url, UrlPolicy, MAX_URL_LEN};
 
 /// How long one outbound call may take.
 #[derive(Debug, Clone, Copy)]

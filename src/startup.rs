@@ -23,10 +23,10 @@ use crate::config::{
     METRICS_LISTEN_VAR, OLD_MASTER_KEYS_VAR,
 };
 use crate::crypto::MasterKey;
-use crate::domain::UrlPolicy;
 use crate::fleet::follow_changes;
 use crate::fleet::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
+use crate::outbound::UrlPolicy;
 use crate::proxy::Proxy;
 use crate::routes;
 use crate::state::{AppState, Shared};

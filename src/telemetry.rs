@@ -4,8 +4,10 @@
 //! (its clean-up middleware and its extractor).
 
 mod otel;
+/// W3C trace context in and out: the caller's trace continued, and passed on by outbound
+/// calls.
+pub mod propagation;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,25 +20,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::otel::OtelSettings;
+pub use otel::{OtelSettings, OtlpProtocol};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How log lines are written (`TOKENVEND_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("{other:?} is not text or json")),
-        }
-    }
 }
 
 /// The process's telemetry, to be shut down when the service stops: queued spans are
@@ -196,7 +187,7 @@ pub fn request_span(request: &Request<Body>) -> Span {
     };
     if otel::exporting() {
         span.record("otel.name", format!("{} {route}", request.method()));
-        otel::continue_trace(&span, request.headers());
+        propagation::continue_trace(&span, request.headers());
     }
     span
 }

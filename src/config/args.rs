@@ -1,15 +1,43 @@
-//! The raw settings as clap reads them from flags and the environment (`SettingsArgs`),
-//! and the refusal of keys given as flags.
+//! The settings as clap reads them from flags and the environment (`SettingsArgs`), each
+//! value parsed by its value parser; a value clap refuses as the `ConfigError` naming its
+//! variable; and the refusal of keys given as flags.
 
 use std::path::PathBuf;
 
+use super::parse::{choice, count};
 use super::vars::{
-    ConfigError, ADMIN_KEY_FILE_VAR, ADMIN_KEY_VAR, AUDIT_RETENTION_DAYS_VAR, AUTH_FAILURES_VAR,
-    BOOTSTRAP_ADMIN_VAR, CALLER_FETCH_RATE_VAR, DATABASE_URL_FILE_VAR, DATABASE_URL_VAR,
-    DATA_DIR_VAR, HEADER_TIMEOUT_VAR, INSECURE_URLS_VAR, KEY_RATE_VAR, LISTEN_VAR, LOG_FORMAT_VAR,
-    MASTER_KEY_FILE_VAR, MASTER_KEY_VAR, MAX_CONNECTIONS_VAR, METRICS_LISTEN_VAR,
-    MIN_REFRESH_INTERVAL_VAR, OLD_MASTER_KEYS_VAR, PROXY_TIMEOUT_VAR, UPSTREAM_RATE_VAR,
+    ConfigError, ADMIN_KEY_FILE_VAR, ADMIN_KEY_VAR, ALL_VARS, AUDIT_RETENTION_DAYS_VAR,
+    AUTH_FAILURES_VAR, BOOTSTRAP_ADMIN_VAR, CALLER_FETCH_RATE_VAR, DATABASE_URL_FILE_VAR,
+    DATABASE_URL_VAR, DATA_DIR_VAR, HEADER_TIMEOUT_VAR, INSECURE_URLS_VAR, KEY_RATE_VAR,
+    LISTEN_VAR, LOG_FORMAT_VAR, MASTER_KEY_FILE_VAR, MASTER_KEY_VAR, MAX_CONNECTIONS_VAR,
+    METRICS_LISTEN_VAR, MIN_REFRESH_INTERVAL_VAR, OLD_MASTER_KEYS_VAR, PROXY_TIMEOUT_VAR,
+    UPSTREAM_RATE_VAR,
 };
+use crate::auth::limits::MAX_KEY_RATE;
+use crate::telemetry::LogFormat;
+
+/// `TOKENVEND_BOOTSTRAP_ADMIN`: whether the bootstrap admin key is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootstrapAdmin {
+    Enabled,
+    Disabled,
+}
+
+/// An on/off setting: `1` (or `true`) or `0` (or `false`, or empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    #[value(name = "1", alias = "true")]
+    On,
+    #[value(name = "0", alias = "false")]
+    Off,
+}
+
+fn switch(raw: &str) -> Result<Switch, String> {
+    if raw.trim().is_empty() {
+        return Ok(Switch::Off);
+    }
+    choice(raw)
+}
 
 /// The raw settings as clap reads them from flags and the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,49 +79,49 @@ pub struct SettingsArgs {
     #[arg(long, env = ADMIN_KEY_FILE_VAR, global = true)]
     pub admin_key_file: Option<PathBuf>,
     /// enabled or disabled: whether the bootstrap admin key is accepted at all.
-    #[arg(long, env = BOOTSTRAP_ADMIN_VAR, default_value = "enabled", global = true)]
-    pub bootstrap_admin: String,
+    #[arg(long, env = BOOTSTRAP_ADMIN_VAR, default_value = "enabled", global = true, value_parser = choice::<BootstrapAdmin>)]
+    pub bootstrap_admin: BootstrapAdmin,
     /// Seconds a client may take to send its request headers (and to start its next
     /// request on a kept-alive connection).
-    #[arg(long, env = HEADER_TIMEOUT_VAR, default_value = "10", global = true)]
-    pub header_timeout: String,
+    #[arg(long, env = HEADER_TIMEOUT_VAR, default_value = "10", global = true, value_parser = count(1..=3600))]
+    pub header_timeout: u64,
     /// Seconds between two caller-triggered token fetches for one tenant (forced
     /// refresh, min_ttl) at the least.
-    #[arg(long, env = MIN_REFRESH_INTERVAL_VAR, default_value = "30", global = true)]
-    pub min_refresh_interval: String,
+    #[arg(long, env = MIN_REFRESH_INTERVAL_VAR, default_value = "30", global = true, value_parser = count(1..=86_400))]
+    pub min_refresh_interval: u64,
     /// Open client connections at most (per listener); further ones wait to be accepted.
-    #[arg(long, env = MAX_CONNECTIONS_VAR, default_value = "10000", global = true)]
-    pub max_connections: String,
+    #[arg(long, env = MAX_CONNECTIONS_VAR, default_value = "10000", global = true, value_parser = count(1..=1_000_000))]
+    pub max_connections: u64,
     /// Requests per second per caller key without a rate_limit of its own; 0: unlimited.
-    #[arg(long, env = KEY_RATE_VAR, default_value = "0", global = true)]
-    pub key_rate: String,
+    #[arg(long, env = KEY_RATE_VAR, default_value = "0", global = true, value_parser = count(0..=u64::from(MAX_KEY_RATE)))]
+    pub key_rate: u64,
     /// Token requests per minute per edX token-endpoint host (fleet-wide on PostgreSQL);
     /// 0: no limit.
-    #[arg(long, env = UPSTREAM_RATE_VAR, default_value = "60", global = true)]
-    pub upstream_rate: String,
+    #[arg(long, env = UPSTREAM_RATE_VAR, default_value = "60", global = true, value_parser = count(0..=1_000_000))]
+    pub upstream_rate: u64,
     /// edX fetches per minute one caller may trigger (forced refreshes, invalidations,
     /// proxy 401 retries, min_ttl, verifies together); 0: no limit.
-    #[arg(long, env = CALLER_FETCH_RATE_VAR, default_value = "10", global = true)]
-    pub caller_fetch_rate: String,
+    #[arg(long, env = CALLER_FETCH_RATE_VAR, default_value = "10", global = true, value_parser = count(0..=1_000_000))]
+    pub caller_fetch_rate: u64,
     /// Failed authentications per minute per client address before 429s; 0: no limit.
-    #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true)]
-    pub auth_failures: String,
+    #[arg(long, env = AUTH_FAILURES_VAR, default_value = "60", global = true, value_parser = count(0..=1_000_000))]
+    pub auth_failures: u64,
     /// Seconds one proxied edX API call may take to answer (and to send each part of
     /// its body).
-    #[arg(long, env = PROXY_TIMEOUT_VAR, default_value = "30", global = true)]
-    pub proxy_timeout: String,
+    #[arg(long, env = PROXY_TIMEOUT_VAR, default_value = "30", global = true, value_parser = count(1..=3600))]
+    pub proxy_timeout: u64,
     /// Days audit events are kept before they are pruned; 0 keeps them forever.
-    #[arg(long, env = AUDIT_RETENTION_DAYS_VAR, default_value = "400", global = true)]
-    pub audit_retention_days: String,
+    #[arg(long, env = AUDIT_RETENTION_DAYS_VAR, default_value = "400", global = true, value_parser = count(0..=36_500))]
+    pub audit_retention_days: u64,
     /// A second address, host:port, serving only /metrics without a key.
     #[arg(long, env = METRICS_LISTEN_VAR, global = true)]
     pub metrics_listen: Option<String>,
     /// 1 allows http:// and loopback or private token URLs (tests, local issuers).
-    #[arg(long, env = INSECURE_URLS_VAR, global = true, num_args = 0..=1, default_missing_value = "1")]
-    pub allow_insecure_token_urls: Option<String>,
+    #[arg(long, env = INSECURE_URLS_VAR, global = true, num_args = 0..=1, default_missing_value = "1", value_parser = switch)]
+    pub allow_insecure_token_urls: Option<Switch>,
     /// text or json.
-    #[arg(long, env = LOG_FORMAT_VAR, default_value = "text", global = true)]
-    pub log_format: String,
+    #[arg(long, env = LOG_FORMAT_VAR, default_value = "text", global = true, value_parser = choice::<LogFormat>)]
+    pub log_format: LogFormat,
 }
 
 impl SettingsArgs {
@@ -128,4 +156,27 @@ impl SettingsArgs {
             ),
         ))
     }
+}
+
+/// A value that clap refused (one of its value parsers said why), as the `ConfigError` that
+/// names the variable, so that a bad setting reads the same from a flag or the
+/// environment: one line, `VARIABLE: why`. `None` for any other error of clap's (an
+/// unknown flag, `--help`), which clap reports itself.
+pub fn config_error(error: &clap::Error, command: &clap::Command) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // `--log-format <LOG_FORMAT>`, `--allow-insecure-token-urls [<…>]`
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?;
+    let variable = ALL_VARS.iter().find(|v| env == **v)?;
+    let message = std::error::Error::source(error)?.to_string();
+    Some(ConfigError::new(variable, message))
 }

@@ -4,7 +4,11 @@
 //! headers, timeouts, `OTEL_BSP_*`); the values read here are checked first, so that a
 //! wrong one stops start-up with one line naming it.
 
-use std::fmt;
+use clap::ValueEnum as _;
+
+use super::parse::choice;
+use super::vars::ConfigError;
+use crate::telemetry::{OtelSettings, OtlpProtocol};
 
 pub const ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const TRACES_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
@@ -17,100 +21,65 @@ pub const SDK_DISABLED_VAR: &str = "OTEL_SDK_DISABLED";
 /// The service name spans carry when `OTEL_SERVICE_NAME` is unset.
 pub const DEFAULT_SERVICE_NAME: &str = "tokenvend";
 
-/// How spans are sent to the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    /// `http/protobuf`, the default.
-    HttpProtobuf,
-    /// `http/json`.
-    HttpJson,
+/// Trace export settings from the process environment; `None` means no export.
+pub fn from_env() -> Result<Option<OtelSettings>, ConfigError> {
+    from_lookup(|name| std::env::var(name).ok())
 }
 
-/// Trace export settings; `None` from [`OtelSettings::from_env`] means no export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtelSettings {
-    pub protocol: OtlpProtocol,
-    pub service_name: String,
-}
-
-/// A wrong OpenTelemetry variable, named.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtelConfigError {
-    pub variable: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for OtelConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.variable, self.message)
+/// The same from any lookup of variables (tests pass a table).
+pub fn from_lookup(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<OtelSettings>, ConfigError> {
+    let set = |name: &str| {
+        var(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    if set(SDK_DISABLED_VAR).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(None);
     }
-}
-
-impl std::error::Error for OtelConfigError {}
-
-impl OtelSettings {
-    /// From the process environment.
-    pub fn from_env() -> Result<Option<Self>, OtelConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    if set(ENDPOINT_VAR).is_none() && set(TRACES_ENDPOINT_VAR).is_none() {
+        return Ok(None);
     }
-
-    /// From any lookup of variables (tests pass a table).
-    pub fn from_lookup(
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, OtelConfigError> {
-        let set = |name: &str| {
-            var(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let error = |variable, message: String| OtelConfigError { variable, message };
-        if set(SDK_DISABLED_VAR).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(None);
+    let (protocol_var, protocol) = match set(TRACES_PROTOCOL_VAR) {
+        Some(value) => (TRACES_PROTOCOL_VAR, Some(value)),
+        None => (PROTOCOL_VAR, set(PROTOCOL_VAR)),
+    };
+    let protocol = match protocol.as_deref() {
+        None => OtlpProtocol::HttpProtobuf,
+        Some("grpc") => {
+            let names = OtlpProtocol::value_variants()
+                .iter()
+                .filter_map(|p| Some(p.to_possible_value()?.get_name().to_owned()))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            return Err(ConfigError::new(
+                protocol_var,
+                format!("grpc is not supported; use {names}"),
+            ));
         }
-        if set(ENDPOINT_VAR).is_none() && set(TRACES_ENDPOINT_VAR).is_none() {
-            return Ok(None);
+        Some(other) => choice(other).map_err(|m| ConfigError::new(protocol_var, m))?,
+    };
+    if let Some(delay) = set(SCHEDULE_DELAY_VAR) {
+        if delay.parse::<u64>().is_err() {
+            return Err(ConfigError::new(
+                SCHEDULE_DELAY_VAR,
+                format!("{delay:?} is not a whole number of milliseconds"),
+            ));
         }
-        let (protocol_var, protocol) = match set(TRACES_PROTOCOL_VAR) {
-            Some(value) => (TRACES_PROTOCOL_VAR, Some(value)),
-            None => (PROTOCOL_VAR, set(PROTOCOL_VAR)),
-        };
-        let protocol = match protocol.as_deref() {
-            None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
-            Some("http/json") => OtlpProtocol::HttpJson,
-            Some("grpc") => {
-                return Err(error(
-                    protocol_var,
-                    "grpc is not supported; use http/protobuf or http/json".to_owned(),
-                ))
-            }
-            Some(other) => {
-                return Err(error(
-                    protocol_var,
-                    format!("{other:?} is not http/protobuf or http/json"),
-                ))
-            }
-        };
-        if let Some(delay) = set(SCHEDULE_DELAY_VAR) {
-            if delay.parse::<u64>().is_err() {
-                return Err(error(
-                    SCHEDULE_DELAY_VAR,
-                    format!("{delay:?} is not a whole number of milliseconds"),
-                ));
-            }
-        }
-        Ok(Some(OtelSettings {
-            protocol,
-            service_name: set(SERVICE_NAME_VAR).unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
-        }))
     }
+    Ok(Some(OtelSettings {
+        protocol,
+        service_name: set(SERVICE_NAME_VAR).unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Option<OtelSettings>, OtelConfigError> {
-        OtelSettings::from_lookup(|name| {
+    fn settings(vars: &[(&str, &str)]) -> Result<Option<OtelSettings>, ConfigError> {
+        from_lookup(|name| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned())
@@ -176,5 +145,22 @@ mod tests {
             assert_eq!(err.variable, variable, "{why}");
             assert!(err.to_string().starts_with(variable), "{why}: {err}");
         }
+    }
+
+    #[test]
+    fn a_wrong_protocol_says_which_ones_there_are() {
+        let with = |protocol| {
+            settings(&[(ENDPOINT_VAR, "http://x:4318"), (PROTOCOL_VAR, protocol)])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            with("grpc"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: grpc is not supported; use http/protobuf or http/json"
+        );
+        assert_eq!(
+            with(" http/xml "),
+            "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/xml\" is not http/protobuf or http/json"
+        );
     }
 }

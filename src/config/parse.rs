@@ -3,12 +3,27 @@
 //! variable, never the secret.
 
 use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
+use clap::ValueEnum;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::vars::{ConfigError, OLD_MASTER_KEYS_VAR};
 use crate::crypto::MasterKey;
+
+/// One of a `ValueEnum`'s names (surrounding blanks ignored), as a clap value parser:
+/// otherwise why not, naming the choices (`"xml" is not text or json`).
+pub(super) fn choice<E: ValueEnum>(raw: &str) -> Result<E, String> {
+    let value = raw.trim();
+    E::from_str(value, false).map_err(|_| {
+        let names: Vec<String> = E::value_variants()
+            .iter()
+            .filter_map(|v| Some(v.to_possible_value()?.get_name().to_owned()))
+            .collect();
+        format!("{value:?} is not {}", names.join(" or "))
+    })
+}
 
 pub(super) fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
@@ -30,33 +45,23 @@ pub(super) fn check_address(variable: &'static str, raw: &str) -> Result<String,
     }
 }
 
-/// A whole number in `range`, or why not.
-pub(super) fn parse_count(
-    variable: &'static str,
-    raw: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    match raw.trim().parse::<u64>() {
+/// A clap value parser of whole numbers in `range`: otherwise why not.
+pub(super) fn count(
+    range: RangeInclusive<u64>,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |raw| match raw.trim().parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(ConfigError::new(
-            variable,
-            format!(
-                "{raw:?} is not a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
+        _ => Err(format!(
+            "{raw:?} is not a whole number from {} to {}",
+            range.start(),
+            range.end()
         )),
     }
 }
 
-/// A rate from 0 to `max`, where 0 means none.
-pub(super) fn parse_rate(
-    variable: &'static str,
-    raw: &str,
-    max: u32,
-) -> Result<Option<NonZeroU32>, ConfigError> {
-    let n = parse_count(variable, raw, 0..=u64::from(max))?;
-    Ok(u32::try_from(n).ok().and_then(NonZeroU32::new))
+/// A rate (a count its parser kept in `u32`), where 0 means none.
+pub(super) fn rate(n: u64) -> Option<NonZeroU32> {
+    u32::try_from(n).ok().and_then(NonZeroU32::new)
 }
 
 /// A secret given either directly or as a file to read (`…_FILE`, as Docker and

@@ -3,7 +3,7 @@
 use std::num::NonZeroU32;
 
 use super::*;
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 #[derive(Parser)]
 struct Wrapper {
@@ -19,7 +19,12 @@ fn parse(flags: &[&str]) -> Result<Settings, ConfigError> {
 fn parse_env(flags: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let mut argv = vec!["tokenvend"];
     argv.extend_from_slice(flags);
-    let mut args = Wrapper::try_parse_from(argv).expect("flags parse").args;
+    let mut args = match Wrapper::try_parse_from(argv) {
+        Ok(parsed) => parsed.args,
+        Err(error) => {
+            return Err(config_error(&error, &Wrapper::command()).expect("a setting's error"))
+        }
+    };
     for (variable, value) in env {
         let field = match *variable {
             MASTER_KEY_VAR => &mut args.master_key,
@@ -292,4 +297,52 @@ fn serving_limits_default_as_documented() {
         Some("127.0.0.1:9090")
     );
     assert!(!settings.bootstrap_admin);
+}
+
+#[test]
+fn a_refused_value_reads_as_before_one_line_naming_the_variable() {
+    for (flags, line) in [
+        (
+            &["--log-format", "xml"][..],
+            "TOKENVEND_LOG_FORMAT: \"xml\" is not text or json",
+        ),
+        (
+            &["--bootstrap-admin", "off"],
+            "TOKENVEND_BOOTSTRAP_ADMIN: \"off\" is not enabled or disabled",
+        ),
+        (
+            &["--allow-insecure-token-urls", "yes"],
+            "TOKENVEND_ALLOW_INSECURE_TOKEN_URLS: \"yes\" is not 1 or 0",
+        ),
+        (
+            &["--header-timeout", "1.5"],
+            "TOKENVEND_HEADER_TIMEOUT: \"1.5\" is not a whole number from 1 to 3600",
+        ),
+        (
+            &["--key-rate=-1"],
+            "TOKENVEND_KEY_RATE: \"-1\" is not a whole number from 0 to 100000",
+        ),
+    ] {
+        let err = parse(flags).expect_err("should be refused");
+        assert_eq!(err.to_string(), line, "{flags:?}");
+    }
+}
+
+#[test]
+fn the_choices_accept_their_names_aliases_and_blanks_around_them() {
+    let settings = parse(&["--log-format", " json ", "--bootstrap-admin", "disabled "]).unwrap();
+    assert_eq!(settings.log_format, LogFormat::Json);
+    assert!(!settings.bootstrap_admin);
+    for (flags, insecure) in [
+        (&["--allow-insecure-token-urls"][..], true),
+        (&["--allow-insecure-token-urls", "true"], true),
+        (&["--allow-insecure-token-urls", " 1"], true),
+        (&["--allow-insecure-token-urls", "false"], false),
+        (&["--allow-insecure-token-urls", "0"], false),
+        (&["--allow-insecure-token-urls", ""], false),
+        (&[], false),
+    ] {
+        let settings = parse(flags).unwrap();
+        assert_eq!(settings.allow_insecure_token_urls, insecure, "{flags:?}");
+    }
 }

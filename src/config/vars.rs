@@ -24,8 +24,31 @@ pub const CALLER_FETCH_RATE_VAR: &str = "TOKENVEND_CALLER_FETCH_RATE";
 pub const PROXY_TIMEOUT_VAR: &str = "TOKENVEND_PROXY_TIMEOUT";
 pub const AUDIT_RETENTION_DAYS_VAR: &str = "TOKENVEND_AUDIT_RETENTION_DAYS";
 
+/// Every variable a flag of `SettingsArgs` reads.
+pub const ALL_VARS: &[&str] = &[
+    LISTEN_VAR,
+    DATABASE_URL_VAR,
+    DATA_DIR_VAR,
+    INSECURE_URLS_VAR,
+    LOG_FORMAT_VAR,
+    DATABASE_URL_FILE_VAR,
+    MASTER_KEY_FILE_VAR,
+    ADMIN_KEY_FILE_VAR,
+    BOOTSTRAP_ADMIN_VAR,
+    HEADER_TIMEOUT_VAR,
+    MIN_REFRESH_INTERVAL_VAR,
+    MAX_CONNECTIONS_VAR,
+    METRICS_LISTEN_VAR,
+    KEY_RATE_VAR,
+    AUTH_FAILURES_VAR,
+    UPSTREAM_RATE_VAR,
+    CALLER_FETCH_RATE_VAR,
+    PROXY_TIMEOUT_VAR,
+    AUDIT_RETENTION_DAYS_VAR,
+];
+
 /// A setting that is missing or wrong, named by its environment variable.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {message}")]
 pub struct ConfigError {
     pub variable: &'static str,

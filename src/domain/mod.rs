@@ -3,6 +3,7 @@
 mod expires_in;
 mod field_error;
 mod identity;
+mod outbound_url;
 mod patch;
 mod proxy_path;
 mod scope;
@@ -10,7 +11,6 @@ mod tenant;
 mod tenant_id;
 mod tenant_patch;
 mod time;
-mod token_url;
 
 pub use expires_in::parse_expires_in;
 pub use field_error::FieldError;
@@ -18,6 +18,7 @@ pub use identity::{
     claim_value, parse_cidrs, parse_matches, ClaimMatch, IdentityMapping, IdentityProvider,
     MappingFields, ProviderFields, ProviderKeys,
 };
+pub use outbound_url::{display_url, origin_of, parse_api_base_url, UrlRules};
 pub use patch::Patch;
 pub use proxy_path::ProxyPath;
 pub use scope::{Scope, ScopeSet, TenantAccess};
@@ -28,6 +29,3 @@ pub use tenant::{
 pub use tenant_id::TenantId;
 pub use tenant_patch::{drops_token, TenantPatch, TOKEN_FIELDS};
 pub use time::rfc3339;
-pub use token_url::{
-    display_url, is_public_ip, origin_of, parse_api_base_url, parse_outbound_url, UrlPolicy,
-};

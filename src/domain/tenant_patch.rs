@@ -6,11 +6,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::field_error::FieldError;
+use super::outbound_url::{parse_api_base_url, UrlRules};
 use super::patch::Patch;
 use super::tenant::{
     validate_client_id, validate_client_secret, validate_name, validate_scope, Tenant, TokenType,
 };
-use super::token_url::{parse_api_base_url, parse_outbound_url, UrlPolicy};
 use crate::crypto::Sealed;
 
 /// A `PATCH /tenants/{id}` body.
@@ -63,12 +63,12 @@ impl Tenant {
     pub fn patched(
         &self,
         patch: &TenantPatch,
-        policy: UrlPolicy,
+        policy: impl UrlRules,
         seal: impl FnOnce(&SecretString) -> Sealed,
         now: DateTime<Utc>,
     ) -> Result<(Tenant, Vec<&'static str>), FieldError> {
         let current = self;
-        let outbound_url = |name: &str, raw: &str| field(name, parse_outbound_url(raw, policy));
+        let outbound_url = |name: &str, raw: &str| field(name, policy.outbound_url(raw));
         fn not_null<T: Clone>(name: &str, p: &Patch<T>) -> Result<Option<T>, FieldError> {
             match p {
                 Patch::Absent => Ok(None),
@@ -222,6 +222,21 @@ mod tests {
         }
     }
 
+    /// A stand-in for the outbound rules (`crate::outbound`'s, tested there): `https://`
+    /// to a host name.
+    #[derive(Clone, Copy)]
+    struct HttpsToNames;
+
+    impl UrlRules for HttpsToNames {
+        fn outbound_url(self, raw: &str) -> Result<url::Url, String> {
+            let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+            match (url.scheme(), url.host()) {
+                ("https", Some(url::Host::Domain(_))) => Ok(url),
+                _ => Err("must use https:// to a host name".to_owned()),
+            }
+        }
+    }
+
     fn apply(patch: serde_json::Value) -> Result<(Tenant, Vec<&'static str>), FieldError> {
         let patch: TenantPatch = serde_json::from_value(patch).unwrap();
         let now = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
@@ -229,7 +244,7 @@ mod tests {
             key_id: "k1".to_owned(),
             bytes: s.expose_secret().as_bytes().to_vec(),
         };
-        tenant().patched(&patch, UrlPolicy::PublicHttpsOnly, seal, now)
+        tenant().patched(&patch, HttpsToNames, seal, now)
     }
 
     #[test]

@@ -17,22 +17,14 @@ use parse::{used_paths, UsedPath};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
-        &["domain", "clock", "crypto", "metrics", "share"],
+        &["domain", "clock", "crypto", "metrics", "share", "telemetry"],
     ),
     ("store", &["store"]),
-    ("upstream", &["outbound", "upstream", "webhooks"]),
+    ("outbound", &["outbound", "webhooks"]),
     ("vending", &["vending", "proxy"]),
     (
         "http",
-        &[
-            "auth",
-            "error",
-            "extract",
-            "routes",
-            "state",
-            "telemetry",
-            "config",
-        ],
+        &["auth", "error", "extract", "routes", "state", "config"],
     ),
     ("startup", &["startup", "fleet"]),
     (

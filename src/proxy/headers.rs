@@ -1,7 +1,7 @@
-//! Which headers a proxied call passes on, each way, and the ones it adds.
+//! Which headers a proxied call passes on, each way, and the fingerprint it adds (the trace
+//! context comes from `crate::telemetry::propagation`).
 
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use rand::RngCore;
+use axum::http::header::{self, HeaderMap, HeaderName};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on either way.
 const HOP_BY_HOP: &[&str] = &[
@@ -19,7 +19,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// caller's credentials and cookies, the host, claims about the client's address or the
 /// request's origin (`X-Forwarded-*`, `True-Client-IP`, ...) that only a trusted proxy may
 /// make, and headers no one has thought of yet. tokenvend adds `Authorization`,
-/// `X-Request-ID` and `traceparent` itself.
+/// `X-Request-ID` and the trace context (`crate::telemetry::propagation`) itself.
 const SENT: &[HeaderName] = &[
     header::ACCEPT,
     header::ACCEPT_ENCODING,
@@ -82,51 +82,10 @@ pub fn response_headers(incoming: &HeaderMap) -> HeaderMap {
     })
 }
 
-/// A W3C `traceparent` for the call to the API: the caller's trace continued with a new
-/// parent id, or a new trace when the caller sent none (or a malformed one).
-pub fn traceparent(incoming: &HeaderMap) -> HeaderValue {
-    let mut rng = rand::thread_rng();
-    let mut span = [0u8; 8];
-    rng.fill_bytes(&mut span);
-    let span = hex::encode(span);
-    let caller = incoming
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let value = match caller {
-        Some((trace, flags)) => format!("00-{trace}-{span}-{flags}"),
-        None => {
-            let mut trace = [0u8; 16];
-            rng.fill_bytes(&mut trace);
-            format!("00-{}-{span}-01", hex::encode(trace))
-        }
-    };
-    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// The trace id and flags of a version-00 `traceparent`.
-fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
-    let parts: Vec<&str> = value.trim().split('-').collect();
-    let [version, trace, parent, flags] = parts.as_slice() else {
-        return None;
-    };
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = *version == "00"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0')
-        && parent.bytes().any(|b| b != b'0');
-    valid.then_some((*trace, *flags))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -183,19 +142,5 @@ mod tests {
             .map(|k| k.to_string())
             .collect();
         assert_eq!(names, ["content-type"]);
-    }
-
-    #[test]
-    fn a_callers_trace_is_continued_and_a_missing_one_started() {
-        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-        let caller = headers(&[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))]);
-        let ours = traceparent(&caller);
-        let ours = ours.to_str().unwrap();
-        assert!(ours.starts_with(&format!("00-{trace}-")), "{ours}");
-        assert!(!ours.contains("00f067aa0ba902b7"), "a new parent id");
-        let fresh = traceparent(&headers(&[("traceparent", "garbage")]));
-        let fresh = fresh.to_str().unwrap();
-        assert_eq!(fresh.len(), 55, "{fresh}");
-        assert!(parse_traceparent(fresh).is_some());
     }
 }

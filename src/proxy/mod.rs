@@ -15,9 +15,10 @@ use tracing::Instrument;
 use url::Url;
 
 use self::body::{BodyError, OutgoingBody};
-use crate::domain::{ProxyPath, TenantId, UrlPolicy};
+use crate::domain::{ProxyPath, TenantId};
 use crate::metrics::Metrics;
-use crate::outbound;
+use crate::outbound::{self, UrlPolicy};
+use crate::telemetry::propagation;
 use crate::vending::{HeldToken, VendError, Vendor};
 
 pub use body::{MAX_BODY, RETRY_COPY};
@@ -118,7 +119,9 @@ impl Proxy {
         if let Ok(id) = HeaderValue::from_str(&call.request_id) {
             sent_headers.insert("x-request-id", id);
         }
-        sent_headers.insert("traceparent", headers::traceparent(&call.headers));
+        // Sent when the call's span is not exported (`send` puts that span's own context
+        // in its place when it is).
+        sent_headers.extend(propagation::continued_traceparent(&call.headers));
         let token = self
             .vendor
             .token(&call.tenant, Duration::ZERO)
@@ -209,12 +212,6 @@ impl Proxy {
             HeaderValue::from_str(&format!("{scheme} {}", token.expose_token()))
                 .map_err(|_| ProxyError::Token(VendError::Internal))?;
         authorization.set_sensitive(true);
-        let request = self
-            .client
-            .request(method.clone(), url.clone())
-            .headers(headers.clone())
-            .header(header::AUTHORIZATION, authorization)
-            .body(body);
         // One span per call to the API (two when a 401 is retried): never the token, the
         // query or the headers, only where it went and how it was answered.
         let span = tracing::info_span!(
@@ -224,6 +221,17 @@ impl Proxy {
             "url.path" = url.path(),
             "http.response.status_code" = tracing::field::Empty,
         );
+        let mut headers = headers.clone();
+        if let Some(trace) = propagation::span_context_headers(&span) {
+            // The API's parent id is this call's exported span.
+            headers.extend(trace);
+        }
+        let request = self
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers)
+            .header(header::AUTHORIZATION, authorization)
+            .body(body);
         let sent = tokio::time::timeout(self.timeout, request.send())
             .instrument(span.clone())
             .await;

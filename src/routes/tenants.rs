@@ -13,12 +13,13 @@ use serde_json::json;
 use crate::auth::{Authorized, TenantsRead, TenantsWrite};
 use crate::crypto::Purpose;
 use crate::domain::{
-    display_url, drops_token, parse_api_base_url, parse_outbound_url, rfc3339, validate_client_id,
+    display_url, drops_token, parse_api_base_url, rfc3339, validate_client_id,
     validate_client_secret, validate_name, validate_scope, FieldError, PreviousSecret, Tenant,
     TenantId, TenantPatch, TenantUid, TokenType, PREVIOUS_SECRET_KEPT,
 };
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
+use crate::outbound::parse_outbound_url;
 use crate::routes::audit_entry::audit;
 use crate::routes::pagination::{
     decode_tenant_cursor, encode_tenant_cursor, page_size, PageParams,

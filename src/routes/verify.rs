@@ -9,10 +9,10 @@ use serde_json::json;
 use crate::auth::Caller;
 use crate::domain::Tenant;
 use crate::error::{ApiError, Result, UpstreamFailure};
+use crate::outbound::upstream::UpstreamError;
 use crate::routes::audit_entry::audit;
 use crate::state::AppState;
 use crate::telemetry::RequestId;
-use crate::upstream::UpstreamError;
 use crate::vending::{VendError, VerifiedToken};
 
 /// The query of a tenant write: `verify` is `true` or `false` (anything else is `400`).

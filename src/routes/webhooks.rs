@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::auth::{Admin, Authorized};
 use crate::crypto::Purpose;
-use crate::domain::{parse_outbound_url, rfc3339, FieldError};
+use crate::domain::{rfc3339, FieldError};
 use crate::error::{ApiError, OnConflict, Result};
 use crate::extract::{Json, Path, Query};
+use crate::outbound::parse_outbound_url;
 use crate::routes::audit_entry::audit;
 use crate::routes::pagination::{
     decode_created_cursor, encode_created_cursor, page_size, PageParams,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::auth::identity::IdentityRegistry;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::domain::UrlPolicy;
 use crate::metrics::Metrics;
+use crate::outbound::upstream::UpstreamClient;
+use crate::outbound::UrlPolicy;
 use crate::share::Sharing;
 use crate::store::Store;
-use crate::upstream::UpstreamClient;
 use crate::vending::jwks::JwksCache;
 
 pub(super) fn registry(

@@ -1,24 +1,37 @@
 //! OpenTelemetry: spans exported over OTLP/HTTP when an endpoint is configured, the W3C
-//! trace context of a caller continued by its request's span, and the flush at shutdown.
+//! propagator installed for `propagation.rs`, and the flush at shutdown.
 //! Off (the default), none of this runs: no layer, no propagator, nothing per request.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::http::HeaderMap;
-use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing::subscriber::Interest;
-use tracing::{Span, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing::Subscriber;
 use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::config::otel::{OtelSettings, OtlpProtocol};
+/// How spans are sent to the collector (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`, the default.
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// `http/json`.
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+/// Trace export settings (`crate::config::otel` reads them from the standard variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtelSettings {
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+}
 
 /// Whether spans are exported: set once, when the exporting subscriber is installed.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
@@ -54,7 +67,7 @@ pub fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
 
 /// The exporter's HTTP client: the one the exporter would build (blocking, with the
 /// standard timeout variables), but like every outbound client of tokenvend it ignores
-/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (see `outbound.rs`). It is built on a
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `ALL_PROXY` (see `crate::outbound`). It is built on a
 /// thread of its own, as the exporter does: a blocking client may not be built (or
 /// dropped) on the async runtime's threads.
 fn exporter_client() -> Result<reqwest::blocking::Client, String> {
@@ -116,26 +129,4 @@ fn exported(metadata: &tracing::Metadata<'_>) -> bool {
 
 pub fn mark_exporting() {
     EXPORTING.store(true, Ordering::Relaxed);
-}
-
-/// Makes `span` continue the caller's trace when its request carries a W3C
-/// `traceparent` (and `tracestate`).
-pub fn continue_trace(span: &Span, headers: &HeaderMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&Headers(headers))
-    });
-    // Without a valid traceparent this is an empty context: the span starts a trace.
-    let _ = span.set_parent(parent);
-}
-
-struct Headers<'a>(&'a HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|name| name.as_str()).collect()
-    }
 }

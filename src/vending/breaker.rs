@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::upstream::UpstreamError;
+use crate::outbound::upstream::UpstreamError;
 
 /// Failed fetches in a row (each after its retries) that open a host's breaker.
 pub const TRIP_AFTER: u32 = 5;

@@ -11,12 +11,10 @@ use url::Url;
 
 use super::port::TenantKey;
 use crate::crypto::{MasterKey, Purpose};
-use crate::domain::{
-    origin_of, parse_api_base_url, parse_outbound_url, Tenant, TenantId, TenantUid, TokenType,
-    UrlPolicy,
-};
+use crate::domain::{origin_of, parse_api_base_url, Tenant, TenantId, TenantUid, TokenType};
+use crate::outbound::upstream::{TokenRequest, DEFAULT_TOKEN_URL};
+use crate::outbound::{parse_outbound_url, UrlPolicy};
 use crate::store::InvalidTenantRow;
-use crate::upstream::{TokenRequest, DEFAULT_TOKEN_URL};
 
 pub struct TenantConfig {
     pub key: TenantKey,

@@ -17,8 +17,9 @@ pub use super::slot_map::SlotMap;
 use super::token::{HeldToken, SignatureState};
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
-use crate::domain::{TenantId, UrlPolicy};
+use crate::domain::TenantId;
 use crate::metrics::{Metrics, TokenResult};
+use crate::outbound::UrlPolicy;
 use crate::webhooks::Events;
 
 pub struct Core {

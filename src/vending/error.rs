@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::upstream::UpstreamError;
+use crate::outbound::upstream::UpstreamError;
 
 /// Why no token could be served.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -19,7 +19,7 @@ use super::obtain::obtain;
 use super::port::TenantKey;
 use super::slot::{Outcome, Slot};
 use super::token::HeldToken;
-use crate::upstream::UpstreamError;
+use crate::outbound::upstream::UpstreamError;
 use crate::webhooks::Event;
 
 /// Joins the fetch under way for this tenant, or starts one.

@@ -19,7 +19,7 @@ use url::Url;
 
 use super::token::SignatureState;
 use crate::clock::{Clock, SystemClock};
-use crate::upstream::UpstreamClient;
+use crate::outbound::upstream::UpstreamClient;
 
 /// How long a fetched key set is trusted before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(600);

@@ -19,7 +19,7 @@ use super::port::{
 };
 use super::token::HeldToken;
 use crate::domain::TenantId;
-use crate::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamError};
+use crate::outbound::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamError};
 
 /// Tokens kept in memory, with the identity and credentials version they were saved for.
 /// It has no fleet lock, like SQLite.

@@ -24,7 +24,7 @@ use super::skew;
 use super::slot::{LastError, Slot};
 use super::token::HeldToken;
 use crate::domain::rfc3339;
-use crate::upstream::{AttemptGate, FetchedToken, UpstreamError};
+use crate::outbound::upstream::{AttemptGate, FetchedToken, UpstreamError};
 use crate::webhooks::Event;
 
 /// How long a read or write under the refresh lock may take before the refresh goes on

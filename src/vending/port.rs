@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use super::budget::{BudgetRule, Take};
 use super::token::HeldToken;
 use crate::domain::{TenantId, TenantUid};
-use crate::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamClient, UpstreamError};
+use crate::outbound::upstream::{
+    AttemptGate, FetchedToken, TokenRequest, UpstreamClient, UpstreamError,
+};
 
 /// Whose token: the tenant's id, its identity, and the version of its credentials. A token
 /// is only ever stored for, or taken from the store by, the same identity and credentials.

@@ -3,7 +3,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::upstream::UpstreamSettings;
+use crate::outbound::upstream::UpstreamSettings;
 
 #[derive(Debug, Clone)]
 pub struct VendingSettings {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::core::Core;
 use super::token::jwt_issued_at;
-use crate::upstream::{FetchedToken, UpstreamError};
+use crate::outbound::upstream::{FetchedToken, UpstreamError};
 use secrecy::ExposeSecret;
 
 /// An offset beyond this, either way, is logged as a warning.

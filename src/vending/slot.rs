@@ -16,7 +16,7 @@ use super::config::TenantConfig;
 use super::error::VendError;
 use super::token::HeldToken;
 use crate::domain::{rfc3339, TenantId};
-use crate::upstream::UpstreamError;
+use crate::outbound::upstream::UpstreamError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LastError {

@@ -10,10 +10,12 @@
 //! engine (`Core::writes`); readers never wait on a shard.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher as _;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use foldhash::fast::FixedState;
 use parking_lot::{RwLock, RwLockReadGuard};
 
 use super::slot::Slot;
@@ -38,13 +40,12 @@ impl Default for SlotMap {
     }
 }
 
-/// FNV-1a of the id: which shard holds it (ids are short; this is cheaper than a second
-/// SipHash, and the shard's own map still hashes with a random key).
+/// Which shard holds an id: foldhash's fast hash with a fixed seed (ids are short; this
+/// is cheaper than a second SipHash, and the shard's own map still hashes with a random
+/// key).
 fn shard_of(id: &str) -> usize {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash as usize) & (SHARDS - 1)
+    const SHARD_HASH: FixedState = FixedState::with_seed(0);
+    (SHARD_HASH.hash_one(id) as usize) & (SHARDS - 1)
 }
 
 impl SlotMap {
@@ -170,6 +171,17 @@ mod tests {
         SlotMap::after(&map.ordered(), after)
             .map(|s| s.id.to_string())
             .collect()
+    }
+
+    #[test]
+    fn ids_spread_over_every_shard() {
+        let mut counts = [0usize; SHARDS];
+        for n in 0..(SHARDS * 64) {
+            counts[shard_of(&format!("tenant-{n}"))] += 1;
+        }
+        let (least, most) = (counts.iter().min(), counts.iter().max());
+        assert!(least.is_some_and(|&n| n >= 32), "{counts:?}");
+        assert!(most.is_some_and(|&n| n <= 112), "{counts:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::upstream::{FetchedToken, UpstreamError};
+use crate::outbound::upstream::{FetchedToken, UpstreamError};
 
 /// The shortest refresh window, unless that would be more than half the lifetime.
 const MIN_REFRESH_WINDOW: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use super::obtain::{before_attempt, budget_host, AttemptsSent};
 use super::port::TenantKey;
 use super::token::HeldToken;
 use crate::domain::Tenant;
-use crate::upstream::UpstreamError;
+use crate::outbound::upstream::UpstreamError;
 
 /// A token fetched with a tenant's credentials before it is stored.
 pub struct VerifiedToken {

@@ -15,9 +15,8 @@ use super::raise::Events;
 use super::settings::WebhookSettings;
 use super::signing::sign;
 use crate::crypto::{MasterKey, Purpose};
-use crate::domain::{parse_outbound_url, UrlPolicy};
 use crate::metrics::{DeliveryOutcome, Metrics};
-use crate::outbound::{self, Timeouts};
+use crate::outbound::{self, parse_outbound_url, Timeouts, UrlPolicy};
 use crate::store::{ClaimedDelivery, DeliveryStatus, Store};
 
 /// How often finished deliveries past the retention period are deleted.

@@ -7,7 +7,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::fields::{parse_claim_name, present, required_text, string_field};
-use crate::domain::{parse_outbound_url, FieldError, TenantId, UrlPolicy};
+use crate::domain::{FieldError, TenantId, UrlRules};
 
 /// `max_lifetime_seconds` when none is given, and the most it may be.
 pub const DEFAULT_MAX_LIFETIME: u32 = 3600;
@@ -57,7 +57,7 @@ pub struct ProviderFields {
 }
 
 impl IdentityProvider {
-    pub fn parse(fields: ProviderFields, policy: UrlPolicy) -> Result<Self, FieldError> {
+    pub fn parse(fields: ProviderFields, policy: impl UrlRules) -> Result<Self, FieldError> {
         let id = fields
             .id
             .ok_or_else(|| FieldError::new("id", "is required"))?;
@@ -67,7 +67,9 @@ impl IdentityProvider {
         let jwks_url = string_field("jwks_url", fields.jwks_url)?;
         let keys = match (jwks_url, fields.jwks) {
             (Some(url), None) => ProviderKeys::Url(
-                parse_outbound_url(&url, policy).map_err(|m| FieldError::new("jwks_url", m))?,
+                policy
+                    .outbound_url(&url)
+                    .map_err(|m| FieldError::new("jwks_url", m))?,
             ),
             (None, Some(set)) => ProviderKeys::Inline(parse_public_jwks(set)?),
             _ => {

@@ -12,8 +12,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{Tenant, TenantUid, TokenType};
+use crate::outbound::upstream::UpstreamError;
 use crate::store::TenantRow;
-use crate::upstream::UpstreamError;
 
 const LIFETIME: Duration = Duration::from_secs(3600);
 

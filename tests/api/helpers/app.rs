@@ -18,7 +18,7 @@ use tokenvend::startup::Application;
 use tokenvend::state::AppState;
 use tokenvend::store::{AuditPruner, AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::LogFormat;
-use tokenvend::upstream::UpstreamSettings;
+use tokenvend::outbound::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
 use tokenvend::webhooks::WebhookSettings;
 use tokio::sync::oneshot;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use tokenvend::upstream::UpstreamSettings;
+use tokenvend::outbound::upstream::UpstreamSettings;
 
 use super::fleet::{assert_only_held_tokens, Callers, Replica, ReplicaConfig, World};
 use super::proxy::Mode;

@@ -2,8 +2,6 @@
 //! answer, failure classes, and bounded retries with jittered backoff. Its HTTP client
 //! follows the outbound policy of `crate::outbound`.
 
-mod trace_context;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +16,10 @@ use serde_json::Value;
 use tracing::{field, Instrument as _};
 use url::Url;
 
-use crate::domain::{parse_expires_in, TokenType, UrlPolicy};
+use crate::domain::{parse_expires_in, TokenType};
 use crate::metrics::Metrics;
-use crate::outbound;
+use crate::outbound::{self, UrlPolicy};
+use crate::telemetry::propagation;
 
 /// The edX token endpoint used when a tenant names none.
 pub const DEFAULT_TOKEN_URL: &str = "https://api.edx.org/oauth2/v1/access_token";
@@ -240,8 +239,8 @@ impl UpstreamClient {
             .post(request.token_url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form);
-        for (name, value) in trace_context::current_headers() {
-            post = post.header(name, value);
+        if let Some(trace) = propagation::span_context_headers(&tracing::Span::current()) {
+            post = post.headers(trace);
         }
         let sent = post.send().await;
         let span = tracing::Span::current();

@@ -1,15 +1,19 @@
-//! Outbound URLs (token and JWKS endpoints) and the server-side request forgery guard.
+//! The URL and address rules of outbound calls (token, JWKS, API and webhook URLs): the
+//! server-side request forgery guard.
 //!
 //! Unless insecure URLs are allowed, an outbound URL must be `https://` on port 443 and
 //! must not name a loopback, private, link-local, shared, metadata or otherwise non-public
 //! address (IPv6 forms that embed an IPv4 address are judged by that address), nor a host
 //! name that only resolves inside a private network. This checks the URL as written; the
-//! outbound client (`crate::outbound`) checks the addresses a name resolves to with the
-//! same [`is_public_ip`] before it connects.
+//! outbound clients (`super`) check the addresses a name resolves to with the same
+//! [`is_public_ip`] before they connect. The domain parses its URLs through these rules
+//! ([`UrlRules`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::{Host, Url};
+
+use crate::domain::UrlRules;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlPolicy {
@@ -55,32 +59,9 @@ pub fn parse_outbound_url(raw: &str, policy: UrlPolicy) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Where a tenant's proxied API calls go: an outbound URL (the same rules) without a
-/// query; proxied paths go below its path.
-pub fn parse_api_base_url(raw: &str, policy: UrlPolicy) -> Result<Url, String> {
-    let url = parse_outbound_url(raw, policy)?;
-    if url.query().is_some() {
-        return Err("must not contain a query".to_owned());
-    }
-    Ok(url)
-}
-
-/// The origin of `url` (`scheme://host[:port]/`): the default API base of a token URL.
-pub fn origin_of(url: &Url) -> Url {
-    let mut origin = url.clone();
-    origin.set_path("/");
-    origin.set_query(None);
-    origin.set_fragment(None);
-    origin
-}
-
-/// A URL as tenants show it: an origin without its trailing `/`.
-pub fn display_url(url: &Url) -> String {
-    let text = url.as_str();
-    if url.path() == "/" && url.query().is_none() {
-        text.trim_end_matches('/').to_owned()
-    } else {
-        text.to_owned()
+impl UrlRules for UrlPolicy {
+    fn outbound_url(self, raw: &str) -> Result<Url, String> {
+        parse_outbound_url(raw, self)
     }
 }
 
