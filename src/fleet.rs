@@ -4,7 +4,7 @@
 //! start-up load: tenants first, stored tokens adopted in the background. Invalidated
 //! tokens are dropped fleet-wide: on their announcement, and from the recent
 //! invalidations read every second, so that a lost announcement delays it that long at
-//! most. (Refreshes are coordinated by per-tenant locks: see `Vendor::obtain`; the
+//! most. (Refreshes are coordinated by per-tenant locks: see `vending/obtain.rs`; the
 //! fleet-wide limits by the heartbeat, `heartbeat.rs`.)
 
 pub mod heartbeat;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::domain::{TenantId, TenantUid};
+use crate::domain::{Tenant, TenantId, TenantUid};
 use crate::state::AppState;
 use crate::store::{InvalidationRecord, Store, TenantVersion};
 use crate::vending::Vendor;
@@ -112,17 +112,18 @@ async fn apply(state: &AppState, payload: &str, invalidations: &mut Invalidation
     let result = match (change.table.as_str(), tenant()) {
         ("tenants", Some(id)) => match state.store.get_tenant_row(&id).await {
             Ok(Some(row)) => {
-                state.vendor.upsert_row(row);
+                state.vendor.registry().upsert_stored(Tenant::try_from(row));
                 Ok(())
             }
             Ok(None) => {
-                state.vendor.remove_tenant(&id);
+                state.vendor.registry().remove_tenant(&id);
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
         },
         ("tokens", Some(id)) => state
             .vendor
+            .registry()
             .adopt_stored_token(&id)
             .await
             .map(drop)
@@ -190,6 +191,7 @@ fn apply_invalidation(state: &AppState, record: &InvalidationRecord) {
     };
     state
         .vendor
+        .registry()
         .fleet_invalidated(&id, uid, &record.fingerprint);
 }
 
@@ -218,6 +220,7 @@ type LoadError = Box<dyn std::error::Error + Send + Sync>;
 /// Adds or updates every tenant of the store, a page at a time (the next page is read
 /// while the secrets of one are opened); returns the ids read.
 pub async fn load_tenants(store: &Store, vendor: &Vendor) -> Result<Vec<String>, LoadError> {
+    let registry = vendor.registry();
     let mut ids = Vec::new();
     let mut page = store.list_tenants("", TENANT_PAGE).await?;
     while let Some(last) = page.last() {
@@ -230,7 +233,8 @@ pub async fn load_tenants(store: &Store, vendor: &Vendor) -> Result<Vec<String>,
                 false => Ok(Vec::new()),
             }
         };
-        let (next, ()) = tokio::join!(next, async { vendor.apply_tenant_rows(page) });
+        let applying = async { registry.apply_stored(page.into_iter().map(Tenant::try_from)) };
+        let (next, ()) = tokio::join!(next, applying);
         page = next?;
     }
     Ok(ids)
@@ -240,14 +244,15 @@ pub async fn load_tenants(store: &Store, vendor: &Vendor) -> Result<Vec<String>,
 /// has: only the rows whose version differs from the one held are read (and their
 /// secrets opened).
 pub async fn reload_tenants(store: &Store, vendor: &Vendor) -> Result<(), LoadError> {
+    let registry = vendor.registry();
     let listed = store.list_tenant_versions().await?;
     let changed: Vec<&TenantVersion> = listed
         .iter()
-        .filter(|v| !vendor.holds_tenant_version(&v.id, &v.uid, v.version))
+        .filter(|v| !registry.holds_version(&v.id, &v.uid, v.version))
         .collect();
     if changed.len() > ROW_BY_ROW_LIMIT {
         let ids = load_tenants(store, vendor).await?;
-        vendor.retain_tenants(&ids.iter().map(String::as_str).collect());
+        registry.retain_tenants(&ids.iter().map(String::as_str).collect());
         return Ok(());
     }
     let mut rows = Vec::with_capacity(changed.len());
@@ -257,11 +262,11 @@ pub async fn reload_tenants(store: &Store, vendor: &Vendor) -> Result<(), LoadEr
             continue;
         };
         if let Some(row) = store.get_tenant_row(&id).await? {
-            rows.push(row);
+            rows.push(Tenant::try_from(row));
         }
     }
-    vendor.apply_tenant_rows(rows);
-    vendor.retain_tenants(&listed.iter().map(|v| v.id.as_str()).collect());
+    registry.apply_stored(rows);
+    registry.retain_tenants(&listed.iter().map(|v| v.id.as_str()).collect());
     Ok(())
 }
 
@@ -271,7 +276,7 @@ pub async fn reload_tenants(store: &Store, vendor: &Vendor) -> Result<(), LoadEr
 pub async fn adopt_stored_tokens(vendor: Vendor) {
     let started = std::time::Instant::now();
     loop {
-        match vendor.adopt_stored_tokens().await {
+        match vendor.registry().adopt_stored_tokens().await {
             Ok(adopted) => {
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(adopted, ms, "adopted the stored tokens");
@@ -290,7 +295,7 @@ pub async fn adopt_stored_tokens(vendor: Vendor) {
 pub async fn reload_all(state: &AppState) -> bool {
     let reloaded = async {
         reload_tenants(&state.store, &state.vendor).await?;
-        state.vendor.adopt_newer_stored_tokens().await?;
+        state.vendor.registry().adopt_newer_stored_tokens().await?;
         reload_keys(state).await?;
         reload_identities(state).await?;
         Ok::<_, LoadError>(())

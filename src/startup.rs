@@ -148,7 +148,7 @@ impl Application {
             settings: settings.vending.clone(),
             policy: url_policy,
             metrics: metrics.clone(),
-            events: events.clone(),
+            events: Arc::new(events.clone()),
             fleet: sharing.fleet.clone(),
         };
         let vendor =
@@ -158,7 +158,7 @@ impl Application {
         crate::fleet::load_tenants(&store, &vendor)
             .await
             .map_err(StartupError::store("tenants"))?;
-        vendor.expect_adoption();
+        vendor.registry().expect_adoption();
         // The store just answered; the readiness check keeps this up to date.
         metrics.set_ready(true);
 
@@ -244,7 +244,7 @@ impl Application {
             tracing::info!(%addr, "serving /metrics without a key");
         }
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
-        let scheduler = tokio::spawn(self.state.vendor.clone().run_scheduler(async {
+        let scheduler = tokio::spawn(self.state.vendor.scheduler().run(async {
             let _ = scheduler_stopped.await;
         }));
         let adoption = tokio::spawn(crate::fleet::adopt_stored_tokens(self.state.vendor.clone()));

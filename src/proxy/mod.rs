@@ -91,7 +91,7 @@ impl Proxy {
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         self.metrics
             .observe_proxy(tenant.as_str(), status, started.elapsed().as_secs_f64());
-        self.vendor.record_proxy_call(&tenant, status);
+        self.vendor.status_view().record_proxy_call(&tenant, status);
         result
     }
 

@@ -34,7 +34,7 @@ async fn get_metrics(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.vendor.render_metrics(),
+        state.vendor.status_view().render_metrics(),
     )
 }
 

@@ -21,5 +21,8 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, OPENMETRICS)], state.vendor.render_metrics())
+    (
+        [(CONTENT_TYPE, OPENMETRICS)],
+        state.vendor.status_view().render_metrics(),
+    )
 }

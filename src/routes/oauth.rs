@@ -295,7 +295,7 @@ async fn access_token(
         })?;
     let tenant = TenantId::parse(&client_id).map_err(|_| OAuthError::invalid_client())?;
     tracing::Span::current().record("tenant", tenant.as_str());
-    let current = state.vendor.uid_of(&tenant);
+    let current = state.vendor.registry().uid_of(&tenant);
     if caller.scopes.token_access(tenant.as_str(), current) != TenantAccess::Granted {
         return Err(OAuthError::invalid_client());
     }

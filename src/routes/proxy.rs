@@ -46,7 +46,7 @@ async fn proxy_call(
         .ok_or_else(|| ApiError::NotFound("no such endpoint".to_owned()))?;
     let current = TenantId::parse(raw_id)
         .ok()
-        .and_then(|id| state.vendor.uid_of(&id));
+        .and_then(|id| state.vendor.registry().uid_of(&id));
     caller.require_proxy_access(raw_id, current)?;
     let tenant = path_tenant_id(raw_id)?;
     let path = ProxyPath::parse(raw_path)

@@ -207,7 +207,7 @@ async fn create_tenant(
         .insert_tenant(&record, &entry, &event)
         .await
         .on_conflict(|| format!("a tenant with id {id} already exists"))?;
-    state.vendor.upsert_tenant(&record);
+    state.vendor.registry().upsert_tenant(&record);
     if let Some(verified) = verified {
         state.vendor.keep_verified(verified).await;
     }
@@ -319,7 +319,7 @@ async fn update_tenant(
             .await?
         {
             tracing::info!(tenant = %id, ?changed, drop_token, verified = verified.is_some(), "tenant updated");
-            state.vendor.upsert_tenant(&next);
+            state.vendor.registry().upsert_tenant(&next);
             if let Some(verified) = verified {
                 state.vendor.keep_verified(verified).await;
             }
@@ -405,11 +405,11 @@ async fn delete_tenant(
         "tenant.delete",
         id.as_str(),
         // Which tenant under this id: a later one re-created under it is another.
-        json!({ "uid": state.vendor.uid_of(&id).map(|uid| uid.to_string()) }),
+        json!({ "uid": state.vendor.registry().uid_of(&id).map(|uid| uid.to_string()) }),
     );
     let event = state.events.for_change(&Event::tenant_deleted(id.as_str()));
     if state.store.delete_tenant(&id, &entry, &event).await? {
-        state.vendor.remove_tenant(&id);
+        state.vendor.registry().remove_tenant(&id);
         tracing::info!(tenant = %id, "tenant deleted");
         state.events.wake();
         Ok(StatusCode::NO_CONTENT)

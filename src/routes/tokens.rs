@@ -97,7 +97,7 @@ async fn refresh_token(
     Path(raw_id): Path<String>,
 ) -> Result<Json<TokenStatus>> {
     let id = path_tenant_id(&raw_id)?;
-    let uid = state.vendor.uid_of(&id);
+    let uid = state.vendor.registry().uid_of(&id);
     let refreshed = state.vendor.force_refresh(&id, caller.id()).await;
     let refused = matches!(
         refreshed,
@@ -142,7 +142,7 @@ async fn invalidate_token(
 ) -> Result<Json<serde_json::Value>> {
     let current = TenantId::parse(&raw_id)
         .ok()
-        .and_then(|id| state.vendor.uid_of(&id));
+        .and_then(|id| state.vendor.registry().uid_of(&id));
     caller.require_token_access(&raw_id, current)?;
     let id = path_tenant_id(&raw_id)?;
     // The body is read only now, so that a key without scope gets 403 whatever it sends.
@@ -202,6 +202,7 @@ async fn get_token_status(
     let id = path_tenant_id(&raw_id)?;
     state
         .vendor
+        .status_view()
         .status(&id)
         .map(Json)
         .ok_or(ApiError::TenantNotFound)
@@ -239,6 +240,7 @@ async fn list_token_status(
     let states = parse_states(params.state.as_deref().unwrap_or_default())?;
     let page = state
         .vendor
+        .status_view()
         .statuses(after.as_deref(), &states, limit as usize);
     let next_cursor = match page.items.last() {
         Some(last) if page.more => Some(encode_tenant_cursor(&last.tenant_id)),

@@ -17,5 +17,5 @@ async fn get_upstream_budget(
     State(state): State<AppState>,
     _: Authorized<TenantsRead>,
 ) -> Json<BudgetReport> {
-    Json(state.vendor.upstream_budget())
+    Json(state.vendor.status_view().upstream_budget())
 }

@@ -1,6 +1,5 @@
 //! What every part of the engine shares: the slot map, the ports, the clock, the settings.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,22 +9,23 @@ use parking_lot::Mutex;
 use super::budget::UpstreamBudget;
 use super::caller_rate::CallerFetchRate;
 use super::jwks::JwksCache;
-use super::port::{TokenSource, TokenStore};
+use super::port::{TokenEvents, TokenSource, TokenStore};
+use super::registry::RegistryState;
 use super::settings::VendingSettings;
 use super::slot::Slot;
 pub use super::slot_map::SlotMap;
 use super::token::{HeldToken, SignatureState};
+use super::verify::Refusals;
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
 use crate::domain::TenantId;
 use crate::metrics::{Metrics, TokenResult};
 use crate::outbound::UrlPolicy;
-use crate::webhooks::Events;
 
 pub struct Core {
     pub slots: SlotMap,
-    /// Serialises changes to the slot map (the hot path's reads never wait).
-    pub writes: Mutex<()>,
+    /// The registry's own state (`registry/`).
+    pub registry: RegistryState,
     pub source: Arc<dyn TokenSource>,
     pub tokens: Arc<dyn TokenStore>,
     pub jwks: JwksCache,
@@ -37,15 +37,13 @@ pub struct Core {
     /// The budget of token requests per token-endpoint host.
     pub budget: UpstreamBudget,
     /// `token.*` webhook events, raised on transitions only.
-    pub events: Events,
+    pub events: Arc<dyn TokenEvents>,
     /// Until when refreshes skip the fleet lock because the store was found unreachable.
     pub store_down_until: Mutex<Option<Instant>>,
-    /// Set while stored tokens are adopted in the background after start-up.
-    pub adopting: AtomicBool,
     /// The edX fetches each caller may still trigger (`TOKENVEND_CALLER_FETCH_RATE`).
     pub caller_rate: CallerFetchRate,
-    /// Client ids whose verify edX refused, and until when they are not verified again.
-    pub verify_refusals: Mutex<std::collections::HashMap<String, DateTime<Utc>>>,
+    /// Client ids whose verify edX refused (`verify.rs`).
+    pub verify_refusals: Refusals,
 }
 
 impl Core {

@@ -1,4 +1,5 @@
-//! Test doubles of the engine's ports: a token store in memory and a scripted edX.
+//! Test doubles of the engine's ports: a token store in memory, a scripted edX, and the
+//! list of the webhook events raised.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,12 +15,13 @@ use chrono::{DateTime, Utc};
 
 use super::budget::{BudgetRule, Take};
 use super::port::{
-    RefreshGuard, StoreFault, StoredPage, StoredToken, StoredVersion, TenantKey, TokenSource,
-    TokenStore,
+    RefreshGuard, StoreFault, StoredPage, StoredToken, StoredVersion, TenantKey, TokenEvents,
+    TokenSource, TokenStore,
 };
 use super::token::HeldToken;
 use crate::domain::TenantId;
 use crate::outbound::upstream::{AttemptGate, FetchedToken, TokenRequest, UpstreamError};
+use crate::webhooks::Event;
 
 /// Tokens kept in memory, with the identity and credentials version they were saved for.
 /// It has no fleet lock, like SQLite.
@@ -222,5 +224,21 @@ impl TokenSource for FakeEdx {
             })
         }
         .boxed()
+    }
+}
+
+/// The webhook events the engine raised, in order.
+#[derive(Default)]
+pub struct MemoryEvents(Mutex<Vec<Event>>);
+
+impl MemoryEvents {
+    pub fn raised(&self) -> Vec<Event> {
+        self.0.lock().clone()
+    }
+}
+
+impl TokenEvents for MemoryEvents {
+    fn raise_later(&self, event: Event) {
+        self.0.lock().push(event);
     }
 }

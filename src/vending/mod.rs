@@ -5,9 +5,11 @@
 //! The token path: `Vendor::token` serves the held token (`slot.rs`) or joins the one
 //! fetch under way (`flight.rs`), which takes the fleet lock and asks edX (`obtain.rs`)
 //! through the `TokenSource` port; tokens are kept through the `TokenStore` port
-//! (`port.rs`, sealed into the real store by `sealed.rs`). `registry.rs` keeps the
-//! tenants in step with the store, `status.rs` answers dashboards, `scheduler.rs`
-//! refreshes ahead.
+//! (`port.rs`, sealed into the real store by `sealed.rs`); a tenant's transitions are
+//! told through the `TokenEvents` port (the webhook outbox). `Vendor` serves tokens; its
+//! `registry()` (`registry/`) keeps the tenants in step with the store and adopts stored
+//! tokens, its `status_view()` (`status.rs`) answers dashboards and `/metrics`, and
+//! `scheduler.rs` refreshes ahead.
 
 mod breaker;
 mod budget;
@@ -35,9 +37,6 @@ mod status;
 mod token;
 mod verify;
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,11 +47,15 @@ pub use budget::{BudgetReport, HostBudget};
 pub use config::api_base_of;
 pub use error::VendError;
 pub use invalidate::Invalidation;
-pub use port::{RefreshGuard, StoreFault, StoredToken, TenantKey, TokenSource, TokenStore};
+pub use port::{
+    RefreshGuard, StoreFault, StoredToken, TenantKey, TokenEvents, TokenSource, TokenStore,
+};
+pub use registry::{Registry, StoredTenant};
+pub use scheduler::Scheduler;
 pub use sealed::SealedTokenStore;
 pub use settings::VendingSettings;
-pub use slot::{LastError, ProxyStats};
-pub use status::{StatusPage, TokenState, TokenStatus};
+pub use slot::{ErrorKind, LastError, ProxyStats};
+pub use status::{StatusPage, StatusView, TokenState, TokenStatus};
 pub use token::{decode_claims, fingerprint, HeldToken, SignatureState};
 pub use verify::VerifiedToken;
 
@@ -63,8 +66,6 @@ use crate::crypto::MasterKey;
 use crate::domain::{Tenant, TenantId, TenantUid};
 use crate::metrics::{Metrics, TokenResult};
 use crate::outbound::{upstream::UpstreamClient, UrlPolicy};
-use crate::store::TenantRow;
-use crate::webhooks::Events;
 use jwks::JwksCache;
 use need::Need;
 
@@ -81,8 +82,9 @@ pub struct VendorParts {
     pub settings: VendingSettings,
     pub policy: UrlPolicy,
     pub metrics: Arc<Metrics>,
-    /// Where the engine raises `token.*` webhook events on a tenant's transitions.
-    pub events: Events,
+    /// Where the engine raises `token.*` webhook events on a tenant's transitions (the
+    /// webhook outbox: `webhooks::Events`).
+    pub events: Arc<dyn TokenEvents>,
     /// The live replicas (the caller fetch rate is shared among them).
     pub fleet: Arc<crate::share::FleetSize>,
 }
@@ -118,7 +120,6 @@ impl Vendor {
         Self {
             core: Arc::new(Core {
                 slots: SlotMap::default(),
-                writes: Mutex::new(()),
                 source,
                 tokens,
                 jwks: JwksCache::new(jwks_client),
@@ -130,9 +131,9 @@ impl Vendor {
                 budget,
                 events: parts.events,
                 store_down_until: Mutex::new(None),
-                adopting: AtomicBool::new(false),
+                registry: Default::default(),
                 caller_rate,
-                verify_refusals: Mutex::new(Default::default()),
+                verify_refusals: Default::default(),
             }),
         }
     }
@@ -169,7 +170,7 @@ impl Vendor {
                 return Ok(held);
             }
         }
-        if held_before.is_none() && core.adopting.load(Ordering::Acquire) {
+        if held_before.is_none() && core.registry.adopting() {
             // Start-up: stored tokens are being adopted in the background; this tenant's
             // is taken now rather than asked of edX again.
             if let Err(error) = registry::adopt_stored_token(core, id).await {
@@ -279,13 +280,6 @@ impl Vendor {
         invalidate::invalidate(&self.core, &slot, fingerprint, caller)
     }
 
-    /// Another replica invalidated that token: dropped here too if held (`invalidate.rs`).
-    pub fn fleet_invalidated(&self, id: &TenantId, uid: TenantUid, fingerprint: &str) -> bool {
-        self.core
-            .slot(id)
-            .is_some_and(|slot| invalidate::fleet_invalidated(&slot, uid, fingerprint))
-    }
-
     /// The token to use after edX refused `refused`: the held token when it is newer,
     /// else a new one (the refused one invalidated, single-flight). `None` when no other
     /// token may be had now (the interval rule, a cool-down, or a fetch that brought back
@@ -321,85 +315,9 @@ impl Vendor {
     }
 
     /// Serves and stores a verified token once its tenant is stored and registered (see
-    /// `upsert_tenant`): its first caller needs no upstream call.
+    /// `Registry::upsert_tenant`): its first caller needs no upstream call.
     pub async fn keep_verified(&self, verified: VerifiedToken) {
         verify::keep(&self.core, verified).await;
-    }
-
-    /// Adds a tenant or applies a change to it (see `registry::upsert_tenant`).
-    pub fn upsert_tenant(&self, tenant: &Tenant) {
-        registry::upsert_tenant(&self.core, tenant);
-    }
-
-    /// Adds or updates the tenant of a stored row, valid or not; returns its id.
-    pub fn upsert_row(&self, row: TenantRow) -> Option<TenantId> {
-        registry::upsert_row(&self.core, row)
-    }
-
-    /// Forgets a tenant and its token at once.
-    pub fn remove_tenant(&self, id: &TenantId) {
-        registry::remove_tenant(&self.core, id);
-    }
-
-    /// Serves exactly the tenants of `rows` (the whole store), forgetting the others.
-    pub fn replace_tenants(&self, rows: impl IntoIterator<Item = TenantRow>) {
-        registry::replace_tenants(&self.core, rows);
-    }
-
-    /// Adds or updates the tenants of `rows` (a page of the store) at once.
-    pub fn apply_tenant_rows(&self, rows: Vec<TenantRow>) {
-        registry::apply_rows(&self.core, rows);
-    }
-
-    /// Forgets every tenant whose id is not in `present` (the whole store's ids).
-    pub fn retain_tenants(&self, present: &HashSet<&str>) {
-        registry::retain_tenants(&self.core, present);
-    }
-
-    /// Whether the tenant `id` is held with identity `uid`, as of the row at `version`.
-    pub fn holds_tenant_version(&self, id: &str, uid: &str, version: i64) -> bool {
-        registry::holds_version(&self.core, id, uid, version)
-    }
-
-    /// Marks the stored tokens as not adopted yet (start-up): until `adopt_stored_tokens`
-    /// has run, a request for a tenant without a token first takes its stored one.
-    pub fn expect_adoption(&self) {
-        self.core.adopting.store(true, Ordering::Release);
-    }
-
-    /// Whether stored tokens are still being adopted (see `expect_adoption`).
-    pub fn adopting(&self) -> bool {
-        self.core.adopting.load(Ordering::Acquire)
-    }
-
-    /// Serves every stored token newer than the one held (another replica's, or an
-    /// earlier run's), a page at a time; returns how many.
-    pub async fn adopt_stored_tokens(&self) -> Result<usize, StoreFault> {
-        let adopted = registry::adopt_stored_tokens(&self.core).await?;
-        self.core.adopting.store(false, Ordering::Release);
-        Ok(adopted)
-    }
-
-    /// Serves the stored tokens newer than the held ones, reading only those (the
-    /// periodic reload); returns how many.
-    pub async fn adopt_newer_stored_tokens(&self) -> Result<usize, StoreFault> {
-        registry::adopt_newer_stored_tokens(&self.core).await
-    }
-
-    /// Serves the tenant's stored token if it is its own and newer than the one held.
-    pub async fn adopt_stored_token(&self, id: &TenantId) -> Result<bool, StoreFault> {
-        registry::adopt_stored_token(&self.core, id).await
-    }
-
-    /// Serves a stored token if it belongs to the tenant held under its id (the same
-    /// identity), is servable and is newer than the one held.
-    pub fn adopt(&self, stored: StoredToken) -> bool {
-        registry::adopt(&self.core, stored)
-    }
-
-    /// The identity of the tenant that holds `id` now, if any.
-    pub fn uid_of(&self, id: &TenantId) -> Option<TenantUid> {
-        Some(self.core.slot(id)?.config.load().key.uid)
     }
 
     /// The id and identity of the tenant served under `raw`: the slot's own id (shared,
@@ -408,22 +326,6 @@ impl Vendor {
         let slot = self.core.slots.get(raw)?;
         let uid = slot.config.load().key.uid;
         Some((slot.id.clone(), uid))
-    }
-
-    /// Records a proxied call's answer (`None`: tokenvend's own failure) for the status.
-    pub fn record_proxy_call(&self, id: &TenantId, status: Option<u16>) {
-        let Some(slot) = self.core.slot(id) else {
-            return;
-        };
-        let now = self.now();
-        slot.seldom(|seldom| {
-            let stats = &mut seldom.proxy;
-            stats.calls += 1;
-            stats.last_status = status;
-            if status == Some(401) {
-                stats.last_401_at = Some(crate::domain::rfc3339(now));
-            }
-        });
     }
 
     /// Where the proxy sends the tenant's API calls, checked against the outbound rules in
@@ -437,52 +339,21 @@ impl Vendor {
         }
     }
 
-    pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {
-        let slot = self.core.slot(id)?;
-        Some(status::status_of(&slot, self.now()))
+    /// The tenants served and the stored tokens they take over: for start-up, the tenant
+    /// writes and the fleet.
+    pub fn registry(&self) -> Registry<'_> {
+        Registry::new(&self.core)
     }
 
-    /// Up to `limit` token statuses after the tenant id `after` (any string: the tenants
-    /// sorting after it in byte order), in id order, of the given states (all when
-    /// empty), and whether more follow.
-    pub fn statuses(&self, after: Option<&str>, states: &[TokenState], limit: usize) -> StatusPage {
-        status::statuses(&self.core, after, states, limit)
+    /// What is read of the engine for people: token statuses, metrics, the upstream
+    /// budget (and the proxy's record of its calls, which the status shows).
+    pub fn status_view(&self) -> StatusView<'_> {
+        StatusView::new(&self.core)
     }
 
-    /// The upstream budget: its rate, and what it did for each token-endpoint host.
-    pub fn upstream_budget(&self) -> BudgetReport {
-        BudgetReport {
-            rate_per_minute: self.core.settings.upstream_rate.map(|n| n.get()),
-            hosts: self.core.budget.hosts(),
-        }
-    }
-
-    /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
-    pub fn render_metrics(&self) -> String {
-        status::render_metrics(&self.core)
-    }
-
-    /// One scheduler pass; returns how many refreshes it started.
-    pub fn run_due_refreshes(&self) -> usize {
-        scheduler::run_due_refreshes(&self.core)
-    }
-
-    /// Runs the scheduler until `stop` resolves.
-    pub async fn run_scheduler(self, stop: impl Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.core.settings.scheduler_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let started = self.run_due_refreshes();
-                    if started > 0 {
-                        tracing::debug!(started, "scheduled token refreshes");
-                    }
-                }
-                () = &mut stop => break,
-            }
-        }
+    /// The background refreshes: `scheduler().run(stop)` runs them until `stop`.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::new(self.core.clone())
     }
 }
 

@@ -21,7 +21,7 @@ use super::need::{Need, Obtained};
 use super::port::{RefreshGuard, StoreFault, TenantKey};
 use super::signals;
 use super::skew;
-use super::slot::{LastError, Slot};
+use super::slot::{ErrorKind, LastError, Slot};
 use super::token::HeldToken;
 use crate::domain::rfc3339;
 use crate::outbound::upstream::{AttemptGate, FetchedToken, UpstreamError};
@@ -222,12 +222,15 @@ async fn fetch_upstream(
                      previous secret until {}",
                     rfc3339(until)
                 ),
+                kind: ErrorKind::PreviousSecretServing,
             });
             // Said once while the previous secret serves, not on every refresh.
-            let said = slot.health.lock().last_error.as_ref().is_some_and(|e| {
-                e.message
-                    .starts_with("the new client secret was refused by edX")
-            });
+            let said = slot
+                .health
+                .lock()
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::PreviousSecretServing);
             if !said {
                 signals::credentials_rejected(&slot.id, &code, Some(until));
                 core.events.raise_later(Event::credentials_rejected(

@@ -1,6 +1,8 @@
-//! The engine's two ports: where tokens are kept between processes (`TokenStore`), and
-//! where new ones come from (`TokenSource`). The engine handles tokens, never ciphertext
-//! or HTTP, so that its rules are unit-tested with an in-memory store and a fake source.
+//! The engine's ports: where tokens are kept between processes (`TokenStore`), where new
+//! ones come from (`TokenSource`), and where a tenant's transitions are told
+//! (`TokenEvents`). The engine handles tokens, never ciphertext, HTTP or an outbox, so
+//! that its rules are unit-tested with an in-memory store, a fake source and a list of
+//! the events raised.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use crate::domain::{TenantId, TenantUid};
 use crate::outbound::upstream::{
     AttemptGate, FetchedToken, TokenRequest, UpstreamClient, UpstreamError,
 };
+use crate::webhooks::{Event, Events};
 
 /// Whose token: the tenant's id, its identity, and the version of its credentials. A token
 /// is only ever stored for, or taken from the store by, the same identity and credentials.
@@ -182,5 +185,19 @@ impl TokenSource for UpstreamClient {
             deadline,
             before_attempt,
         ))
+    }
+}
+
+/// Where the engine raises the `token.*` webhook events, on a tenant's transitions only.
+/// Raising never waits and never fails: the engine's paths that raise them are
+/// synchronous, and an event lost to a store error must not fail a fetch.
+pub trait TokenEvents: Send + Sync + 'static {
+    fn raise_later(&self, event: Event);
+}
+
+/// The production port: the webhook outbox, written in a task of its own.
+impl TokenEvents for Events {
+    fn raise_later(&self, event: Event) {
+        Events::raise_later(self, event);
     }
 }

@@ -1,6 +1,7 @@
 //! The background scheduler: refreshes recently used tenants before their tokens expire,
 //! so that a steady caller never waits on edX.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,6 +12,40 @@ use super::flight::fetch;
 use super::need::Need;
 use super::slot::Slot;
 use crate::webhooks::Event;
+
+/// The background scheduler of an engine.
+pub struct Scheduler {
+    core: Arc<Core>,
+}
+
+impl Scheduler {
+    pub(super) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// One pass; returns how many refreshes it started.
+    pub fn run_due_refreshes(&self) -> usize {
+        run_due_refreshes(&self.core)
+    }
+
+    /// Runs a pass every `scheduler_interval` until `stop` resolves.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.core.settings.scheduler_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let started = self.run_due_refreshes();
+                    if started > 0 {
+                        tracing::debug!(started, "scheduled token refreshes");
+                    }
+                }
+                () = &mut stop => break,
+            }
+        }
+    }
+}
 
 /// One scheduler pass: starts a refresh for every recently used tenant whose token is
 /// past its scheduled refresh point. Returns how many were started.

@@ -24,6 +24,19 @@ pub struct LastError {
     /// The upstream HTTP status, when there was one.
     pub status: Option<u16>,
     pub message: String,
+    /// What the engine itself reads of it (the message is for people only).
+    #[serde(skip)]
+    pub kind: ErrorKind,
+}
+
+/// What a tenant's last error stands for, as the engine decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A failure: the tenant's settings, or edX's answer to its last fetch.
+    Failure,
+    /// Not a failure but a notice: edX refused the new client secret, and the token
+    /// was had with the previous one (still kept for a while).
+    PreviousSecretServing,
 }
 
 /// What the dashboard shows of a tenant's proxied calls (kept here, beside its token).
@@ -57,6 +70,7 @@ impl Health {
                 at: rfc3339(now),
                 status: None,
                 message: problem.clone(),
+                kind: ErrorKind::Failure,
             }));
             health.last_attempt_failed = true;
         }
@@ -209,6 +223,7 @@ impl Slot {
             at: rfc3339(now),
             status: cause.http_status(),
             message: cause.to_string(),
+            kind: ErrorKind::Failure,
         }));
         health.cooldown_until = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
         health.cause = Some(Box::new(cause.clone()));

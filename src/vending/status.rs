@@ -1,5 +1,6 @@
-//! Token status as ops dashboards see it (never the token itself), and the per-tenant
-//! metrics.
+//! Token status as ops dashboards see it (never the token itself), the per-tenant
+//! metrics and the upstream budget's report: `StatusView`, what is read of the engine
+//! for people (`Vendor::status_view`).
 
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
@@ -9,11 +10,66 @@ use serde_json::Value;
 
 use chrono::{DateTime, Utc};
 
+use super::budget::BudgetReport;
 use super::core::{Core, SlotMap};
 use super::slot::{LastError, ProxyStats, Slot};
 use super::token::{HeldToken, SignatureState};
-use crate::domain::{rfc3339, TokenType};
+use crate::domain::{rfc3339, TenantId, TokenType};
 use crate::metrics::TenantReading;
+
+/// What is read of the engine for people: token statuses, metrics, the upstream budget;
+/// and the proxy's record of its calls, which the status shows.
+#[derive(Clone, Copy)]
+pub struct StatusView<'a> {
+    core: &'a Core,
+}
+
+impl<'a> StatusView<'a> {
+    pub(super) fn new(core: &'a Core) -> Self {
+        Self { core }
+    }
+
+    pub fn status(&self, id: &TenantId) -> Option<TokenStatus> {
+        let slot = self.core.slot(id)?;
+        Some(status_of(&slot, self.core.now()))
+    }
+
+    /// Up to `limit` token statuses after the tenant id `after` (any string: the tenants
+    /// sorting after it in byte order), in id order, of the given states (all when
+    /// empty), and whether more follow.
+    pub fn statuses(&self, after: Option<&str>, states: &[TokenState], limit: usize) -> StatusPage {
+        statuses(self.core, after, states, limit)
+    }
+
+    /// The upstream budget: its rate, and what it did for each token-endpoint host.
+    pub fn upstream_budget(&self) -> BudgetReport {
+        BudgetReport {
+            rate_per_minute: self.core.settings.upstream_rate.map(|n| n.get()),
+            hosts: self.core.budget.hosts(),
+        }
+    }
+
+    /// Prometheus text, with the per-tenant seconds-left gauges brought up to date.
+    pub fn render_metrics(&self) -> String {
+        render_metrics(self.core)
+    }
+
+    /// Records a proxied call's answer (`None`: tokenvend's own failure) for the status.
+    pub fn record_proxy_call(&self, id: &TenantId, status: Option<u16>) {
+        let Some(slot) = self.core.slot(id) else {
+            return;
+        };
+        let now = self.core.now();
+        slot.seldom(|seldom| {
+            let stats = &mut seldom.proxy;
+            stats.calls += 1;
+            stats.last_status = status;
+            if status == Some(401) {
+                stats.last_401_at = Some(rfc3339(now));
+            }
+        });
+    }
+}
 
 /// The warning on a tenant still asking for opaque Bearer tokens, which edX is retiring
 /// in favour of JWTs.
@@ -172,12 +228,7 @@ fn status_if(
 /// Up to `limit` token statuses of the tenants whose id sorts after `after`, in id
 /// order, of the given states (all when `states` is empty). Only the page's statuses
 /// are built; the states of the tenants passed over are read, nothing more.
-pub fn statuses(
-    core: &Core,
-    after: Option<&str>,
-    states: &[TokenState],
-    limit: usize,
-) -> StatusPage {
+fn statuses(core: &Core, after: Option<&str>, states: &[TokenState], limit: usize) -> StatusPage {
     let now = core.now();
     let slots = core.slots.ordered();
     let wanted = |state| states.is_empty() || states.contains(&state);
@@ -193,7 +244,7 @@ pub fn statuses(
 
 /// Prometheus text, with the per-tenant seconds-left gauges and the tenant counts (by
 /// state, on Bearer tokens) brought up to date.
-pub fn render_metrics(core: &Core) -> String {
+fn render_metrics(core: &Core) -> String {
     let now = core.now();
     let slots = core.slots.ordered();
     let states = TokenState::ALL.map(TokenState::as_str);

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::event::Event;
@@ -22,34 +21,18 @@ pub struct Events {
 }
 
 struct Inner {
-    sink: Sink,
+    store: Store,
     clock: Arc<dyn Clock>,
     /// Wakes the delivery worker of this process when an event is written.
     wake: Notify,
 }
 
-enum Sink {
-    Store(Store),
-    /// Unit tests: the events raised, in order.
-    Memory(Mutex<Vec<Event>>),
-}
-
 impl Events {
     /// Events written to `store`'s outbox, timestamped by `clock`.
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Self::with_sink(Sink::Store(store), clock)
-    }
-
-    /// Events kept in memory only (see [`Events::raised`]): for unit tests of the code
-    /// that raises them.
-    pub fn in_memory(clock: Arc<dyn Clock>) -> Self {
-        Self::with_sink(Sink::Memory(Mutex::new(Vec::new())), clock)
-    }
-
-    fn with_sink(sink: Sink, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                sink,
+                store,
                 clock,
                 wake: Notify::new(),
             }),
@@ -62,12 +45,8 @@ impl Events {
     }
 
     /// Raises `event` from code that cannot wait (the engine's synchronous paths): the
-    /// write happens in a task of its own (in memory at once).
+    /// write happens in a task of its own.
     pub fn raise_later(&self, event: Event) {
-        if let Sink::Memory(raised) = &self.inner.sink {
-            raised.lock().push(event);
-            return;
-        }
         let events = self.clone();
         tokio::spawn(async move { events.raise(event).await });
     }
@@ -80,10 +59,7 @@ impl Events {
         event: Event,
     ) -> Result<Option<String>, sqlx::Error> {
         let new = self.new_event(&event);
-        let Sink::Store(store) = &self.inner.sink else {
-            self.raise_later(event);
-            return Ok(Some(new.id));
-        };
+        let store = &self.inner.store;
         let Some(webhook) = store.get_webhook(webhook_id).await? else {
             return Ok(None);
         };
@@ -102,14 +78,6 @@ impl Events {
     /// Wakes the delivery worker of this process: a change has committed with its event.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
-    }
-
-    /// The events raised so far, for an in-memory handle (empty otherwise).
-    pub fn raised(&self) -> Vec<Event> {
-        match &self.inner.sink {
-            Sink::Memory(raised) => raised.lock().clone(),
-            Sink::Store(_) => Vec::new(),
-        }
     }
 
     /// Resolves when an event has been written since the last wake-up.
@@ -132,13 +100,7 @@ impl Events {
     }
 
     async fn write(&self, event: Event) {
-        let store = match &self.inner.sink {
-            Sink::Store(store) => store,
-            Sink::Memory(raised) => {
-                raised.lock().push(event);
-                return;
-            }
-        };
+        let store = &self.inner.store;
         let kind = event.kind.as_str();
         let written = async {
             let to: Vec<_> = store

@@ -16,16 +16,16 @@ async fn a_tenant_asked_for_before_the_adoption_takes_its_stored_token_without_e
 
     // As after a restart: the tenant is held without its token, which is still stored.
     let restart = |e: &Engine| {
-        e.vendor.remove_tenant(&tenant.id);
-        e.vendor.upsert_tenant(&tenant);
+        e.vendor.registry().remove_tenant(&tenant.id);
+        e.vendor.registry().upsert_tenant(&tenant);
         assert_eq!(
-            e.vendor.status(&tenant.id).unwrap().state,
+            e.vendor.status_view().status(&tenant.id).unwrap().state,
             TokenState::Missing
         );
     };
     restart(&e);
-    e.vendor.expect_adoption();
-    assert!(e.vendor.adopting());
+    e.vendor.registry().expect_adoption();
+    assert!(e.vendor.registry().adopting());
     let served = e.token(&tenant.id).await.unwrap();
     assert_eq!(served.fingerprint, first.fingerprint, "the stored token");
     assert_eq!(e.edx.calls(), 1, "no second edX call");
@@ -33,11 +33,11 @@ async fn a_tenant_asked_for_before_the_adoption_takes_its_stored_token_without_e
     // Once the background adoption has run, a tenant without a token asks edX again (the
     // store is not read on every miss).
     assert_eq!(
-        e.vendor.adopt_stored_tokens().await.unwrap(),
+        e.vendor.registry().adopt_stored_tokens().await.unwrap(),
         0,
         "already held"
     );
-    assert!(!e.vendor.adopting());
+    assert!(!e.vendor.registry().adopting());
     restart(&e);
     let fetched = e.token(&tenant.id).await.unwrap();
     assert_ne!(fetched.fingerprint, first.fingerprint);
@@ -52,7 +52,7 @@ async fn the_background_adoption_pages_through_every_stored_token() {
         .collect();
     e.add(&tenants[0]);
     let token = e.token(&tenants[0].id).await.unwrap();
-    e.vendor.remove_tenant(&tenants[0].id);
+    e.vendor.registry().remove_tenant(&tenants[0].id);
     // Stored by an earlier run: more than two pages of them.
     for tenant in &tenants {
         e.add(tenant);
@@ -60,11 +60,14 @@ async fn the_background_adoption_pages_through_every_stored_token() {
         let stored = HeldToken::clone(&token);
         e.store.rows.lock().insert(tenant.id.clone(), (key, stored));
     }
-    e.vendor.expect_adoption();
-    assert_eq!(e.vendor.adopt_stored_tokens().await.unwrap(), 2_500);
+    e.vendor.registry().expect_adoption();
+    assert_eq!(
+        e.vendor.registry().adopt_stored_tokens().await.unwrap(),
+        2_500
+    );
     assert!(tenants
         .iter()
-        .all(|t| e.vendor.status(&t.id).unwrap().state == TokenState::Valid));
+        .all(|t| e.vendor.status_view().status(&t.id).unwrap().state == TokenState::Valid));
     assert_eq!(e.edx.calls(), 1, "none asked again");
     assert_eq!(
         e.store.reads.load(Ordering::SeqCst),
@@ -85,7 +88,14 @@ async fn a_reload_reads_only_the_stored_tokens_newer_than_the_held_ones() {
         e.token(&tenant.id).await.unwrap();
     }
     settle().await;
-    assert_eq!(e.vendor.adopt_newer_stored_tokens().await.unwrap(), 0);
+    assert_eq!(
+        e.vendor
+            .registry()
+            .adopt_newer_stored_tokens()
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         e.store.reads.load(Ordering::SeqCst),
         0,
@@ -101,9 +111,16 @@ async fn a_reload_reads_only_the_stored_tokens_newer_than_the_held_ones() {
     newer.fetched_at = e.clock.now();
     newer.fingerprint = "0123456789abcdef".to_owned();
     e.store.rows.lock().insert(b.clone(), (key, newer));
-    assert_eq!(e.vendor.adopt_newer_stored_tokens().await.unwrap(), 1);
+    assert_eq!(
+        e.vendor
+            .registry()
+            .adopt_newer_stored_tokens()
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(e.store.reads.load(Ordering::SeqCst), 1, "only b's was read");
-    let status = e.vendor.status(b).unwrap();
+    let status = e.vendor.status_view().status(b).unwrap();
     assert_eq!(status.fingerprint.as_deref(), Some("0123456789abcdef"));
 }
 
@@ -113,18 +130,19 @@ async fn a_reload_skips_tenants_held_at_their_row_version() {
     let mut tenant = e.tenant("acme", "client");
     e.add(&tenant);
     let uid = tenant.uid.to_string();
-    assert!(e.vendor.holds_tenant_version("acme", &uid, 1));
+    assert!(e.vendor.registry().holds_version("acme", &uid, 1));
     assert!(
-        !e.vendor.holds_tenant_version("acme", &uid, 2),
+        !e.vendor.registry().holds_version("acme", &uid, 2),
         "a newer row"
     );
     assert!(
         !e.vendor
-            .holds_tenant_version("acme", &TenantUid::generate().to_string(), 1),
+            .registry()
+            .holds_version("acme", &TenantUid::generate().to_string(), 1),
         "another identity under the same id"
     );
-    assert!(!e.vendor.holds_tenant_version("other", &uid, 1));
+    assert!(!e.vendor.registry().holds_version("other", &uid, 1));
     tenant.version = 2;
-    e.vendor.upsert_tenant(&tenant);
-    assert!(e.vendor.holds_tenant_version("acme", &uid, 2));
+    e.vendor.registry().upsert_tenant(&tenant);
+    assert!(e.vendor.registry().holds_version("acme", &uid, 2));
 }

@@ -79,13 +79,52 @@ async fn a_failing_tenant_whose_token_runs_out_raises_expired_once() {
     e.token(&acme.id).await.expect("a token");
     // Unused and expired: no event, its next caller simply fetches.
     e.clock.advance(LIFETIME);
-    e.vendor.run_due_refreshes();
+    e.vendor.scheduler().run_due_refreshes();
     assert!(kinds(&e).is_empty(), "{:?}", kinds(&e));
 
     e.edx.fail_next(unavailable());
     e.token(&acme.id).await.expect_err("edX is down");
     for _ in 0..3 {
-        e.vendor.run_due_refreshes();
+        e.vendor.scheduler().run_due_refreshes();
     }
     assert_eq!(kinds(&e), ["token.refresh_failed", "token.expired"]);
+}
+
+#[tokio::test]
+async fn a_refused_new_secret_is_reported_once_while_the_previous_one_serves() {
+    let e = engine(FakeEdx::new(LIFETIME));
+    let mut acme = e.tenant("acme", "client-a");
+    acme.previous_secret = Some(crate::domain::PreviousSecret {
+        sealed: e
+            .key
+            .seal(Purpose::PreviousClientSecret, "acme", b"the-old-secret"),
+        until: e.clock.now() + chrono::Duration::days(1),
+    });
+    e.add(&acme);
+    for _ in 0..3 {
+        e.edx.fail_next(rejected());
+        e.token(&acme.id)
+            .await
+            .expect("served with the previous secret");
+        let status = e.vendor.status_view().status(&acme.id).unwrap();
+        assert_eq!(status.state, TokenState::Valid);
+        let notice = status.last_error.expect("a notice");
+        assert!(
+            notice
+                .message
+                .starts_with("the new client secret was refused by edX (invalid_client)"),
+            "{notice:?}"
+        );
+        e.clock.advance(LIFETIME);
+    }
+    assert_eq!(
+        e.edx.calls(),
+        6,
+        "the new secret, then the previous one, on each fetch"
+    );
+    assert_eq!(
+        kinds(&e),
+        ["token.credentials_rejected"],
+        "said once while the previous secret serves, not on every refresh"
+    );
 }

@@ -34,11 +34,11 @@ async fn an_invalidation_drops_only_the_token_it_names_and_never_brings_it_back(
     );
     assert_eq!(e.edx.calls(), 1, "dropping asks edX for nothing");
     assert_eq!(
-        e.vendor.status(&acme.id).unwrap().state,
+        e.vendor.status_view().status(&acme.id).unwrap().state,
         TokenState::Missing
     );
     assert!(
-        !e.vendor.adopt(StoredToken {
+        !e.vendor.registry().adopt(StoredToken {
             tenant_id: acme.id.clone(),
             tenant_uid: acme.uid,
             token: Some(stored_copy),
@@ -133,25 +133,31 @@ async fn another_replicas_invalidation_drops_only_that_token_and_it_never_comes_
     let other = crate::domain::TenantUid::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
     assert!(
         !e.vendor
+            .registry()
             .fleet_invalidated(&acme.id, other, &first.fingerprint),
         "another tenant identity's invalidation drops nothing"
     );
     assert!(
         !e.vendor
+            .registry()
             .fleet_invalidated(&acme.id, acme.uid, "0123456789abcdef"),
         "another token's invalidation drops nothing"
     );
-    assert_eq!(e.vendor.status(&acme.id).unwrap().state, TokenState::Valid);
+    assert_eq!(
+        e.vendor.status_view().status(&acme.id).unwrap().state,
+        TokenState::Valid
+    );
     // No interval rule here: the replica that accepted the report applied it.
     assert!(e
         .vendor
+        .registry()
         .fleet_invalidated(&acme.id, acme.uid, &first.fingerprint));
     assert_eq!(
-        e.vendor.status(&acme.id).unwrap().state,
+        e.vendor.status_view().status(&acme.id).unwrap().state,
         TokenState::Missing
     );
     assert!(
-        !e.vendor.adopt(StoredToken {
+        !e.vendor.registry().adopt(StoredToken {
             tenant_id: acme.id.clone(),
             tenant_uid: acme.uid,
             token: Some(stored_copy),
@@ -163,6 +169,7 @@ async fn another_replicas_invalidation_drops_only_that_token_and_it_never_comes_
     assert_ne!(second.fingerprint, first.fingerprint);
     assert!(
         !e.vendor
+            .registry()
             .fleet_invalidated(&acme.id, acme.uid, &first.fingerprint),
         "the same invalidation read again keeps the newer token"
     );

@@ -7,7 +7,9 @@ fn all_pages(vendor: &Vendor, states: &[TokenState], limit: usize) -> Vec<Vec<St
     let mut pages: Vec<Vec<String>> = Vec::new();
     loop {
         let after = pages.last().and_then(|page| page.last());
-        let page = vendor.statuses(after.map(String::as_str), states, limit);
+        let page = vendor
+            .status_view()
+            .statuses(after.map(String::as_str), states, limit);
         pages.push(page.items.into_iter().map(|s| s.tenant_id).collect());
         if !page.more {
             return pages;
@@ -40,7 +42,7 @@ async fn status_pages_hold_every_tenant_once_in_id_order_in_the_states_asked_for
     let pages = all_pages(&e.vendor, &[TokenState::Missing, TokenState::Failing], 5);
     assert_eq!((pages.len(), pages.concat()), (4, ids(|n| n % 3 != 1)));
     assert_eq!(all_pages(&e.vendor, &[TokenState::Expired], 9), [[""; 0]]);
-    let page = e.vendor.statuses(Some("t05x"), &[], 2); // any string is a position
+    let page = e.vendor.status_view().statuses(Some("t05x"), &[], 2); // any string is a position
     assert!(page.more && page.items[0].tenant_id == "t06");
 }
 
@@ -62,7 +64,7 @@ async fn a_page_of_statuses_at_10_000_tenants() {
         ("all 10,000, as before paging", None, all, usize::MAX),
     ] {
         let started = std::time::Instant::now();
-        let page = |_| e.vendor.statuses(after, states, limit).items;
+        let page = |_| e.vendor.status_view().statuses(after, states, limit).items;
         let bytes = (0..20).fold(0, |_, n| serde_json::to_vec(&page(n)).unwrap().len());
         println!("{name}: {:?} a page, {bytes} bytes", started.elapsed() / 20);
     }

@@ -14,11 +14,11 @@ use tempfile::TempDir;
 use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
+use tokenvend::outbound::upstream::UpstreamSettings;
 use tokenvend::startup::Application;
 use tokenvend::state::AppState;
 use tokenvend::store::{AuditPruner, AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::LogFormat;
-use tokenvend::outbound::upstream::UpstreamSettings;
 use tokenvend::vending::VendingSettings;
 use tokenvend::webhooks::WebhookSettings;
 use tokio::sync::oneshot;
@@ -331,7 +331,7 @@ impl TestApp {
     }
 
     /// The running app's state, for driving its engine by hand: one scheduler pass
-    /// (`app.state().vendor.run_due_refreshes()`) says what is due, where waiting would
+    /// (`app.state().vendor.scheduler().run_due_refreshes()`) says what is due, where waiting would
     /// only show what happened to happen.
     pub fn state(&self) -> &AppState {
         self.state.as_ref().expect("the app has started")

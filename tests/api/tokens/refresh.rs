@@ -56,7 +56,7 @@ async fn the_scheduler_refreshes_a_recently_used_tenant_before_expiry(app: TestA
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(app.issuer.calls(&idle), 1);
 
-    let scheduler = &app.state().vendor;
+    let scheduler = app.state().vendor.scheduler();
     assert_eq!(scheduler.run_due_refreshes(), 0, "nothing is due yet");
     // Both tokens are now past their refresh point; only the used one is due.
     app.advance(3300);

@@ -3,6 +3,10 @@
 //! nothing served or stored meanwhile; the token is kept once the tenant is stored, so
 //! that its first caller needs no second upstream call.
 
+mod refusals;
+
+pub use refusals::Refusals;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,7 +44,7 @@ fn refusal_key(token_url: &url::Url, client_id: &str) -> String {
 async fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
     let now = core.now();
     let local = {
-        let mut refusals = core.verify_refusals.lock();
+        let mut refusals = core.verify_refusals.0.lock();
         refusals.retain(|_, until| *until > now);
         refusals.get(key).copied()
     };
@@ -49,7 +53,7 @@ async fn cooling_down(core: &Core, key: &str) -> Option<std::time::Duration> {
         None => match core.tokens.verify_refused_until(key, now).await {
             Ok(fleet) => {
                 let until = fleet?;
-                core.verify_refusals.lock().insert(key.to_owned(), until);
+                core.verify_refusals.0.lock().insert(key.to_owned(), until);
                 until
             }
             Err(fault) => {
@@ -129,7 +133,7 @@ pub async fn verify(
             let interval =
                 chrono::Duration::from_std(core.settings.min_refresh_interval).unwrap_or_default();
             let (now, until) = (core.now(), core.now() + interval);
-            core.verify_refusals.lock().insert(refusal.clone(), until);
+            core.verify_refusals.0.lock().insert(refusal.clone(), until);
             // Before answering: a verify on another replica right after this one's
             // answer is refused too.
             if let Err(fault) = core.tokens.refuse_verify(&refusal, until, now).await {
