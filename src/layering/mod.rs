@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["store"]),
     ("upstream", &["outbound", "upstream", "webhooks"]),
     ("vending", &["vending", "proxy"]),
+    ("services", &["services"]),
     (
         "http",
         &[
