@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::domain::FieldError;
 use crate::services::ServiceError;
 use crate::store;
-pub use crate::upstream::UpstreamFailure;
+pub use crate::upstream::failure::UpstreamFailure;
 use crate::vending::VendError;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use super::{bind_tenant_scopes, now, Actor, OnConflict, Result, ServiceError};
+use super::change::{bind_tenant_scopes, now, Actor, OnConflict, Result, ServiceError};
 use crate::domain::{
     FieldError, IdentityMapping, IdentityProvider, MappingFields, ProviderFields, UrlPolicy,
 };

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{bind_tenant_scopes, now, Actor, OnConflict, Result, ServiceError};
+use super::change::{bind_tenant_scopes, now, Actor, OnConflict, Result, ServiceError};
 use crate::domain::{validate_name, FieldError, Scope, ScopeSet};
 use crate::store::{ApiKeyRecord, Store};
 

@@ -8,8 +8,8 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde_json::json;
 use url::Url;
 
+use super::change::{now, Actor, OnConflict, Result, ServiceError};
 use super::verify::verify_credentials;
-use super::{now, Actor, OnConflict, Result, ServiceError};
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{
     drops_token, NewTenant, PreviousSecret, Tenant, TenantId, TenantPatch, UrlPolicy,

@@ -5,10 +5,11 @@
 
 use serde_json::json;
 
-use super::{Actor, Result, ServiceError};
+use super::change::{Actor, Result, ServiceError};
 use crate::domain::Tenant;
 use crate::store::Store;
-use crate::upstream::{UpstreamError, UpstreamFailure};
+use crate::upstream::failure::UpstreamFailure;
+use crate::upstream::UpstreamError;
 use crate::vending::{VendError, Vendor, VerifiedToken};
 
 /// Fetches a token with `tenant`'s settings (not yet stored); a failure is audited as

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{now, Actor, OnConflict, Result, ServiceError};
+use super::change::{now, Actor, OnConflict, Result, ServiceError};
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{parse_outbound_url, FieldError, UrlPolicy};
 use crate::store::{Store, WebhookRecord, MAX_WEBHOOKS};

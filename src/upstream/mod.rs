@@ -2,10 +2,8 @@
 //! answer, failure classes, and bounded retries with jittered backoff. Its HTTP client
 //! follows the outbound policy of `crate::outbound`.
 
-mod failure;
+pub mod failure;
 mod trace_context;
-
-pub use failure::UpstreamFailure;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
