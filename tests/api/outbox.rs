@@ -5,12 +5,13 @@
 //! long the receiver was down and whatever the process went through meanwhile.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::helpers::{assert_problem, eventually, tenant_body, Backend, TestApp};
+use crate::helpers::{assert_problem, eventually_within, tenant_body, Backend, TestApp};
 use crate::on_both_backends;
 use crate::webhooks::{register, Receiver};
 use crate::workload::{list_with, setup, token};
@@ -60,6 +61,9 @@ async fn let_commits_succeed(app: &TestApp) {
     };
     app.raw_execute(sql, &[]).await;
 }
+
+/// How long a delivery may take on a loaded machine (it takes a few milliseconds alone).
+const DELIVERY: Duration = Duration::from_secs(20);
 
 /// How many rows each table that a change writes holds.
 async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
@@ -115,7 +119,7 @@ async fn a_change_whose_commit_fails_leaves_no_row_no_audit_entry_and_no_event(a
     let key_id = key.split('_').nth(1).unwrap().to_owned();
     setup(&app).await;
     let worker = token(&app, "system:serviceaccount:jobs:builder");
-    eventually("the first events", async || receiver.count() == 2).await;
+    eventually_within(DELIVERY, "the first events", async || receiver.count() == 2).await;
     let before = counts(&app).await;
 
     fail_commits(&app).await;
@@ -195,7 +199,7 @@ async fn a_change_whose_commit_fails_leaves_no_row_no_audit_entry_and_no_event(a
     let_commits_succeed(&app).await;
     let created = app.create_tenant(&tenant_body("after")).await;
     assert_eq!(created.status(), StatusCode::CREATED);
-    eventually("the event of the change after", async || {
+    eventually_within(DELIVERY, "the event of the change after", async || {
         receiver
             .received()
             .iter()
@@ -289,12 +293,15 @@ async fn every_committed_tenant_change_reaches_a_receiver_that_was_down_at_least
             .collect::<BTreeSet<_>>()
     };
     app.advance(6);
-    eventually("each event once, the first refused", async || {
+    eventually_within(DELIVERY, "each event once, the first refused", async || {
         receiver.count() == 4
     })
     .await;
     app.advance(31);
-    eventually("the refused event again", async || receiver.count() == 5).await;
+    eventually_within(DELIVERY, "the refused event again", async || {
+        receiver.count() == 5
+    })
+    .await;
     let expected: BTreeSet<(String, String)> = changes
         .iter()
         .map(|(kind, id, ..)| (format!("\"{kind}\""), format!("\"{id}\"")))
