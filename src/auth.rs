@@ -12,6 +12,7 @@
 mod extract;
 pub mod identity;
 pub mod limits;
+mod ports;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -10,7 +10,8 @@ use serde::Serialize;
 use std::time::Duration;
 
 use crate::domain::FieldError;
-use crate::outbound::upstream::UpstreamError;
+pub use crate::outbound::upstream::failure::UpstreamFailure;
+use crate::services::ServiceError;
 use crate::store;
 use crate::vending::VendError;
 
@@ -91,52 +92,6 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// How a failed token fetch shows over HTTP. The one mapping from upstream failures to
-/// statuses: the API's problem+json and the edX-compatible endpoint's RFC 6749 errors
-/// both render from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamFailure {
-    /// 502 when edX rejected the credentials or answered garbage, 503 when it is down or
-    /// throttling, 504 when it did not answer in time.
-    pub status: StatusCode,
-    /// The problem type's slug.
-    pub slug: &'static str,
-    /// When edX may be asked again for this tenant (a second when nobody said).
-    pub retry_after: Duration,
-}
-
-impl UpstreamFailure {
-    pub fn new(cause: &UpstreamError, retry_after: Option<Duration>) -> Self {
-        let (status, slug) = match cause {
-            UpstreamError::Rejected { .. } => (StatusCode::BAD_GATEWAY, "upstream-rejected"),
-            UpstreamError::InvalidResponse { .. } => {
-                (StatusCode::BAD_GATEWAY, "upstream-invalid-response")
-            }
-            UpstreamError::Throttled { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "upstream-throttled")
-            }
-            UpstreamError::Unavailable { .. } | UpstreamError::HostFailing { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable")
-            }
-            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-            UpstreamError::OverBudget { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "upstream-budget")
-            }
-        };
-        Self {
-            status,
-            slug,
-            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-        }
-    }
-
-    /// Whether asking again later may succeed: edX was down, slow or throttling rather
-    /// than refusing the credentials or answering garbage.
-    pub fn is_transient(&self) -> bool {
-        self.status != StatusCode::BAD_GATEWAY
-    }
-}
-
 impl From<VendError> for ApiError {
     fn from(err: VendError) -> Self {
         match err {
@@ -157,20 +112,20 @@ impl From<VendError> for ApiError {
     }
 }
 
-/// Turns a unique-constraint violation into a 409 with `message`; other errors pass through.
-pub trait OnConflict<T> {
-    fn on_conflict(self, message: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> OnConflict<T> for std::result::Result<T, sqlx::Error> {
-    fn on_conflict(self, message: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|err| {
-            if store::is_unique_violation(&err) {
-                ApiError::Conflict(message())
-            } else {
-                err.into()
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Invalid(field) => ApiError::Validation(field),
+            ServiceError::Conflict(message) => ApiError::Conflict(message),
+            ServiceError::NotFound(what) => ApiError::NotFound(what.to_owned()),
+            ServiceError::TenantNotFound => ApiError::TenantNotFound,
+            ServiceError::LimitReached(message) => ApiError::LimitReached(message),
+            ServiceError::CredentialsRefused { status, code } => {
+                ApiError::CredentialsRefused { status, code }
             }
-        })
+            ServiceError::Vend(error) => error.into(),
+            ServiceError::Store(error) => error.into(),
+        }
     }
 }
 
@@ -359,6 +314,7 @@ pub fn problem_json(problem: &Problem) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbound::upstream::UpstreamError;
 
     #[test]
     fn each_upstream_failure_has_one_status_slug_and_retry_rule() {

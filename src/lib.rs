@@ -38,6 +38,9 @@ pub mod proxy;
 pub mod rekey;
 /// HTTP routes, one module per resource.
 pub mod routes;
+/// One write path per change (tenants, keys, webhooks, identities): the row, its audit
+/// entry and its event in one transaction, then the in-memory state.
+pub mod services;
 /// Fleet-wide rates kept by each replica as its share of the live replicas.
 pub mod share;
 /// Application start-up: storage, keys, listener, graceful shutdown.

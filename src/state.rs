@@ -12,6 +12,7 @@ use crate::crypto::MasterKey;
 use crate::metrics::Metrics;
 use crate::outbound::UrlPolicy;
 use crate::proxy::Proxy;
+use crate::services::{IdentityService, KeyService, TenantService, WebhookService};
 use crate::store::Store;
 use crate::vending::Vendor;
 use crate::webhooks::Events;
@@ -58,5 +59,47 @@ impl FromRef<AppState> for Arc<KeyRing> {
 impl FromRef<AppState> for Arc<IdentityRegistry> {
     fn from_ref(state: &AppState) -> Self {
         state.identities.clone()
+    }
+}
+
+/// The services, each built from the handles it needs (not the whole state).
+impl FromRef<AppState> for TenantService {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            master_key: state.master_key.clone(),
+            url_policy: state.url_policy,
+            vendor: state.vendor.clone(),
+            events: state.events.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for KeyService {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            keys: state.keys.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for WebhookService {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            master_key: state.master_key.clone(),
+            url_policy: state.url_policy,
+        }
+    }
+}
+
+impl FromRef<AppState> for IdentityService {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            store: state.store.clone(),
+            url_policy: state.url_policy,
+            directory: state.identities.clone(),
+        }
     }
 }

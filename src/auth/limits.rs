@@ -18,8 +18,7 @@ use governor::{Quota, RateLimiter};
 use crate::clock::RateClock;
 use crate::share::{FleetRate, Share, Sharing};
 
-/// The highest `rate_limit` a key may have, and the highest `TOKENVEND_KEY_RATE`.
-pub const MAX_KEY_RATE: u32 = 100_000;
+pub use crate::services::MAX_KEY_RATE;
 
 /// The failed authentications per minute allowed per client address by default.
 pub const DEFAULT_AUTH_FAILURES: u32 = 60;

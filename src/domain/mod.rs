@@ -3,6 +3,7 @@
 mod expires_in;
 mod field_error;
 mod identity;
+mod new_tenant;
 mod outbound_url;
 mod patch;
 mod proxy_path;
@@ -18,6 +19,7 @@ pub use identity::{
     claim_value, parse_cidrs, parse_matches, ClaimMatch, IdentityMapping, IdentityProvider,
     MappingFields, ProviderFields, ProviderKeys,
 };
+pub use new_tenant::{NewTenant, TenantFields};
 pub use outbound_url::{display_url, origin_of, parse_api_base_url, UrlRules};
 pub use patch::Patch;
 pub use proxy_path::ProxyPath;

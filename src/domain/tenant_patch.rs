@@ -191,6 +191,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::outbound_url::HttpsToNames;
     use crate::domain::{TenantId, TenantUid};
 
     fn tenant() -> Tenant {
@@ -219,21 +220,6 @@ mod tests {
             credentials_version: 2,
             created_at: at,
             updated_at: at,
-        }
-    }
-
-    /// A stand-in for the outbound rules (`crate::outbound`'s, tested there): `https://`
-    /// to a host name.
-    #[derive(Clone, Copy)]
-    struct HttpsToNames;
-
-    impl UrlRules for HttpsToNames {
-        fn outbound_url(self, raw: &str) -> Result<url::Url, String> {
-            let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
-            match (url.scheme(), url.host()) {
-                ("https", Some(url::Host::Domain(_))) => Ok(url),
-                _ => Err("must use https:// to a host name".to_owned()),
-            }
         }
     }
 

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["store"]),
     ("outbound", &["outbound", "webhooks"]),
     ("vending", &["vending", "proxy"]),
+    ("services", &["services"]),
     (
         "http",
         &["auth", "error", "extract", "routes", "state", "config"],

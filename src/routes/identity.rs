@@ -2,27 +2,23 @@
 //! delete). All need `admin`; each change writes its audit entry in its transaction and
 //! reaches the in-memory registry at once.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{Admin, Authorized};
-use crate::domain::{
-    rfc3339, FieldError, IdentityMapping, IdentityProvider, MappingFields, ProviderFields, ScopeSet,
-};
-use crate::error::{ApiError, OnConflict, Result};
+use crate::domain::{rfc3339, MappingFields, ProviderFields};
+use crate::error::{ApiError, Result};
 use crate::extract::{Json, Path, Query};
-use crate::routes::audit_entry::audit;
+use crate::routes::audit_entry::actor;
 use crate::routes::pagination::{
     decode_created_cursor, encode_created_cursor, page_size, PageParams,
 };
+use crate::services::IdentityService;
 use crate::state::AppState;
 use crate::store::{StoredMapping, StoredProvider};
 use crate::telemetry::RequestId;
@@ -144,32 +140,13 @@ fn page<S, T>(
 }
 
 async fn create_identity_provider(
-    State(state): State<AppState>,
+    State(identities): State<IdentityService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Json(body): Json<ProviderFields>,
 ) -> Result<impl IntoResponse> {
-    let provider = IdentityProvider::parse(body, state.url_policy)?;
-    let stored = StoredProvider {
-        provider,
-        created_at: Utc::now().trunc_subsecs(6),
-    };
-    let p = &stored.provider;
-    let entry = audit(
-        &caller,
-        &request_id,
-        "identity_provider.create",
-        p.id.as_str(),
-        json!({ "issuer": p.issuer, "audience": p.audience,
-                "jwks": if p.jwks_url().is_some() { "url" } else { "inline" } }),
-    );
-    state
-        .store
-        .insert_identity_provider(&stored, &entry)
-        .await
-        .on_conflict(|| "an identity provider with this id or issuer exists".to_owned())?;
-    state.identities.insert_provider(p.clone());
-    tracing::info!(provider = %p.id, issuer = %p.issuer, "identity provider created");
+    let actor = actor(&caller, &request_id);
+    let stored = identities.create_provider(&actor, body).await?;
     Ok((StatusCode::CREATED, axum::Json(ProviderView::from(&stored))))
 }
 
@@ -210,80 +187,25 @@ async fn get_identity_provider(
 }
 
 async fn delete_identity_provider(
-    State(state): State<AppState>,
+    State(identities): State<IdentityService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let entry = audit(
-        &caller,
-        &request_id,
-        "identity_provider.delete",
-        &id,
-        json!({}),
-    );
-    if state.store.delete_identity_provider(&id, &entry).await? {
-        state.identities.remove_provider(&id);
-        tracing::info!(provider = %id, "identity provider deleted with its mappings");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("identity provider not found".to_owned()))
-    }
-}
-
-/// Binds each `token:<id>`/`proxy:<id>` scope to the tenant that holds the id now; `422`
-/// naming the scope when no tenant does (as for caller keys).
-async fn bind_scopes(state: &AppState, scopes: ScopeSet) -> Result<ScopeSet> {
-    let mut current = HashMap::new();
-    for scope in scopes.iter() {
-        if let Some(id) = scope.unbound_tenant() {
-            if let Some(tenant) = state.store.get_tenant(id).await? {
-                current.insert(id.clone(), tenant.uid);
-            }
-        }
-    }
-    scopes.bind(|id| current.get(id).copied()).map_err(|id| {
-        FieldError::new(
-            "scopes",
-            format!("a tenant scope names {id}, which is no tenant; create the tenant first"),
-        )
-        .into()
-    })
+    let actor = actor(&caller, &request_id);
+    identities.delete_provider(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_identity_mapping(
-    State(state): State<AppState>,
+    State(identities): State<IdentityService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Json(body): Json<MappingFields>,
 ) -> Result<impl IntoResponse> {
-    let mut mapping = IdentityMapping::parse(body)?;
-    mapping.scopes = bind_scopes(&state, mapping.scopes).await?;
-    let stored = StoredMapping {
-        mapping,
-        created_at: Utc::now().trunc_subsecs(6),
-    };
-    let view = MappingView::from(&stored);
-    let m = &stored.mapping;
-    let entry = audit(
-        &caller,
-        &request_id,
-        "identity_mapping.create",
-        m.id.as_str(),
-        json!({ "provider": view.provider, "match": view.matches,
-                "scopes": view.scopes, "cidrs": view.cidrs }),
-    );
-    let inserted = state
-        .store
-        .insert_identity_mapping(&stored, &entry)
-        .await
-        .on_conflict(|| "an identity mapping with this id exists".to_owned())?;
-    if !inserted {
-        return Err(FieldError::new("provider", "names no identity provider").into());
-    }
-    state.identities.insert_mapping(m.clone());
-    tracing::info!(mapping = %m.id, provider = %m.provider, "identity mapping created");
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    let actor = actor(&caller, &request_id);
+    let stored = identities.create_mapping(&actor, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(MappingView::from(&stored))))
 }
 
 async fn list_identity_mappings(
@@ -323,23 +245,12 @@ async fn get_identity_mapping(
 }
 
 async fn delete_identity_mapping(
-    State(state): State<AppState>,
+    State(identities): State<IdentityService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let entry = audit(
-        &caller,
-        &request_id,
-        "identity_mapping.delete",
-        &id,
-        json!({}),
-    );
-    if state.store.delete_identity_mapping(&id, &entry).await? {
-        state.identities.remove_mapping(&id);
-        tracing::info!(mapping = %id, "identity mapping deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("identity mapping not found".to_owned()))
-    }
+    let actor = actor(&caller, &request_id);
+    identities.delete_mapping(&actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -19,7 +19,6 @@ mod tenant_path;
 mod tenants;
 mod tokens;
 mod upstream;
-mod verify;
 mod webhooks;
 
 use axum::Router;

@@ -6,28 +6,24 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::auth::{Admin, Authorized};
-use crate::crypto::Purpose;
-use crate::domain::{rfc3339, FieldError};
-use crate::error::{ApiError, OnConflict, Result};
+use crate::domain::rfc3339;
+use crate::error::{ApiError, Result};
 use crate::extract::{Json, Path, Query};
-use crate::outbound::parse_outbound_url;
-use crate::routes::audit_entry::audit;
+use crate::routes::audit_entry::actor;
 use crate::routes::pagination::{
     decode_created_cursor, encode_created_cursor, page_size, PageParams,
 };
+use crate::services::{WebhookFields, WebhookService};
 use crate::state::AppState;
-use crate::store::{DeliveryRecord, WebhookRecord, MAX_WEBHOOKS};
+use crate::store::{DeliveryRecord, WebhookRecord};
 use crate::telemetry::RequestId;
-use crate::webhooks::{generate_secret, Event, EventType};
-
-/// The longest `description` accepted, in characters.
-const MAX_DESCRIPTION: usize = 500;
+use crate::webhooks::Event;
 
 /// How many deliveries `GET /webhooks/{id}/deliveries` shows, newest first.
 const DELIVERIES_SHOWN: i64 = 100;
@@ -38,14 +34,6 @@ pub fn router() -> Router<AppState> {
         .route("/webhooks/{id}", get(get_webhook).delete(delete_webhook))
         .route("/webhooks/{id}/deliveries", get(list_deliveries))
         .route("/webhooks/{id}/test", post(test_webhook))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateWebhook {
-    url: Option<String>,
-    events: Option<Vec<String>>,
-    description: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -118,55 +106,6 @@ struct DeliveryList {
     items: Vec<DeliveryView>,
 }
 
-/// `events`: subscribable event types, or `["*"]` for all; duplicates are dropped.
-fn parse_events(raw: Option<Vec<String>>) -> Result<Vec<String>, FieldError> {
-    let raw = raw.ok_or_else(|| FieldError::new("events", "is required"))?;
-    if raw.is_empty() {
-        return Err(FieldError::new(
-            "events",
-            "must name at least one event type",
-        ));
-    }
-    if raw.iter().any(|e| e == "*") {
-        return if raw.iter().all(|e| e == "*") {
-            Ok(vec!["*".to_owned()])
-        } else {
-            Err(FieldError::new("events", "\"*\" must stand alone"))
-        };
-    }
-    let mut events: Vec<String> = Vec::new();
-    for (i, name) in raw.iter().enumerate() {
-        let kind = EventType::parse_subscribable(name).ok_or_else(|| {
-            let known: Vec<&str> = EventType::SUBSCRIBABLE.iter().map(|t| t.as_str()).collect();
-            FieldError::new(
-                format!("events[{i}]"),
-                format!("must be one of {} or \"*\"", known.join(", ")),
-            )
-        })?;
-        if !events.iter().any(|e| e == kind.as_str()) {
-            events.push(kind.as_str().to_owned());
-        }
-    }
-    Ok(events)
-}
-
-fn parse_description(raw: Option<String>) -> Result<String, FieldError> {
-    let description = raw.unwrap_or_default().trim().to_owned();
-    if description.chars().count() > MAX_DESCRIPTION {
-        return Err(FieldError::new(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    if description.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            "description",
-            "must not contain control characters",
-        ));
-    }
-    Ok(description)
-}
-
 /// A path id that cannot be a webhook id is answered like an unknown one.
 fn webhook_id(raw: &str) -> Result<&str> {
     let well_formed = raw.strip_prefix("wh_").is_some_and(|hex| {
@@ -188,56 +127,19 @@ async fn failures_of(state: &AppState) -> Result<std::collections::HashMap<Strin
 }
 
 async fn create_webhook(
-    State(state): State<AppState>,
+    State(webhooks): State<WebhookService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
-    Json(body): Json<CreateWebhook>,
+    Json(body): Json<WebhookFields>,
 ) -> Result<impl IntoResponse> {
-    let raw_url = body
-        .url
-        .ok_or_else(|| FieldError::new("url", "is required"))?;
-    let url =
-        parse_outbound_url(&raw_url, state.url_policy).map_err(|m| FieldError::new("url", m))?;
-    let events = parse_events(body.events)?;
-    let description = parse_description(body.description)?;
-    let id = format!("wh_{}", uuid::Uuid::new_v4().simple());
-    let secret = generate_secret();
-    let record = WebhookRecord {
-        secret: state.master_key.seal(
-            Purpose::WebhookSecret,
-            &id,
-            secret.expose_secret().as_bytes(),
-        ),
-        id: id.clone(),
-        url: url.to_string(),
-        events,
-        description,
-        created_at: Utc::now().trunc_subsecs(6),
-    };
-    let entry = audit(
-        &caller,
-        &request_id,
-        "webhook.create",
-        &id,
-        json!({ "url": record.url, "events": record.events }),
-    );
-    let stored = state
-        .store
-        .insert_webhook(&record, &entry)
-        .await
-        .on_conflict(|| "webhook id collision; retry".to_owned())?;
-    if !stored {
-        return Err(ApiError::LimitReached(format!(
-            "at most {MAX_WEBHOOKS} webhook endpoints can be registered; delete one first"
-        )));
-    }
-    tracing::info!(webhook = %id, events = ?record.events, "webhook created");
+    let created = webhooks.create(&actor(&caller, &request_id), body).await?;
+    let id = &created.record.id;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/webhooks/{id}"))],
         axum::Json(CreatedWebhook {
-            view: WebhookView::new(&record, 0),
-            secret: secret.expose_secret().to_owned(),
+            view: WebhookView::new(&created.record, 0),
+            secret: created.secret.expose_secret().to_owned(),
         }),
     ))
 }
@@ -289,19 +191,14 @@ async fn get_webhook(
 }
 
 async fn delete_webhook(
-    State(state): State<AppState>,
+    State(webhooks): State<WebhookService>,
     Authorized(caller, _): Authorized<Admin>,
     request_id: RequestId,
     Path(raw_id): Path<String>,
 ) -> Result<StatusCode> {
     let id = webhook_id(&raw_id)?;
-    let entry = audit(&caller, &request_id, "webhook.delete", id, json!({}));
-    if state.store.delete_webhook(id, &entry).await? {
-        tracing::info!(webhook = %id, "webhook deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found())
-    }
+    webhooks.delete(&actor(&caller, &request_id), id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_deliveries(

@@ -82,10 +82,15 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(locks) = &self.refresh_locks {
-            locks.close().await;
-        }
-        on_pool!(self, |pool| pool.close().await)
+        // Both pools refuse new work from the first poll; each then waits for its
+        // checked-out connections.
+        let locks = async {
+            if let Some(locks) = &self.refresh_locks {
+                locks.close().await;
+            }
+        };
+        let queries = async { on_pool!(self, |pool| pool.close().await) };
+        tokio::join!(locks, queries);
     }
 
     /// The ids of every master key that sealed something in this database.

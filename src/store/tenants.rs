@@ -10,9 +10,82 @@ use super::outbox::NewEvent;
 use crate::crypto::Sealed;
 use crate::domain::{PreviousSecret, Tenant, TenantId, TenantUid};
 
-const TENANT_COLUMNS: &str = "uid, id, name, client_id, secret_key_id, secret_ciphertext, token_url, \
-     scope, token_type, asymmetric_jwt, jwks_url, version, credentials_version, created_at, updated_at, \
-     api_base_url, previous_secret_key_id, previous_secret_ciphertext, previous_secret_until";
+/// The tenant columns, in the order `bind_tenant!` binds them (`$1` to `$19`).
+const COLUMNS: [&str; 19] = [
+    "uid",
+    "id",
+    "name",
+    "client_id",
+    "secret_key_id",
+    "secret_ciphertext",
+    "token_url",
+    "scope",
+    "token_type",
+    "asymmetric_jwt",
+    "jwks_url",
+    "version",
+    "credentials_version",
+    "created_at",
+    "updated_at",
+    "api_base_url",
+    "previous_secret_key_id",
+    "previous_secret_ciphertext",
+    "previous_secret_until",
+];
+
+/// Binds every column of tenant `$t` to `$query`, as `$1` to `$19` in the order of
+/// `COLUMNS`: the one place that writes a tenant's fields, for the insert and the update.
+macro_rules! bind_tenant {
+    ($query:expr, $t:expr) => {{
+        let t: &Tenant = $t;
+        let previous = t.previous_secret.as_ref();
+        $query
+            .bind(t.uid.to_string())
+            .bind(t.id.as_str())
+            .bind(&t.name)
+            .bind(&t.client_id)
+            .bind(&t.secret.key_id)
+            .bind(&t.secret.bytes)
+            .bind(t.token_url.as_ref().map(Url::as_str))
+            .bind(&t.scope)
+            .bind(t.token_type.as_str())
+            .bind(t.asymmetric_jwt)
+            .bind(t.jwks_url.as_ref().map(Url::as_str))
+            .bind(t.version)
+            .bind(t.credentials_version)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .bind(t.api_base_url.as_ref().map(Url::as_str))
+            .bind(previous.map(|p| &p.sealed.key_id))
+            .bind(previous.map(|p| &p.sealed.bytes))
+            .bind(previous.map(|p| p.until))
+    }};
+}
+
+/// `INSERT` of every column, bound by `bind_tenant!`.
+fn insert_sql() -> String {
+    let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO tenants ({}) VALUES ({})",
+        COLUMNS.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+/// `UPDATE` of every column but the identity (`uid`, `id`) and `created_at`, bound by
+/// `bind_tenant!`, of the row still at the version bound as `$20`.
+fn update_sql() -> String {
+    let set: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .filter(|(_, column)| !["uid", "id", "created_at"].contains(column))
+        .map(|(i, column)| format!("{column} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE tenants SET {} WHERE uid = $1 AND id = $2 AND version = $20",
+        set.join(", ")
+    )
+}
 
 /// A tenant row as stored; it becomes a `Tenant` through `TryFrom`, which refuses a row
 /// that does not parse instead of guessing.
@@ -130,38 +203,10 @@ impl Store {
         audit: &AuditEntry,
         event: &NewEvent,
     ) -> Result<(), sqlx::Error> {
-        let previous = t.previous_secret.as_ref();
+        let sql = insert_sql();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO tenants (id, name, client_id, secret_key_id, secret_ciphertext, \
-                 token_url, scope, token_type, asymmetric_jwt, jwks_url, version, \
-                 credentials_version, created_at, updated_at, uid, api_base_url, \
-                 previous_secret_key_id, previous_secret_ciphertext, previous_secret_until) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, $19)",
-            )
-            .bind(t.id.as_str())
-            .bind(&t.name)
-            .bind(&t.client_id)
-            .bind(&t.secret.key_id)
-            .bind(&t.secret.bytes)
-            .bind(t.token_url.as_ref().map(Url::as_str))
-            .bind(&t.scope)
-            .bind(t.token_type.as_str())
-            .bind(t.asymmetric_jwt)
-            .bind(t.jwks_url.as_ref().map(Url::as_str))
-            .bind(t.version)
-            .bind(t.credentials_version)
-            .bind(t.created_at)
-            .bind(t.updated_at)
-            .bind(t.uid.to_string())
-            .bind(t.api_base_url.as_ref().map(Url::as_str))
-            .bind(previous.map(|p| &p.sealed.key_id))
-            .bind(previous.map(|p| &p.sealed.bytes))
-            .bind(previous.map(|p| p.until))
-            .execute(&mut *tx)
-            .await?;
+            bind_tenant!(sqlx::query(&sql), t).execute(&mut *tx).await?;
             write_audit!(tx, audit)?;
             write_event!(tx, event);
             tx.commit().await
@@ -179,7 +224,7 @@ impl Store {
 
     /// A tenant as stored, parsed or not.
     pub async fn get_tenant_row(&self, id: &TenantId) -> Result<Option<TenantRow>, sqlx::Error> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let sql = format!("SELECT {} FROM tenants WHERE id = $1", COLUMNS.join(", "));
         on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(id.as_str())
             .fetch_optional(pool)
@@ -194,8 +239,10 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<TenantRow>, sqlx::Error> {
-        let sql =
-            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
+        let sql = format!(
+            "SELECT {} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+            COLUMNS.join(", ")
+        );
         on_pool!(self, |pool| sqlx::query_as(&sql)
             .bind(after)
             .bind(limit)
@@ -223,39 +270,14 @@ impl Store {
         audit: &AuditEntry,
         event: &NewEvent,
     ) -> Result<bool, sqlx::Error> {
-        let previous = t.previous_secret.as_ref();
+        let sql = update_sql();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE tenants SET name = $2, client_id = $3, secret_key_id = $4, \
-                 secret_ciphertext = $5, token_url = $6, scope = $7, token_type = $8, \
-                 asymmetric_jwt = $9, jwks_url = $10, version = $11, updated_at = $12, \
-                 credentials_version = $14, api_base_url = $16, previous_secret_key_id = $17, \
-                 previous_secret_ciphertext = $18, previous_secret_until = $19 \
-                 WHERE id = $1 AND uid = $15 AND version = $13",
-            )
-            .bind(t.id.as_str())
-            .bind(&t.name)
-            .bind(&t.client_id)
-            .bind(&t.secret.key_id)
-            .bind(&t.secret.bytes)
-            .bind(t.token_url.as_ref().map(Url::as_str))
-            .bind(&t.scope)
-            .bind(t.token_type.as_str())
-            .bind(t.asymmetric_jwt)
-            .bind(t.jwks_url.as_ref().map(Url::as_str))
-            .bind(t.version)
-            .bind(t.updated_at)
-            .bind(expected_version)
-            .bind(t.credentials_version)
-            .bind(t.uid.to_string())
-            .bind(t.api_base_url.as_ref().map(Url::as_str))
-            .bind(previous.map(|p| &p.sealed.key_id))
-            .bind(previous.map(|p| &p.sealed.bytes))
-            .bind(previous.map(|p| p.until))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let updated = bind_tenant!(sqlx::query(&sql), t)
+                .bind(expected_version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if updated == 0 {
                 return Ok(false);
             }

@@ -44,6 +44,7 @@ mod oauth;
 mod observability;
 mod operator;
 mod outbound;
+mod outbox;
 mod proxy;
 mod proxy_headers;
 mod rate_limits;

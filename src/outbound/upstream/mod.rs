@@ -2,6 +2,8 @@
 //! answer, failure classes, and bounded retries with jittered backoff. Its HTTP client
 //! follows the outbound policy of `crate::outbound`.
 
+pub mod failure;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,42 +1,32 @@
-//! `?verify=true` on `POST /tenants` and `PATCH /tenants/{id}`: the new credentials are
-//! tried on edX before anything is stored. A refusal is `422` with the OAuth error code as
-//! `upstream_error`; edX unreachable is `502`/`503`/`504` as on the token route; both are
-//! audited (`tenant.verify_failed`) and change nothing else.
+//! `?verify=true` on a tenant write: the new credentials are tried on edX before anything
+//! is stored. A refusal is `CredentialsRefused` with the OAuth error code; edX unreachable
+//! is the fetch's own failure; both are audited (`tenant.verify_failed`) and change
+//! nothing else.
 
-use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::Caller;
+use super::change::{Actor, Result, ServiceError};
 use crate::domain::Tenant;
-use crate::error::{ApiError, Result, UpstreamFailure};
+use crate::outbound::upstream::failure::UpstreamFailure;
 use crate::outbound::upstream::UpstreamError;
-use crate::routes::audit_entry::audit;
-use crate::state::AppState;
-use crate::telemetry::RequestId;
-use crate::vending::{VendError, VerifiedToken};
-
-/// The query of a tenant write: `verify` is `true` or `false` (anything else is `400`).
-#[derive(Debug, Default, Deserialize)]
-pub struct WriteParams {
-    #[serde(default)]
-    pub verify: bool,
-}
+use crate::store::Store;
+use crate::vending::{VendError, Vendor, VerifiedToken};
 
 /// Fetches a token with `tenant`'s settings (not yet stored); a failure is audited as
-/// `tenant.verify_failed` (`operation`: `create` or `update`) and answered.
-pub async fn verify_credentials(
-    state: &AppState,
-    caller: &Caller,
-    request_id: &RequestId,
+/// `tenant.verify_failed` (`operation`: `create` or `update`) and returned.
+pub(super) async fn verify_credentials(
+    store: &Store,
+    vendor: &Vendor,
+    actor: &Actor,
     tenant: &Tenant,
     operation: &'static str,
 ) -> Result<VerifiedToken> {
-    let error = match state.vendor.verify(tenant, caller.id()).await {
+    let error = match vendor.verify(tenant, &actor.id).await {
         Ok(verified) => return Ok(verified),
         // Refused before edX was asked: nothing new to record (a refusal by edX is
         // recorded once, and its cool-down keeps the next tries from reaching edX).
         Err(error @ (VendError::VerifyCoolingDown { .. } | VendError::CallerOverRate { .. })) => {
-            return Err(error.into())
+            return Err(ServiceError::Vend(error))
         }
         Err(error) => error,
     };
@@ -52,14 +42,8 @@ pub async fn verify_credentials(
         }),
         other => json!({ "operation": operation, "failure": other.to_string() }),
     };
-    let entry = audit(
-        caller,
-        request_id,
-        "tenant.verify_failed",
-        tenant.id.as_str(),
-        details,
-    );
-    if let Err(store_error) = state.store.record_audit(&entry).await {
+    let entry = actor.audit("tenant.verify_failed", tenant.id.as_str(), details);
+    if let Err(store_error) = store.record_audit(&entry).await {
         tracing::warn!(tenant = %tenant.id, error = %store_error, "could not audit a verify failure");
     }
     tracing::info!(tenant = %tenant.id, %error, "credentials not verified; nothing stored");
@@ -67,7 +51,7 @@ pub async fn verify_credentials(
         VendError::Upstream {
             cause: UpstreamError::Rejected { status, code },
             ..
-        } => ApiError::CredentialsRefused { status, code },
-        other => other.into(),
+        } => ServiceError::CredentialsRefused { status, code },
+        other => ServiceError::Vend(other),
     })
 }
