@@ -28,11 +28,11 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
+use tokenvend::engine::VendingSettings;
+use tokenvend::outbound::webhooks::WebhookSettings;
 use tokenvend::startup::Application;
 use tokenvend::store::{AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::{self, LogFormat};
-use tokenvend::vending::VendingSettings;
-use tokenvend::webhooks::WebhookSettings;
 
 const CLIENT_ID: &str = "bench-client";
 const CLIENT_SECRET: &str = "bench-secret";

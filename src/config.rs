@@ -24,13 +24,13 @@ pub use key_strength::check_admin_key;
 use parse::{check_address, non_empty, parse_old_master_keys, rate, secret_setting};
 pub use vars::*;
 
-use crate::auth::limits::RateLimitSettings;
 use crate::crypto::MasterKey;
+use crate::engine::VendingSettings;
+use crate::http::auth::limits::RateLimitSettings;
+use crate::outbound::webhooks::WebhookSettings;
 use crate::share::HeartbeatSettings;
 use crate::store::{AuditRetention, DatabaseUrl};
 use crate::telemetry::LogFormat;
-use crate::vending::VendingSettings;
-use crate::webhooks::WebhookSettings;
 
 /// Validated settings. Tests build this directly.
 #[derive(Clone)]

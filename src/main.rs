@@ -1,5 +1,5 @@
 //! The `tokenvend` binary: jemalloc as the global allocator, then the command line
-//! (`tokenvend::cli`); everything else lives in the library.
+//! (`tokenvend::commands::cli`); everything else lives in the library.
 
 use std::process::ExitCode;
 
@@ -18,8 +18,8 @@ async fn main() -> ExitCode {
     if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("tokenvend: jemalloc's background thread is off: {error}");
     }
-    match tokenvend::cli::parse() {
-        Ok(cli) => tokenvend::cli::run(cli).await,
+    match tokenvend::commands::cli::parse() {
+        Ok(cli) => tokenvend::commands::cli::run(cli).await,
         Err(code) => code,
     }
 }

@@ -13,6 +13,8 @@
 /// The edX token client.
 pub mod upstream;
 mod url_rules;
+/// Lifecycle events, Standard Webhooks signatures, at-least-once delivery from the outbox.
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

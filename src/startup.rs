@@ -3,6 +3,7 @@
 
 mod fd_limit;
 mod files;
+pub mod fleet;
 mod identities;
 /// The accept loop (public for the hit-path cost ladder, `bench/ladder.rs`).
 pub mod serve;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
-use crate::auth::{generate_bootstrap_key, KeyRing};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     check_admin_key, ConfigError, ServingSettings, Settings, ADMIN_KEY_VAR, BOOTSTRAP_ADMIN_VAR,
@@ -23,16 +23,17 @@ use crate::config::{
     METRICS_LISTEN_VAR, OLD_MASTER_KEYS_VAR,
 };
 use crate::crypto::MasterKey;
-use crate::fleet::follow_changes;
-use crate::fleet::heartbeat::Heartbeat;
-use crate::metrics::Metrics;
+use crate::engine::proxy::Proxy;
+use crate::engine::{SealedTokenStore, Vendor, VendorParts};
+use crate::http::auth::{generate_bootstrap_key, KeyRing};
+use crate::http::routes;
+use crate::http::state::{AppState, Shared};
+use crate::outbound::webhooks::{Deliverer, Events};
 use crate::outbound::UrlPolicy;
-use crate::proxy::Proxy;
-use crate::routes;
-use crate::state::{AppState, Shared};
+use crate::startup::fleet::follow_changes;
+use crate::startup::fleet::heartbeat::Heartbeat;
 use crate::store::{AuditPruner, DatabaseUrl, Store};
-use crate::vending::{SealedTokenStore, Vendor, VendorParts};
-use crate::webhooks::{Deliverer, Events};
+use crate::telemetry::metrics::Metrics;
 use files::{ensure_private_dir, prepare_sqlite_files, read_or_create_secret};
 
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -155,7 +156,7 @@ impl Application {
             Vendor::new(parts, Arc::new(tokens)).map_err(|e| StartupError::HttpClient(e.into()))?;
         // Ready once the tenants are loaded; their stored tokens are adopted in the
         // background (see `run_until_stopped`).
-        crate::fleet::load_tenants(&store, &vendor)
+        crate::startup::fleet::load_tenants(&store, &vendor)
             .await
             .map_err(StartupError::store("tenants"))?;
         vendor.registry().expect_adoption();
@@ -247,7 +248,9 @@ impl Application {
         let scheduler = tokio::spawn(self.state.vendor.scheduler().run(async {
             let _ = scheduler_stopped.await;
         }));
-        let adoption = tokio::spawn(crate::fleet::adopt_stored_tokens(self.state.vendor.clone()));
+        let adoption = tokio::spawn(crate::startup::fleet::adopt_stored_tokens(
+            self.state.vendor.clone(),
+        ));
         let pruning = tokio::spawn(self.audit_pruner.run());
         let (stop_follower, follower_stopped) = tokio::sync::oneshot::channel::<()>();
         let following = async {
@@ -411,40 +414,4 @@ fn ensure_data_dir(dir: &Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// How `tokenvend` prints a start-up error: one line, causes joined by `: `.
-    fn line(err: StartupError) -> String {
-        format!("{:#}", anyhow::Error::from(err))
-    }
-
-    #[test]
-    fn a_bad_setting_names_its_variable_and_nothing_else_does() {
-        let config = ConfigError::new(LISTEN_VAR, "cannot bind 203.0.113.1:1: refused");
-        assert_eq!(
-            line(config.into()),
-            "TOKENVEND_LISTEN: cannot bind 203.0.113.1:1: refused"
-        );
-
-        let client = anyhow::anyhow!("no TLS roots").context("builder error");
-        let shown = line(StartupError::HttpClient(client.into()));
-        assert_eq!(
-            shown,
-            "cannot build the HTTP client: builder error: no TLS roots"
-        );
-
-        let shown = line(StartupError::Store {
-            what: "caller keys",
-            cause: sqlx::Error::PoolTimedOut.into(),
-        });
-        assert!(
-            shown.starts_with("cannot read caller keys from the store: "),
-            "{shown}"
-        );
-        for shown in [shown, line(StartupError::HttpClient("x".into()))] {
-            assert!(!shown.contains("TOKENVEND_"), "{shown}");
-            assert_eq!(shown.lines().count(), 1, "{shown}");
-        }
-    }
-}
+mod tests;

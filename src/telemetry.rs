@@ -3,6 +3,8 @@
 //! method, matched route, request id, tenant and caller key id, and the request id itself
 //! (its clean-up middleware and its extractor).
 
+/// Prometheus metrics.
+pub mod metrics;
 mod otel;
 /// W3C trace context in and out: the caller's trace continued, and passed on by outbound
 /// calls.

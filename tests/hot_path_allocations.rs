@@ -15,11 +15,11 @@ use tower::ServiceExt;
 
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
+use tokenvend::engine::VendingSettings;
+use tokenvend::outbound::webhooks::WebhookSettings;
 use tokenvend::startup::Application;
 use tokenvend::store::{AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::{self, LogFormat};
-use tokenvend::vending::VendingSettings;
-use tokenvend::webhooks::WebhookSettings;
 
 const ADMIN_KEY: &str = "hot-path-admin-key-0123456789abcdef";
 
@@ -101,7 +101,7 @@ async fn service_with_a_held_token(
         audit: AuditRetention::default(),
     };
     let app = Application::build(settings).await.expect("app");
-    let router = tokenvend::routes::router(app.state().clone());
+    let router = tokenvend::http::routes::router(app.state().clone());
     let tenant = json!({"id": "acme", "name": "Acme", "client_id": "acme-client",
                         "client_secret": "acme-secret", "token_url": running.token_url()});
     let (status, body) = call(&router, admin(Method::POST, "/tenants", tenant)).await;

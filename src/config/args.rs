@@ -13,7 +13,7 @@ use super::vars::{
     METRICS_LISTEN_VAR, MIN_REFRESH_INTERVAL_VAR, OLD_MASTER_KEYS_VAR, PROXY_TIMEOUT_VAR,
     UPSTREAM_RATE_VAR,
 };
-use crate::auth::limits::MAX_KEY_RATE;
+use crate::http::auth::limits::MAX_KEY_RATE;
 use crate::telemetry::LogFormat;
 
 /// `TOKENVEND_BOOTSTRAP_ADMIN`: whether the bootstrap admin key is accepted.

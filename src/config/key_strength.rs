@@ -66,8 +66,10 @@ pub fn check_admin_key(key: &str) -> Result<(), String> {
 
 /// The secret part of a key in tokenvend's own format, `tv_<id>_<secret>`.
 fn tokenvend_secret(key: &str) -> Option<&[u8]> {
-    let (id, secret) = key.strip_prefix(crate::auth::KEY_PREFIX)?.split_once('_')?;
-    let id_ok = id == crate::auth::BOOTSTRAP_KEY_ID
+    let (id, secret) = key
+        .strip_prefix(crate::http::auth::KEY_PREFIX)?
+        .split_once('_')?;
+    let id_ok = id == crate::http::auth::BOOTSTRAP_KEY_ID
         || (id.len() == 12
             && id
                 .bytes()
@@ -211,8 +213,11 @@ mod tests {
                 hex::encode(bytes),
                 hex::encode(&bytes[..24]),
                 hex::encode_upper(&bytes[..24]),
-                crate::auth::generate_key().key.expose_secret().to_owned(),
-                crate::auth::generate_bootstrap_key()
+                crate::http::auth::generate_key()
+                    .key
+                    .expose_secret()
+                    .to_owned(),
+                crate::http::auth::generate_bootstrap_key()
                     .expose_secret()
                     .to_owned(),
             ];

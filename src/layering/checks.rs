@@ -113,11 +113,11 @@ fn a_tangle_names_every_file_in_it() {
 
 #[test]
 fn layers_rank_the_top_level_modules() {
-    assert_eq!(layer_of("routes/tenants.rs"), Some((5, "http")));
-    assert!(layer_of("services/tenants.rs") < layer_of("routes/tenants.rs"));
-    assert!(layer_of("vending/token.rs") < layer_of("services/tenants.rs"));
+    assert_eq!(layer_of("http/routes/tenants.rs"), Some((5, "http")));
+    assert!(layer_of("services/tenants.rs") < layer_of("http/routes/tenants.rs"));
+    assert!(layer_of("engine/token.rs") < layer_of("services/tenants.rs"));
     assert_eq!(layer_of("domain/time.rs"), Some((0, "foundations")));
-    assert!(layer_of("store/mod.rs") < layer_of("vending/token.rs"));
+    assert!(layer_of("store/mod.rs") < layer_of("engine/token.rs"));
     assert_eq!(layer_of("nowhere.rs"), None);
     assert_eq!(layer_of("main.rs"), None);
 }

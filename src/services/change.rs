@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::domain::{FieldError, ScopeSet};
+use crate::engine::VendError;
 use crate::store::{self, AuditEntry, Store};
-use crate::vending::VendError;
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 

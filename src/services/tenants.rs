@@ -14,10 +14,10 @@ use crate::crypto::{MasterKey, Purpose};
 use crate::domain::{
     drops_token, NewTenant, PreviousSecret, Tenant, TenantId, TenantPatch, PREVIOUS_SECRET_KEPT,
 };
+use crate::engine::Vendor;
+use crate::outbound::webhooks::{Event, Events};
 use crate::outbound::UrlPolicy;
 use crate::store::Store;
-use crate::vending::Vendor;
-use crate::webhooks::{Event, Events};
 
 /// How many times an update is retried when another writer changed the tenant meanwhile.
 const UPDATE_ATTEMPTS: usize = 3;

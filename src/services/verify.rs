@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::change::{Actor, Result, ServiceError};
 use crate::domain::Tenant;
+use crate::engine::{VendError, Vendor, VerifiedToken};
 use crate::outbound::upstream::failure::UpstreamFailure;
 use crate::outbound::upstream::UpstreamError;
 use crate::store::Store;
-use crate::vending::{VendError, Vendor, VerifiedToken};
 
 /// Fetches a token with `tenant`'s settings (not yet stored); a failure is audited as
 /// `tenant.verify_failed` (`operation`: `create` or `update`) and returned.

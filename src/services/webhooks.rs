@@ -10,9 +10,9 @@ use serde_json::json;
 use super::change::{now, Actor, OnConflict, Result, ServiceError};
 use crate::crypto::{MasterKey, Purpose};
 use crate::domain::FieldError;
+use crate::outbound::webhooks::{generate_secret, EventType};
 use crate::outbound::{parse_outbound_url, UrlPolicy};
 use crate::store::{Store, WebhookRecord, MAX_WEBHOOKS};
-use crate::webhooks::{generate_secret, EventType};
 
 /// The longest `description` accepted, in characters.
 const MAX_DESCRIPTION: usize = 500;

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use crate::auth::identity::IdentityRegistry;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::engine::jwks::JwksCache;
+use crate::http::auth::identity::IdentityRegistry;
 use crate::outbound::upstream::UpstreamClient;
 use crate::outbound::UrlPolicy;
 use crate::share::Sharing;
 use crate::store::Store;
-use crate::vending::jwks::JwksCache;
+use crate::telemetry::metrics::Metrics;
 
 pub(super) fn registry(
     settings: &Settings,

@@ -11,9 +11,8 @@ use tokenvend::config::Settings;
 
 /// Whose client a token was issued to: the local issuer names the client in the JWT.
 fn issued_to(token: &Value) -> String {
-    let claims =
-        tokenvend::vending::decode_claims(token["access_token"].as_str().expect("a token"))
-            .expect("a JWT");
+    let claims = tokenvend::engine::decode_claims(token["access_token"].as_str().expect("a token"))
+        .expect("a JWT");
     claims["preferred_username"]
         .as_str()
         .expect("preferred_username")

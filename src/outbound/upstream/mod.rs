@@ -19,8 +19,8 @@ use tracing::{field, Instrument as _};
 use url::Url;
 
 use crate::domain::{parse_expires_in, TokenType};
-use crate::metrics::Metrics;
 use crate::outbound::{self, UrlPolicy};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::propagation;
 
 /// The edX token endpoint used when a tenant names none.
@@ -108,7 +108,7 @@ pub enum UpstreamError {
     #[error("the budget of token requests to this edX host is spent for now; try again in {}s", .retry_after.as_secs().max(1))]
     OverBudget { retry_after: Duration },
     /// Not sent: edX failed this host's last token requests, and tokenvend leaves it
-    /// alone until its circuit breaker lets a probe through (`vending/breaker.rs`).
+    /// alone until its circuit breaker lets a probe through (`engine/breaker.rs`).
     #[error("edX is failing every token request; not asked again for {}s", .retry_after.as_secs().max(1))]
     HostFailing { retry_after: Duration },
 }

@@ -14,13 +14,13 @@ use tempfile::TempDir;
 use tokenvend::clock::{Clock, ManualClock};
 use tokenvend::config::{ServingSettings, Settings};
 use tokenvend::crypto::MasterKey;
+use tokenvend::engine::VendingSettings;
+use tokenvend::http::state::AppState;
 use tokenvend::outbound::upstream::UpstreamSettings;
+use tokenvend::outbound::webhooks::WebhookSettings;
 use tokenvend::startup::Application;
-use tokenvend::state::AppState;
 use tokenvend::store::{AuditPruner, AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::LogFormat;
-use tokenvend::vending::VendingSettings;
-use tokenvend::webhooks::WebhookSettings;
 use tokio::sync::oneshot;
 
 use super::logs::init_logs;

@@ -21,5 +21,5 @@ async fn token_json(app: &TestApp, id: &str) -> Value {
 }
 
 fn first_fingerprint(token: &Value) -> String {
-    tokenvend::vending::fingerprint(token["access_token"].as_str().unwrap())
+    tokenvend::engine::fingerprint(token["access_token"].as_str().unwrap())
 }

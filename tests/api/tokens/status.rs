@@ -29,7 +29,7 @@ async fn token_status_shows_the_window_and_claims_but_never_the_token(app: TestA
     assert_eq!(status["signature"], "unverified");
     assert_eq!(
         status["fingerprint"],
-        tokenvend::vending::fingerprint(&access_token)
+        tokenvend::engine::fingerprint(&access_token)
     );
     assert_eq!(status["claims"]["grant_type"], "client-credentials");
     assert_eq!(
