@@ -11,8 +11,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
-use crate::receiver::Receiver;
 use crate::fleet::Fleet;
+use crate::receiver::Receiver;
 use crate::stats::RssSample;
 use crate::traffic::{register, tenant_id, EdxMode, Traffic};
 

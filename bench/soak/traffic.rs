@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 
-use crate::setup::Prepared;
 use crate::fleet::Fleet;
+use crate::setup::Prepared;
 use crate::stats::{Kind, Stats};
 
 /// How many requests of one kind may wait for an answer at once.

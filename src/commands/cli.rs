@@ -87,12 +87,35 @@ enum ServiceCommand {
 /// one line naming its variable (exit 2, as a bad setting does at start-up); clap reports
 /// its other errors (and `--help`, `--version`) itself.
 pub fn parse() -> Result<Cli, ExitCode> {
-    Cli::try_parse().map_err(
+    Cli::try_parse().or_else(
         |error| match config::config_error(&error, &Cli::command()) {
-            Some(setting) => fail(&setting),
+            // The operator commands are HTTP clients: a service setting in their
+            // environment that they never read does not stop them.
+            Some(setting) => operator_without_service_env().ok_or_else(|| fail(&setting)),
             None => error.exit(),
         },
     )
+}
+
+/// The command line read again with the service's settings taken from flags only (the
+/// data directory, where the admin key file is, still from the environment), if it is
+/// an operator command.
+fn operator_without_service_env() -> Option<Cli> {
+    use clap::{Args as _, FromArgMatches as _};
+    let settings = SettingsArgs::augment_args(clap::Command::new("settings"));
+    let mut command = Cli::command();
+    for arg in settings.get_arguments() {
+        if arg.get_env().is_some_and(|env| env != config::DATA_DIR_VAR) {
+            command = command.mut_arg(arg.get_id().clone(), |a| a.env(None));
+        }
+    }
+    let cli = Cli::from_arg_matches(&command.try_get_matches().ok()?).ok()?;
+    matches!(
+        cli.command,
+        Some(Command::Tenants { .. } | Command::Keys { .. })
+            | Some(Command::Identity { .. } | Command::Token { .. })
+    )
+    .then_some(cli)
 }
 
 pub async fn run(cli: Cli) -> ExitCode {

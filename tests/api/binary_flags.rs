@@ -1,5 +1,6 @@
 //! The real binary's refusals at start-up: keys given as flags (every user sees them in
-//! `ps`), and admin keys that are not random bytes written out.
+//! `ps`), admin keys that are not random bytes written out, and bad settings (which stop
+//! the service, not the operator commands that never read them).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,4 +96,35 @@ fn passphrases_as_admin_keys_are_refused_at_start_up_naming_the_variable() {
             "part of the key: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_bad_service_setting_stops_the_service_but_not_the_operator_commands() {
+    let run = tempfile::tempdir().unwrap();
+    let mut serve = tokenvend(run.path());
+    serve.env("TOKENVEND_LOG_FORMAT", "yaml");
+    let (code, stderr) = run_to_exit(serve);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "tokenvend: TOKENVEND_LOG_FORMAT: \"yaml\" is not text or json"
+    );
+
+    // The operator command never reads it: it goes on to look for its caller key.
+    let mut operate = tokenvend(run.path());
+    operate
+        .args(["tenants", "list"])
+        .env("TOKENVEND_LOG_FORMAT", "yaml")
+        .env_remove("TOKENVEND_KEY");
+    let (code, stderr) = run_to_exit(operate);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.starts_with("tokenvend: no caller key"), "{stderr}");
+    assert!(!stderr.contains("LOG_FORMAT"), "{stderr}");
+
+    // Given as a flag to the operator command, it is refused as before.
+    let mut flagged = tokenvend(run.path());
+    flagged.args(["tenants", "list", "--log-format", "yaml"]);
+    let (code, stderr) = run_to_exit(flagged);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("TOKENVEND_LOG_FORMAT"), "{stderr}");
 }
