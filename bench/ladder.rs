@@ -259,7 +259,9 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}{PATH}", listener.local_addr()?);
         let (serving, stopped) = (serving.clone(), stopped.clone());
-        tokio::spawn(async move { serve::serve(listener, router, &serving, stopped).await });
+        tokio::spawn(async move {
+            serve::serve(listener, serve::with_peer(router), &serving, stopped).await
+        });
         println!("RUNG\t{label}\t{url}\t{caller}");
         if label.starts_with("the real router") {
             top.push((

@@ -10,6 +10,7 @@
 //! right (there is nothing to brute-force), and hashes are compared in constant time.
 
 mod extract;
+pub use extract::bearer;
 pub mod identity;
 pub mod limits;
 

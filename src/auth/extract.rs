@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 
 use super::identity::{self, IdentityRegistry};
 use super::{client_ip, Authorized, Caller, KeyRing, Refusal, RequiredScope};
@@ -28,6 +29,16 @@ where
     }
 }
 
+/// The credential of a request's `Authorization: Bearer …` (a `tv_` key or a JWT);
+/// `None` (401) without one. The hot path (`routes::hot`) reads it the same way.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(key.trim())
+}
+
 impl<S> FromRequestParts<S> for Caller
 where
     Arc<KeyRing>: FromRef<S>,
@@ -37,16 +48,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::MissingCredentials)?;
-        let (scheme, key) = header.split_once(' ').ok_or(ApiError::MissingCredentials)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingCredentials);
-        }
-        let (key, client) = (key.trim(), client_ip(&parts.extensions));
+        let key = bearer(&parts.headers).ok_or(ApiError::MissingCredentials)?;
+        let client = client_ip(&parts.extensions);
         let ring = Arc::<KeyRing>::from_ref(state);
         let admitted = if identity::looks_like_jwt(key) {
             let identities = Arc::<IdentityRegistry>::from_ref(state);

@@ -9,6 +9,7 @@
 //! tenants in step with the store, `status.rs` answers dashboards, `scheduler.rs`
 //! refreshes ahead.
 
+mod answer;
 mod breaker;
 mod budget;
 mod caller_rate;
@@ -16,6 +17,7 @@ mod config;
 mod core;
 mod error;
 mod flight;
+mod hot;
 mod invalidate;
 pub mod jwks;
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct HeldToken {
     answer: SecretString,
     split: u32,
     token: TokenText,
+    /// The answer of the current second (`answer.rs`).
+    pub(super) answer_cache: super::answer::AnswerCache,
 }
 
 /// Where the token itself is.
@@ -291,6 +293,7 @@ impl HeldToken {
             skew: skew.min(lifetime / 3),
             expires_at,
             signature: SignatureState::Unverified,
+            answer_cache: Default::default(),
         })
     }
 
