@@ -119,6 +119,10 @@ pub fn init(format: LogFormat) {
 }
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header's name as a value: inserted so, it is not copied (a `&str` name is, each
+/// time it is new in the map).
+pub const REQUEST_ID: axum::http::HeaderName =
+    axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Gives a request its id: the client's when it is short and plain (it is echoed and
 /// logged), else a new UUID in its place; returns it, for the answer. A new id allocates
@@ -128,7 +132,7 @@ pub fn assign_request_id(headers: &mut axum::http::HeaderMap) -> Option<HeaderVa
         return Some(value.clone());
     }
     let value = request_id::fresh();
-    headers.insert(REQUEST_ID_HEADER, value.clone());
+    headers.insert(REQUEST_ID, value.clone());
     Some(value)
 }
 

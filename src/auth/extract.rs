@@ -34,9 +34,7 @@ where
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let header = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(key.trim())
+    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim())
 }
 
 impl<S> FromRequestParts<S> for Caller

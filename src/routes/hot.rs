@@ -29,7 +29,7 @@ use tower::Service;
 use crate::auth::{bearer, identity::looks_like_jwt};
 use crate::domain::TenantAccess;
 use crate::state::AppState;
-use crate::telemetry::{self, HOT_ROUTE, REQUEST_ID_HEADER};
+use crate::telemetry::{self, HOT_ROUTE, REQUEST_ID};
 
 /// An answer's body: the hot path's bytes (`Left`) or the router's (`Right`).
 pub type HotBody = Either<Full<Bytes>, Body>;
@@ -133,20 +133,24 @@ fn answer<B: HttpBody>(
     span.record("caller", entry.id.as_str());
     span.record("tenant", hit.id().as_str());
     let looked_up = Instant::now();
-    let body = hit.serve(&state.vendor);
+    let (body, length) = hit.serve(&state.vendor);
     state
         .metrics
         .observe_token_request(looked_up.elapsed().as_secs_f64());
     let mut response = Response::new(Either::Left(Full::new(body)));
     let headers = response.headers_mut();
-    headers.reserve(4);
+    headers.reserve(5);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    headers.insert(REQUEST_ID_HEADER, request_id);
+    headers.insert(REQUEST_ID, request_id);
+    // Last, as the router sets it (hyper would write its own after a `connection` header).
+    if let Ok(length) = HeaderValue::from_maybe_shared(length) {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
     telemetry::log_response(&response, started.elapsed(), &span);
     Some(response)
 }
@@ -186,7 +190,11 @@ mod tests {
             ("/tenants/acme/token", Some("acme"), "the hot route"),
             ("/tenants/a-1/token", Some("a-1"), "digits and dashes"),
             ("/tenants//token", None, "an empty id"),
-            ("/tenants/%61cme/token", None, "an escape: the router decodes it"),
+            (
+                "/tenants/%61cme/token",
+                None,
+                "an escape: the router decodes it",
+            ),
             ("/tenants/a/b/token", None, "two segments"),
             ("/tenants/acme/token/", None, "a trailing slash"),
             ("/tenants/acme/token/status", None, "another route"),

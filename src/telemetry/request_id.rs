@@ -51,7 +51,11 @@ mod tests {
             let text = id.to_str().expect("text");
             let parsed = uuid::Uuid::parse_str(text).expect("a uuid");
             assert_eq!(parsed.get_version_num(), 4);
-            assert_eq!(parsed.hyphenated().to_string(), text, "lowercase, hyphenated");
+            assert_eq!(
+                parsed.hyphenated().to_string(),
+                text,
+                "lowercase, hyphenated"
+            );
             assert!(seen.insert(text.to_owned()), "{text} twice");
         }
     }

@@ -47,10 +47,11 @@ impl PlainHit {
     }
 
     /// Serves the token as `Vendor::token` does on a hit (the slot touched for the
-    /// scheduler, the hit counted): its answer's bytes.
-    pub fn serve(self, vendor: &Vendor) -> Bytes {
+    /// scheduler, the hit counted): its answer's bytes, and their length in decimal.
+    pub fn serve(self, vendor: &Vendor) -> (Bytes, Bytes) {
         self.slot.touch(self.now);
         vendor.core.count(TokenResult::Hit);
-        self.token.answer_bytes(self.slot.id.as_str(), self.now)
+        self.token
+            .answer_and_length(self.slot.id.as_str(), self.now)
     }
 }
