@@ -5,9 +5,14 @@
 //! and `Metrics`), up to the real router and, at the top, the running `Application`:
 //! the product itself. Every rung answers the very bytes and headers of the product.
 //!
-//! `bench_ladder` prints `KEY=`, `LIMITED_KEY=`, `JWT=` and one `RUNG<TAB>label<TAB>url
-//! <TAB>caller` line per rung (caller: `-`, `key`, `limited` or `jwt`), then serves until
-//! killed. `bench/ladder.sh` loads the rungs with wrk and prints the table.
+//! Beside the ladder: the accept loop as it was (hyper's header timer), the hot path in
+//! front of the router (`routes::hot`), and the spread rungs: `TENANTS` tenants (10,000 by
+//! default, created and fetched at start-up; 0 for none) named at random per request.
+//!
+//! `bench_ladder` prints `KEY=`, `LIMITED_KEY=`, `JWT=`, `SPREAD_KEY=`, `TENANTS=` and one
+//! `RUNG<TAB>label<TAB>url<TAB>caller` line per rung (caller: `-`, `key`, `limited`,
+//! `jwt`, `spread-one` or `spread`), then serves until killed. `bench/ladder.sh` loads the
+//! rungs with wrk and prints the table.
 
 #[path = "bare.rs"]
 mod bare;
@@ -23,11 +28,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, Uri};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::{StreamExt as _, TryStreamExt as _};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -37,12 +47,15 @@ use tokenvend::engine::VendingSettings;
 use tokenvend::http::auth::Caller;
 use tokenvend::http::error::ApiError;
 use tokenvend::http::extract::Path;
+use tokenvend::http::routes::hot::HotPath;
 use tokenvend::http::routes::{self, Stack};
 use tokenvend::http::state::AppState;
 use tokenvend::outbound::webhooks::WebhookSettings;
 use tokenvend::startup::{serve, Application};
 use tokenvend::store::{AuditRetention, DatabaseUrl};
 use tokenvend::telemetry::{self, LogFormat};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 const CLIENT_ID: &str = "bench-client";
 const CLIENT_SECRET: &str = "bench-secret";
@@ -82,7 +95,7 @@ async fn token_answer(
     raw_id: &str,
     timed: bool,
 ) -> Result<Response, ApiError> {
-    let held = state.vendor.held_id(raw_id);
+    let held = state.vendor.held(raw_id).map(|h| (h.id().clone(), h.uid()));
     caller.require_token_access(raw_id, held.as_ref().map(|(_, uid)| *uid))?;
     let (id, _) = held.ok_or(ApiError::TenantNotFound)?;
     tracing::Span::current().record("tenant", id.as_str());
@@ -100,8 +113,42 @@ async fn token_answer(
     Ok((HEADERS, body).into_response())
 }
 
-/// The rungs between the bare handler and the real router, each `Router` one more piece.
-fn rungs(state: &AppState, body: &Bytes) -> Vec<(&'static str, Router, &'static str)> {
+/// How a rung is served: a router on tokenvend's accept loop, the hot path in front of
+/// one, or a router on the accept loop as it was (hyper's header timer).
+enum Rung {
+    Router(Router),
+    HotPath(HotPath),
+    HyperTimer(Router),
+}
+
+/// The accept loop before issue 25's second round, for comparison: hyper's own header
+/// timeout (a timer boxed, registered and removed per request head), the peer address
+/// inserted into each request (no connection limit: that costs per connection only).
+async fn serve_with_hyper_timer(listener: TcpListener, router: Router, timeout: Duration) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .keep_alive(true);
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let service = router
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            });
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+/// The rungs between the bare handler and the product, each one more piece.
+fn rungs(state: &AppState, body: &Bytes) -> Vec<(&'static str, Rung, &'static str)> {
     let fixed = {
         let body = body.clone();
         move |Path(_id): Path<String>, uri: Uri| {
@@ -144,28 +191,41 @@ fn rungs(state: &AppState, body: &Bytes) -> Vec<(&'static str, Router, &'static 
         }
     };
     let full = |routes: Router<AppState>| Stack::ALL.around(routes).with_state(state.clone());
+    let bare = Router::new().route(
+        PATH,
+        get({
+            let body = body.clone();
+            move || {
+                let body = body.clone();
+                async move { (HEADERS, body) }
+            }
+        }),
+    );
+    let hot = HotPath::new(routes::router(state.clone()), state.clone());
+    use Rung::{HotPath as Hot, HyperTimer, Router as R};
     vec![
-        ("bare handler on tokenvend's accept loop (header timeout, connection limit, peer address)",
-         Router::new().route(PATH, get({ let body = body.clone(); move || { let body = body.clone(); async move { (HEADERS, body) } } })), "-"),
-        ("+ routing: `/tenants/{id}/token`, the path's id, the query", routed(), "-"),
-        ("+ request id (a new one per request, echoed in `x-request-id`)", with(id_only), "-"),
-        ("+ request timeout (30 s)", with(timeout), "-"),
-        ("+ body limit", with(limit), "-"),
-        ("+ trace span and log line (the whole middleware)", with(Stack::ALL), "-"),
+        ("bare handler on the accept loop as it was (hyper's header timer per request)", HyperTimer(bare.clone()), "-"),
+        ("bare handler on tokenvend's accept loop (header deadline, connection limit, peer address)", R(bare), "-"),
+        ("+ routing: `/tenants/{id}/token`, the path's id, the query", R(routed()), "-"),
+        ("+ request id (a new one per request, echoed in `x-request-id`)", R(with(id_only)), "-"),
+        ("+ request timeout (30 s)", R(with(timeout)), "-"),
+        ("+ body limit", R(with(limit)), "-"),
+        ("+ trace span and log line (the whole middleware)", R(with(Stack::ALL)), "-"),
         ("+ caller authentication: `tv_` key (SHA-256, key map, constant-time compare)",
-         full(Router::new().route(ROUTE, get(authed.clone()))), "key"),
+         R(full(Router::new().route(ROUTE, get(authed.clone())))), "key"),
         ("+ the key's rate limit (a limited key, GCRA)",
-         full(Router::new().route(ROUTE, get(authed.clone()))), "limited"),
+         R(full(Router::new().route(ROUTE, get(authed.clone())))), "limited"),
         ("+ scope check, slot lookup, the token's answer built",
-         full(Router::new().route(ROUTE, get(looked_up(false)))), "limited"),
+         R(full(Router::new().route(ROUTE, get(looked_up(false))))), "limited"),
         ("+ metrics (the hit counter was in the last rung; now the latency histogram)",
-         full(Router::new().route(ROUTE, get(looked_up(true)))), "limited"),
-        ("the real router (`routes::router`, every route)", routes::router(state.clone()), "limited"),
+         R(full(Router::new().route(ROUTE, get(looked_up(true))))), "limited"),
+        ("the real router (`routes::router`, every route)", R(routes::router(state.clone())), "limited"),
+        ("the hot path in front of the real router (`routes::hot`)", Hot(hot), "limited"),
         ("JWT: + caller authentication: a cached workload identity JWT",
-         full(Router::new().route(ROUTE, get(authed))), "jwt"),
+         R(full(Router::new().route(ROUTE, get(authed)))), "jwt"),
         ("JWT: + scope check, slot lookup, the token's answer, metrics",
-         full(Router::new().route(ROUTE, get(looked_up(true)))), "jwt"),
-        ("JWT: the real router", routes::router(state.clone()), "jwt"),
+         R(full(Router::new().route(ROUTE, get(looked_up(true))))), "jwt"),
+        ("JWT: the real router", R(routes::router(state.clone())), "jwt"),
     ]
 }
 
@@ -194,7 +254,13 @@ async fn main() -> anyhow::Result<()> {
         serving: ServingSettings::default(),
         allow_insecure_token_urls: true,
         log_format: LogFormat::Text,
-        vending: VendingSettings::default(),
+        // The bench's issuer is local: no budget of edX calls, so that the spread rungs'
+        // tenants all get their tokens at once.
+        vending: VendingSettings {
+            upstream_rate: None,
+            caller_fetch_rate: None,
+            ..VendingSettings::default()
+        },
         webhooks: WebhookSettings::default(),
         audit: AuditRetention::default(),
     };
@@ -239,6 +305,58 @@ async fn main() -> anyhow::Result<()> {
     signer.register(&client, &base, &admin_key).await?;
     let jwt = signer.mint(1)?;
 
+    // The spread rungs: TENANTS tenants (`s0`…), each holding its token, and a key for
+    // all of them; wrk names one at random per request (`bench/spread.lua`).
+    let tenants: usize = std::env::var("TENANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let spread_key: Value = post(
+        "api-keys",
+        json!({"name": "bench-spread", "scopes": ["token:*"]}),
+    )
+    .await?
+    .json()
+    .await?;
+    let spread_key = spread_key["key"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    let token_url = issuer_server.token_url();
+    futures::stream::iter(0..tenants)
+        .map(|i| {
+            let (client, base, admin_key, spread_key, token_url) =
+                (&client, &base, &admin_key, &spread_key, &token_url);
+            async move {
+                let created = client
+                    .post(format!("{base}/tenants"))
+                    .bearer_auth(admin_key)
+                    .json(
+                        &json!({"id": format!("s{i}"), "name": "Spread", "client_id": CLIENT_ID,
+                                  "client_secret": CLIENT_SECRET, "token_url": token_url}),
+                    )
+                    .send()
+                    .await?;
+                anyhow::ensure!(created.status() == 201, "tenant s{i}: {}", created.status());
+                let fetched = client
+                    .get(format!("{base}/tenants/s{i}/token"))
+                    .bearer_auth(spread_key)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    fetched.status() == 200,
+                    "token of s{i}: {}",
+                    fetched.status()
+                );
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await?;
+    eprintln!(
+        "{tenants} tenants with their tokens in {:?}",
+        started.elapsed()
+    );
+
     let product = format!("{base}{PATH}");
     let answer = client.get(&product).bearer_auth(&key).send().await?;
     anyhow::ensure!(answer.status() == 200, "no token: {}", answer.status());
@@ -247,6 +365,8 @@ async fn main() -> anyhow::Result<()> {
     println!("KEY={key}");
     println!("LIMITED_KEY={limited}");
     println!("JWT={jwt}");
+    println!("SPREAD_KEY={spread_key}");
+    println!("TENANTS={tenants}");
     println!(
         "RUNG\tbare axum handler (`axum::serve`, the same bytes and headers)\t{}\t-",
         bare::serve(PATH, body.clone()).await?
@@ -255,13 +375,24 @@ async fn main() -> anyhow::Result<()> {
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     let serving = ServingSettings::default();
     let mut top = Vec::new();
-    for (label, router, caller) in rungs(&state, &body) {
+    for (label, rung, caller) in rungs(&state, &body) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}{PATH}", listener.local_addr()?);
         let (serving, stopped) = (serving.clone(), stopped.clone());
-        tokio::spawn(async move { serve::serve(listener, router, &serving, stopped).await });
+        match rung {
+            Rung::Router(router) => tokio::spawn(async move {
+                serve::serve(listener, serve::with_peer(router), &serving, stopped).await
+            }),
+            Rung::HotPath(hot) => tokio::spawn(async move {
+                serve::serve(listener, hot.per_peer(), &serving, stopped).await
+            }),
+            Rung::HyperTimer(router) => tokio::spawn(async move {
+                serve_with_hyper_timer(listener, router, serving.header_timeout).await;
+                Ok(())
+            }),
+        };
         println!("RUNG\t{label}\t{url}\t{caller}");
-        if label.starts_with("the real router") {
+        if label.starts_with("the hot path") {
             top.push((
                 "the product: the running `Application` (limited key)",
                 "limited",
@@ -273,6 +404,16 @@ async fn main() -> anyhow::Result<()> {
         }
         if label == "JWT: the real router" {
             top.push(("JWT: the product", "jwt"));
+            if tenants > 0 {
+                top.push((
+                    "the product, one tenant named through `bench/spread.lua` (as the next)",
+                    "spread-one",
+                ));
+                top.push((
+                    "the product, spread: a random one of TENANTS tenants per request",
+                    "spread",
+                ));
+            }
         }
         for (label, caller) in top.drain(..) {
             println!("RUNG\t{label}\t{product}\t{caller}");

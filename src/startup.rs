@@ -1,12 +1,12 @@
 //! Start-up: open and migrate the store, resolve the master and admin keys, load caller
 //! keys into memory, bind the listeners (port 0 allowed) and serve until shutdown.
 
+mod deadline;
 mod fd_limit;
 mod files;
 pub mod fleet;
 mod identities;
-/// The accept loop (public for the hit-path cost ladder, `bench/ladder.rs`).
-pub mod serve;
+pub mod serve; // the accept loop, public for the hit-path cost ladder (`bench/ladder.rs`)
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -268,11 +268,11 @@ impl Application {
         let metrics = self.metrics_listener.map(|listener| {
             (
                 listener,
-                routes::metrics_only::router().with_state(self.state.clone()),
+                serve::with_peer(routes::metrics_only::router().with_state(self.state.clone())),
             )
         });
-        let router = routes::router(self.state);
-        let main = serve::serve(self.listener, router, &serving, stopped.clone());
+        let hot = routes::hot::HotPath::new(routes::router(self.state.clone()), self.state);
+        let main = serve::serve(self.listener, hot.per_peer(), &serving, stopped.clone());
         let metrics = async {
             match metrics {
                 Some((listener, router)) => serve::serve(listener, router, &serving, stopped).await,

@@ -9,13 +9,14 @@ mod otel;
 /// W3C trace context in and out: the caller's trace continued, and passed on by outbound
 /// calls.
 pub mod propagation;
+mod request_id;
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{field, Span};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -111,11 +112,25 @@ pub fn init(format: LogFormat) {
 }
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header's name as a value: inserted so, it is not copied (a `&str` name is, each
+/// time it is new in the map).
+pub const REQUEST_ID: axum::http::HeaderName =
+    axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Gives a request its id: the client's when it is short and plain (it is echoed and
-/// logged), else a new UUID in its place; returns it, for the answer. A new id is one
-/// allocation (its 36 bytes, shared by every clone: the request's header, the answer's).
+/// logged), else a new UUID in its place; returns it, for the answer. A new id allocates
+/// nothing of its own (`request_id::fresh`).
 pub fn assign_request_id(headers: &mut axum::http::HeaderMap) -> Option<HeaderValue> {
+    if let Some(value) = client_request_id(headers) {
+        return Some(value.clone());
+    }
+    let value = request_id::fresh();
+    headers.insert(REQUEST_ID, value.clone());
+    Some(value)
+}
+
+/// The client's request id, when it is short and plain enough to echo and log.
+pub fn client_request_id(headers: &axum::http::HeaderMap) -> Option<&HeaderValue> {
     let usable = |value: &&HeaderValue| {
         let bytes = value.as_bytes();
         !bytes.is_empty()
@@ -124,14 +139,15 @@ pub fn assign_request_id(headers: &mut axum::http::HeaderMap) -> Option<HeaderVa
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
     };
-    if let Some(value) = headers.get(REQUEST_ID_HEADER).filter(usable) {
-        return Some(value.clone());
-    }
-    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-    let value = HeaderValue::from_maybe_shared(axum::body::Bytes::from_owner(text)).ok()?;
-    headers.insert(REQUEST_ID_HEADER, value.clone());
-    Some(value)
+    headers.get(REQUEST_ID_HEADER).filter(usable)
+}
+
+/// The id of a request that is not passed on (the hot path's, `routes::hot`): the
+/// client's, else a new one.
+pub fn request_id_of(headers: &axum::http::HeaderMap) -> HeaderValue {
+    client_request_id(headers)
+        .cloned()
+        .unwrap_or_else(request_id::fresh)
 }
 
 /// The request id given by `assign_request_id` (the client's, or a new one).
@@ -166,12 +182,18 @@ pub fn request_span(request: &Request<Body>) -> Span {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
+    span_of(request.method(), route, request_id, request.headers())
+}
+
+/// The span of a request of `method` to `route` (`request_span`'s, for a request that
+/// has no matched route in its extensions: the hot path's).
+pub fn span_of(method: &Method, route: &str, request_id: &str, headers: &HeaderMap) -> Span {
     macro_rules! request_span {
         ($level:expr) => {
             tracing::span!(
                 $level,
                 "request",
-                method = %request.method(),
+                method = %method,
                 route,
                 request_id,
                 tenant = field::Empty,
@@ -182,19 +204,19 @@ pub fn request_span(request: &Request<Body>) -> Span {
             )
         };
     }
-    let span = if route == HOT_ROUTE && request.method() == axum::http::Method::GET {
+    let span = if route == HOT_ROUTE && method == Method::GET {
         request_span!(tracing::Level::DEBUG)
     } else {
         request_span!(tracing::Level::INFO)
     };
     if otel::exporting() {
-        span.record("otel.name", format!("{} {route}", request.method()));
-        propagation::continue_trace(&span, request.headers());
+        span.record("otel.name", format!("{method} {route}"));
+        propagation::continue_trace(&span, headers);
     }
     span
 }
 
-pub fn log_response(response: &Response<Body>, latency: Duration, span: &Span) {
+pub fn log_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if otel::exporting() {

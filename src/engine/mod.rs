@@ -18,6 +18,7 @@ mod config;
 mod core;
 mod error;
 mod flight;
+mod hot;
 mod invalidate;
 pub mod jwks;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use parking_lot::Mutex;
 pub use budget::{BudgetReport, HostBudget};
 pub use config::api_base_of;
 pub use error::VendError;
+pub use hot::{Held, PlainHit};
 pub use invalidate::Invalidation;
 pub use port::{
     RefreshGuard, StoreFault, StoredToken, TenantKey, TokenEvents, TokenSource, TokenStore,
@@ -65,7 +67,7 @@ use self::budget::UpstreamBudget;
 use self::core::{Core, SlotMap};
 use crate::clock::Clock;
 use crate::crypto::MasterKey;
-use crate::domain::{Tenant, TenantId, TenantUid};
+use crate::domain::{Tenant, TenantId};
 use crate::outbound::{upstream::UpstreamClient, UrlPolicy};
 use crate::telemetry::metrics::{Metrics, TokenResult};
 use jwks::JwksCache;
@@ -322,12 +324,10 @@ impl Vendor {
         verify::keep(&self.core, verified).await;
     }
 
-    /// The id and identity of the tenant served under `raw`: the slot's own id (shared,
-    /// not copied: the hot path finds tenants by the path's text).
-    pub fn held_id(&self, raw: &str) -> Option<(TenantId, TenantUid)> {
-        let slot = self.core.slots.get(raw)?;
-        let uid = slot.config.load().key.uid;
-        Some((slot.id.clone(), uid))
+    /// The tenant served under `raw` (the path's text as it is): the hot path finds
+    /// tenants without parsing or copying their id. Changes nothing.
+    pub fn held(&self, raw: &str) -> Option<Held<'_>> {
+        Held::find(&self.core, raw)
     }
 
     /// Where the proxy sends the tenant's API calls, checked against the outbound rules in

@@ -9,7 +9,9 @@
 //! 238 random bits. Only the SHA-256 of a key is stored; for long random keys a fast hash is
 //! right (there is nothing to brute-force), and hashes are compared in constant time.
 
+mod bearer;
 mod extract;
+pub use bearer::bearer;
 pub mod identity;
 pub mod limits;
 mod ports;

@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use super::bearer::bearer;
 use super::identity::{self, IdentityRegistry};
 use super::{client_ip, Authorized, Caller, KeyRing, Refusal, RequiredScope};
 use crate::http::error::ApiError;
@@ -37,16 +37,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::MissingCredentials)?;
-        let (scheme, key) = header.split_once(' ').ok_or(ApiError::MissingCredentials)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingCredentials);
-        }
-        let (key, client) = (key.trim(), client_ip(&parts.extensions));
+        let key = bearer(&parts.headers).ok_or(ApiError::MissingCredentials)?;
+        let client = client_ip(&parts.extensions);
         let ring = Arc::<KeyRing>::from_ref(state);
         let admitted = if identity::looks_like_jwt(key) {
             let identities = Arc::<IdentityRegistry>::from_ref(state);

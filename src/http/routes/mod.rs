@@ -9,6 +9,7 @@ mod audit;
 mod audit_entry;
 mod dashboard;
 mod health;
+pub mod hot;
 mod identity;
 pub mod metrics_only;
 mod oauth;

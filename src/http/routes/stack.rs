@@ -21,7 +21,7 @@ use tracing::instrument::Instrumented;
 use tracing::Instrument as _;
 
 use crate::http::extract::BODY_LIMIT;
-use crate::telemetry::{self, REQUEST_ID_HEADER};
+use crate::telemetry::{self, REQUEST_ID, REQUEST_ID_HEADER};
 
 /// How long one request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,7 +192,7 @@ where
         });
         if let Some(id) = this.request_id.take() {
             if !response.headers().contains_key(REQUEST_ID_HEADER) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, id);
+                response.headers_mut().insert(REQUEST_ID, id);
             }
         }
         if *this.trace {

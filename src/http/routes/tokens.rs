@@ -50,7 +50,10 @@ async fn get_token(
     // The id is read from the path as it is and the tenant found by it, so that a hit
     // allocates nothing for either (the slot's own id is shared).
     let raw_id = raw_tenant_id(uri.path())?;
-    let held = state.vendor.held_id(&raw_id);
+    let held = state
+        .vendor
+        .held(&raw_id)
+        .map(|h| (h.id().clone(), h.uid()));
     caller.require_token_access(&raw_id, held.as_ref().map(|(_, uid)| *uid))?;
     let id = match held {
         Some((id, _)) => {
@@ -77,6 +80,8 @@ async fn get_token(
         .metrics
         .observe_token_request(started.elapsed().as_secs_f64());
     let token = token?;
+    // The answer's bytes are shared by every hit of the same second (`routes::hot` serves
+    // the same ones).
     let body = token.response_json(id.as_str(), state.vendor.now());
     // Static header values: nothing copied per answer.
     Ok((
